@@ -1,0 +1,25 @@
+# The two commands of the README: `make demo` (the main job) and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: venv demo demo-quick test lint bench clean-venv
+
+venv:
+	@bash scripts/install.sh
+
+demo: venv
+	$(PY) -m edge_geoloc demo $(ARGS)
+
+demo-quick: venv
+	$(PY) -m edge_geoloc demo --quick $(ARGS)
+
+test: venv
+	$(PY) -m pytest -q $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check edge_geoloc export tests benchmarks ros2_ws/src
+
+clean-venv:
+	rm -rf $(VENV)

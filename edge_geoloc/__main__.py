@@ -1,0 +1,3 @@
+from edge_geoloc.cli import main
+
+raise SystemExit(main())

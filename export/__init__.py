@@ -1,0 +1,1 @@
+"""The export step (installed as ``edge_geoloc.export``): PyTorch -> ONNX with parity gates, ONNX -> TensorRT."""
