@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics (R@k, AP) and localization errors. Import submodules directly."""

@@ -1,0 +1,117 @@
+"""TensorRT backend (TensorRT 10 / 11 tensor API, pycuda buffers).
+
+Per input and output: a pinned host buffer (``pagelocked_empty``) and a device buffer (``mem_alloc``), bound
+once with ``set_tensor_address``; a call copies inputs host -> device on a private stream, runs
+``execute_async_v3(stream.handle)``, copies outputs device -> host and synchronises **after** the copies.
+The engine's manifest (its sidecar) must match this machine (TensorRT version, GPU compute capability,
+JetPack); otherwise loading fails with the command that rebuilds it.
+
+Not executed on the development machines (no TensorRT, no GPU); tests marked ``tensorrt`` cover it where
+TensorRT is importable.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_geoloc.export.manifest import check_engine_manifest, current_device_info, read_engine_manifest
+from edge_geoloc.runtime.backends.base import Backend
+
+logger = logging.getLogger(__name__)
+
+
+def _import_tensorrt() -> tuple[Any, Any]:
+    try:
+        import pycuda.driver as cuda
+        import tensorrt as trt
+    except ImportError as err:
+        raise ImportError(f"the TensorRT backend needs `tensorrt` and `pycuda` ({err}). On a Jetson they come "
+                          "from JetPack (python3-libnvinfer; a venv with --system-site-packages) and "
+                          "`pip install pycuda`; elsewhere load the .onnx file with kind='onnxruntime'") from err
+    return trt, cuda
+
+
+class TensorRTBackend(Backend):
+    """A serialized TensorRT engine with its manifest, run with pycuda buffers on one CUDA stream."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: str = "cuda", verify_hash: bool = True) -> None:
+        trt, cuda = _import_tensorrt()
+        self.path = Path(path)
+        manifest = read_engine_manifest(self.path, verify_hash=verify_hash)
+        check_engine_manifest(manifest, current_device_info(), engine=self.path)
+        super().__init__(manifest)
+        self._trt, self._cuda = trt, cuda
+        cuda.init()
+        index = int(device.split(":")[1]) if ":" in device else 0
+        self._ctx = cuda.Device(index).retain_primary_context()  # shared with torch / other libraries
+        self._ctx.push()
+        try:
+            self._load_engine()
+            self._allocate()
+        finally:
+            self._ctx.pop()
+
+    def _load_engine(self) -> None:
+        trt = self._trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        if self.sidecar.get("engine", {}).get("version_compatible"):
+            self._runtime.engine_host_code_allowed = True
+        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {self.path}; rebuild it with "
+                               f"`edge-geoloc build-engine --force` on this device")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        missing = sorted(set(self.input_names + self.output_names) - set(names))
+        if missing:
+            raise RuntimeError(f"engine {self.path} lacks tensors {missing} its manifest lists; rebuild it")
+
+    def _allocate(self, batch: int = 1) -> None:
+        """Pinned host + device buffers for ``batch``, bound to the context by tensor address."""
+        trt, cuda = self._trt, self._cuda
+        self._stream = cuda.Stream()
+        for spec in self.inputs:
+            self.context.set_input_shape(spec.name, spec.concrete_shape(batch))
+        self._host: dict[str, np.ndarray] = {}
+        self._device: dict[str, Any] = {}
+        for name in self.input_names + self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            self._host[name] = cuda.pagelocked_empty(shape, dtype)
+            self._device[name] = cuda.mem_alloc(self._host[name].nbytes)
+            self.context.set_tensor_address(name, int(self._device[name]))
+        self._batch = batch
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cuda = self._cuda
+        batch = next(iter(feeds.values())).shape[0]
+        self._ctx.push()
+        try:
+            if batch != self._batch:
+                self._check_profile(batch)
+                self._allocate(batch)
+            for name, value in feeds.items():
+                np.copyto(self._host[name], value.astype(self._host[name].dtype, copy=False))
+                cuda.memcpy_htod_async(self._device[name], self._host[name], self._stream)
+            if not self.context.execute_async_v3(self._stream.handle):
+                raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}")
+            for name in self.output_names:
+                cuda.memcpy_dtoh_async(self._host[name], self._device[name], self._stream)
+            self._stream.synchronize()  # after the device -> host copies
+        finally:
+            self._ctx.pop()
+        return {name: self._host[name].astype(np.float32, copy=True) for name in self.output_names}
+
+    def _check_profile(self, batch: int) -> None:
+        for spec in self.inputs:
+            low, _, high = self.engine.get_tensor_profile_shape(spec.name, 0)
+            if not low[0] <= batch <= high[0]:
+                raise ValueError(f"batch {batch} is outside the engine's profile for {spec.name!r} "
+                                 f"({low[0]}..{high[0]}); rebuild with `edge-geoloc build-engine --max-batch {batch}`")

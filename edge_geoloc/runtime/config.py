@@ -1,0 +1,90 @@
+"""Configuration of the on-board runtime (``configs/runtime*.yaml``): tile index, pipeline, fusion, backends.
+
+``RuntimeConfig`` nests one frozen section per component; each component receives only its own section::
+
+    cfg = load_config(RuntimeConfig, "configs/runtime.yaml", ["pipeline.top_k=5", "fusion.uere_m=5"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edge_geoloc.fusion.config import FusionConfig
+
+SearchMethod = Literal["auto", "exact", "faiss"]
+
+
+@dataclass(frozen=True)
+class TileIndexConfig:
+    """How tiles are cut from the orthophotos and searched."""
+
+    tile_size_m: float = 120.0  # ground footprint of one tile (square, north-up)
+    stride_m: float = 60.0  # distance between neighbouring tile centres
+    tile_px: int = 256  # pixels read per tile before the encoder's own resize
+    min_valid_fraction: float = 0.5  # tiles at the map edge keep at least this fraction inside the raster
+    batch_size: int = 16
+    bucket_m: float = 250.0  # spatial grid cell used to find the tiles inside a prior's radius
+    search: SearchMethod = "auto"  # "auto": exact inside a prior radius or below faiss_min_tiles, faiss above
+    faiss_min_tiles: int = 50_000
+    faiss_nlist: int = 0  # inverted lists of the IVF index; 0 = 4 * sqrt(N)
+    faiss_nprobe: int = 16
+    faiss_store: Literal["fp16", "flat", "pq"] = "fp16"  # vectors inside the IVF lists
+    exact_max_candidates: int = 200_000  # above this many tiles in the radius, faiss with an ID selector
+
+    def __post_init__(self) -> None:
+        if not (self.tile_size_m > 0 and self.stride_m > 0 and self.bucket_m > 0):
+            raise ValueError("index.tile_size_m, index.stride_m and index.bucket_m must be > 0 (metres)")
+        if self.tile_px < 16 or self.batch_size < 1:
+            raise ValueError(f"index.tile_px must be >= 16 and batch_size >= 1, got {self.tile_px}, "
+                             f"{self.batch_size}")
+        if not 0.0 < self.min_valid_fraction <= 1.0:
+            raise ValueError(f"index.min_valid_fraction must be in (0, 1], got {self.min_valid_fraction}")
+        if self.faiss_nprobe < 1 or self.faiss_nlist < 0:
+            raise ValueError("index.faiss_nprobe must be >= 1 and index.faiss_nlist >= 0 (0 = automatic)")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Retrieval -> localizer -> visual fix -> fusion, per camera frame."""
+
+    top_k: int = 5  # tiles returned by retrieval
+    localize_top: int = 1  # of those, how many the localizer runs on (best confidence wins)
+    search_sigma_factor: float = 3.0  # prior search radius = factor * fused horizontal sigma + margin
+    search_margin_m: float = 60.0
+    min_search_radius_m: float = 100.0
+    max_search_radius_m: float = 2000.0  # a larger prior sigma searches all tiles (as with no prior)
+    aerial_size_m: float = 0.0  # ground size of the patch given to the localizer; 0 = the tile size
+    min_confidence: float = 0.3  # visual fixes below this peak mass are not fused (counted low_confidence)
+    min_valid_fraction: float = 0.6  # aerial patches at the map edge must be at least this much inside
+    heatmap_radius_m: float = 10.0  # neighbourhood of the heat-map mode used for covariance and peak mass
+    sigma_floor_m: float = 2.0  # added in quadrature to the heat map's spread (model error it cannot see)
+    use_gnss_prior: bool = True  # before the filter starts, a raw GNSS fix bounds the search
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or not 1 <= self.localize_top <= self.top_k:
+            raise ValueError(f"pipeline.top_k must be >= 1 and 1 <= localize_top <= top_k, got {self.top_k}, "
+                             f"{self.localize_top}")
+        if not 0.0 <= self.min_confidence <= 1.0 or not 0.0 < self.min_valid_fraction <= 1.0:
+            raise ValueError("pipeline.min_confidence must be in [0, 1] and min_valid_fraction in (0, 1]")
+        if self.min_search_radius_m <= 0 or self.max_search_radius_m < self.min_search_radius_m:
+            raise ValueError("pipeline: need 0 < min_search_radius_m <= max_search_radius_m")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which inference backend runs the models (see ``edge_geoloc.runtime.backends.load_backend``)."""
+
+    kind: Literal["auto", "tensorrt", "onnxruntime", "torch"] = "auto"
+    device: str = "cpu"
+    warmup: int = 2
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything the on-board runtime needs besides the model and index files."""
+
+    index: TileIndexConfig = field(default_factory=TileIndexConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)

@@ -1,0 +1,274 @@
+"""The on-board pipeline: retrieval (with the fused estimate as prior) -> localizer -> visual fix -> fusion.
+
+``Pipeline.process(frame, gnss) -> FusedState`` runs once per camera frame; the GNSS fix received with it (if
+any) is fused first. The models are reached through two small protocols, so any backend (TensorRT, ONNX
+Runtime, PyTorch) or a test double fits:
+
+- :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``;
+- :class:`Localizer`: ``locate(query_rgb, aerial_rgb) -> (Ha, Wa)`` heat map over the aerial patch.
+
+:class:`BackendEncoder` / :class:`BackendLocalizer` adapt a loaded ``Backend`` (sidecar preprocessing).
+
+Per frame: the search is bounded by the fused estimate (radius ``search_sigma_factor * sigma + margin``),
+or by the raw GNSS fix before the filter starts; with neither (GNSS-denied start) all tiles compete. The
+localizer runs on the best ``localize_top`` tiles in retrieval order until one is confident; aerial patches
+mostly outside the map are skipped, and a heat map whose mode falls on the black outside of the map is not
+trusted. A fix whose confidence (heat-map peak mass) is under ``min_confidence`` is reported but not fused,
+and counted in ``low_confidence``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge_geoloc.fusion import FusionFilter, UpdateResult
+from edge_geoloc.geo import EnuFrame, Patch
+from edge_geoloc.models.heatmap import HeatmapEstimate, estimate_from_heatmap
+from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
+from edge_geoloc.types import CameraFrame, FusedState, GnssFix, PipelineCounters, StageLatency, VisualFix
+
+log = logging.getLogger(__name__)
+
+
+class Localizer(Protocol):
+    """Fine localization: a heat map ``(Ha, Wa)`` of where the query camera is over the aerial patch."""
+
+    def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray: ...
+
+
+class BackendEncoder:
+    """:class:`Encoder` over a retrieval ``Backend`` (ONNX input ``image``, output ``embedding``)."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.input_name, self.output_name = backend.input_names[0], "embedding"
+        self.dynamic_batch = isinstance(backend.inputs[0].shape[0], str)
+        self.preprocess_ms = 0.0
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        start = time.perf_counter()
+        batch = [self.backend.preprocess(self.input_name, img) for img in images]  # each (1, 3, H, W)
+        self.preprocess_ms = (time.perf_counter() - start) * 1e3
+        if self.dynamic_batch:
+            return self.backend.run({self.input_name: np.concatenate(batch)})[self.output_name]
+        return np.concatenate([self.backend.run({self.input_name: x})[self.output_name] for x in batch])
+
+
+class BackendLocalizer:
+    """:class:`Localizer` over a localizer ``Backend`` (inputs ``query``, ``aerial``; output ``heatmap``)."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.preprocess_ms = 0.0
+        self.aerial_px = int(backend.sidecar["preprocessing"]["aerial"]["size_hw"][0])
+
+    def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        feeds = {"query": self.backend.preprocess("query", query_rgb),
+                 "aerial": self.backend.preprocess("aerial", aerial_rgb)}
+        self.preprocess_ms = (time.perf_counter() - start) * 1e3
+        return self.backend.run(feeds)["heatmap"][0]  # (Ha, Wa)
+
+
+@dataclass(frozen=True)
+class _Prior:
+    lat_deg: float
+    lon_deg: float
+    radius_m: float
+
+
+class Pipeline:
+    """One camera frame (+ GNSS fix) in, one :class:`FusedState` out; see the module doc."""
+
+    def __init__(self, encoder: Encoder, localizer: Localizer, index: TileIndex,
+                 cfg: RuntimeConfig | None = None, origin: EnuFrame | None = None) -> None:
+        self.cfg = cfg or RuntimeConfig()
+        self.encoder, self.localizer, self.index = encoder, localizer, index
+        if origin is None and "centre_lat_deg" in index.manifest:
+            origin = EnuFrame(index.manifest["centre_lat_deg"], index.manifest["centre_lon_deg"], 0.0)
+        self.fusion = FusionFilter(self.cfg.fusion, origin)
+        self.counters = PipelineCounters()
+        self._last_gnss: GnssFix | None = None
+
+    @classmethod
+    def from_config(cls, retrieval_model: str | Path, localizer_model: str | Path, index_dir: str | Path,
+                    cfg: RuntimeConfig | None = None) -> Pipeline:
+        """Load both models with :func:`load_backend` and the tile index folder."""
+        from edge_geoloc.runtime.backends import load_backend
+
+        cfg = cfg or RuntimeConfig()
+        encoder_backend = load_backend(retrieval_model, kind=cfg.backend.kind, device=cfg.backend.device)
+        localizer_backend = load_backend(localizer_model, kind=cfg.backend.kind, device=cfg.backend.device)
+        for backend in (encoder_backend, localizer_backend):
+            if cfg.backend.warmup:
+                backend.warmup(cfg.backend.warmup)
+        index = TileIndex.load(index_dir, cfg.index)
+        _check_index_model(index, encoder_backend)
+        return cls(BackendEncoder(encoder_backend), BackendLocalizer(localizer_backend), index, cfg)
+
+    def process(self, frame: CameraFrame, gnss: GnssFix | None = None) -> FusedState:
+        """Fuse ``gnss`` (if given), then localize ``frame`` against the map and fuse the visual fix."""
+        t0 = time.perf_counter()
+        self.counters.frames += 1
+        gnss_used = self._fuse_gnss(gnss) if gnss is not None else False
+        self.fusion.predict_to(frame.stamp_s)
+        prior = self._prior()
+        if prior is None:
+            self.counters.no_prior_frames += 1
+        times: dict[str, float] = {}
+        fix = self._visual_fix(frame, prior, times)
+        t_fusion = time.perf_counter()
+        visual_used = self._fuse_visual(fix) if fix is not None else False
+        times["fusion_ms"] = (time.perf_counter() - t_fusion) * 1e3
+        self.counters.filter_resets = self.fusion.counters.filter_resets
+        latency = StageLatency(total_ms=(time.perf_counter() - t0) * 1e3, **times)
+        return self._fused_state(frame.stamp_s, gnss_used, visual_used, fix, latency)
+
+    def add_gnss(self, gnss: GnssFix) -> bool:
+        """Fuse a GNSS fix that arrived between camera frames (receivers often run faster than the camera);
+        returns whether it was accepted."""
+        return self._fuse_gnss(gnss)
+
+    def _fuse_gnss(self, gnss: GnssFix) -> bool:
+        self._bump("gnss_received")
+        self._last_gnss = gnss
+        result = self.fusion.update_gnss(gnss)
+        if result.accepted:
+            self.counters.gnss_fixes += 1
+        else:
+            self.counters.gnss_rejected += 1
+            self._bump(f"gnss_{result.reason}")
+        return result.accepted
+
+    def _fuse_visual(self, fix: VisualFix) -> bool:
+        if fix.confidence < self.cfg.pipeline.min_confidence:
+            self.counters.low_confidence += 1
+            return False
+        result: UpdateResult = self.fusion.update_visual(fix)
+        if result.accepted:
+            self.counters.visual_fixes += 1
+        else:
+            self.counters.visual_rejected += 1
+            self._bump(f"visual_{result.reason}")
+        return result.accepted
+
+    def _prior(self) -> _Prior | None:
+        """Where to search: the fused estimate, else a recent raw GNSS fix, else nowhere (all tiles)."""
+        pc = self.cfg.pipeline
+        if self.fusion.initialized:
+            lat, lon, _ = self.fusion.position_latlon()
+            cov = self.fusion.state.P[:2, :2]
+            sigma = math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0))
+        elif pc.use_gnss_prior and self._last_gnss is not None:
+            lat, lon, sigma = self._last_gnss.lat_deg, self._last_gnss.lon_deg, self._last_gnss.horizontal_sigma_m
+        else:
+            return None
+        radius = max(pc.min_search_radius_m, pc.search_sigma_factor * sigma + pc.search_margin_m)
+        return None if radius > pc.max_search_radius_m else _Prior(lat, lon, radius)
+
+    def _visual_fix(self, frame: CameraFrame, prior: _Prior | None, times: dict[str, float]) -> VisualFix | None:
+        t = time.perf_counter()
+        embedding = self.encoder.embed([frame.image_rgb])[0]
+        times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
+        pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
+        t = time.perf_counter()
+        result = self.index.search(embedding, self.cfg.pipeline.top_k,
+                                   (prior.lat_deg, prior.lon_deg) if prior else None,
+                                   prior.radius_m if prior else None)
+        times["search_ms"] = (time.perf_counter() - t) * 1e3
+        if result.ids.size == 0:
+            self._bump("outside_map")
+            times.update(preprocess_ms=pre_ms, retrieval_ms=times["retrieval_ms"] - pre_ms)
+            return None
+        t = time.perf_counter()
+        best, loc_pre_ms = self._localize(frame, result)
+        times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - loc_pre_ms
+        times.update(preprocess_ms=pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - pre_ms)
+        return None if best is None else self._to_visual_fix(frame, result, *best)
+
+    def _localize(self, frame: CameraFrame, result: SearchResult
+                  ) -> tuple[tuple[int, HeatmapEstimate] | None, float]:
+        """Run the localizer on the best tiles in retrieval order; the first confident estimate wins (else the
+        most confident one, to be reported as low confidence).
+
+        Returns ((rank, estimate) or None, milliseconds spent reading patches and preprocessing)."""
+        pc = self.cfg.pipeline
+        best: tuple[int, HeatmapEstimate] | None = None
+        pre_ms = 0.0
+        for rank in range(min(pc.localize_top, result.ids.size)):
+            t = time.perf_counter()
+            patch = self.index.read_patch(int(result.ids[rank]), pc.aerial_size_m or None, self._aerial_px())
+            pre_ms += (time.perf_counter() - t) * 1e3
+            if patch.valid_fraction < pc.min_valid_fraction:
+                self._bump("edge_tiles_skipped")
+                continue
+            heatmap = np.asarray(self.localizer.locate(frame.image_rgb, patch.image), dtype=np.float64)
+            pre_ms += getattr(self.localizer, "preprocess_ms", 0.0)
+            estimate = self._estimate(heatmap, patch)
+            if estimate is not None and (best is None or estimate.peak_mass > best[1].peak_mass):
+                best = (rank, estimate)
+            if best is not None and best[1].peak_mass >= pc.min_confidence:
+                break
+        return best, pre_ms
+
+    def _aerial_px(self) -> int | None:
+        return getattr(self.localizer, "aerial_px", None)
+
+    def _estimate(self, heatmap: np.ndarray, patch: Patch) -> HeatmapEstimate | None:
+        georef = patch.georef.resized(*heatmap.shape)
+        try:
+            estimate = estimate_from_heatmap(heatmap, georef, self.cfg.pipeline.heatmap_radius_m)
+        except ValueError as err:
+            log.warning("unusable heat map (%s); no visual fix for this tile", err)
+            self._bump("bad_heatmap")
+            return None
+        row = min(int(estimate.row / heatmap.shape[0] * patch.image.shape[0]), patch.image.shape[0] - 1)
+        col = min(int(estimate.col / heatmap.shape[1] * patch.image.shape[1]), patch.image.shape[1] - 1)
+        if not patch.image[row, col].any():  # the mode lies on the black outside of the map
+            self._bump("mode_outside_map")
+            return None
+        return estimate
+
+    def _to_visual_fix(self, frame: CameraFrame, result: SearchResult, rank: int,
+                       est: HeatmapEstimate) -> VisualFix:
+        floor = self.cfg.pipeline.sigma_floor_m**2
+        c = est.covariance_en_m2
+        cov = (c[0] + floor, c[1], c[2], c[3] + floor)
+        if self.fusion.origin is None:
+            self.fusion.origin = EnuFrame(est.lat_deg, est.lon_deg, 0.0)
+        east, north, _ = self.fusion.origin.to_enu(est.lat_deg, est.lon_deg, self.fusion.origin.alt0_m)
+        return VisualFix(frame.stamp_s, est.lat_deg, est.lon_deg, float(east), float(north), cov,
+                         float(est.peak_mass), float(est.entropy_nats), int(result.ids[rank]),
+                         float(result.scores[rank]), frame.heading_rad)
+
+    def _fused_state(self, stamp_s: float, gnss_used: bool, visual_used: bool, fix: VisualFix | None,
+                     latency: StageLatency) -> FusedState:
+        if not self.fusion.initialized:
+            nan = float("nan")
+            return FusedState(stamp_s, nan, nan, nan, nan, nan, nan, nan, (nan,) * 9, False, gnss_used,
+                              visual_used, fix, latency)
+        x, P = self.fusion.state.x, self.fusion.state.P
+        lat, lon, alt = self.fusion.origin.from_enu(x[0], x[1], x[2])
+        return FusedState(stamp_s, lat, lon, alt, float(x[0]), float(x[1]), float(x[3]), float(x[4]),
+                          tuple(float(v) for v in P[:3, :3].ravel()), True, gnss_used, visual_used, fix, latency)
+
+    def _bump(self, name: str) -> None:
+        self.counters.extra[name] = self.counters.extra.get(name, 0) + 1
+
+
+def _check_index_model(index: TileIndex, backend) -> None:
+    """Warn when the index was embedded with another retrieval model than the one loaded."""
+    recorded = index.manifest.get("model", {}).get("sha256")
+    loaded = backend.sidecar.get("sha256", {}).get("artifact")
+    if recorded and loaded and recorded != loaded:
+        log.warning("the tile index was built with model sha256 %s... but %s... is loaded: rebuild the index "
+                    "(`edge-geoloc build-index`) or retrieval scores mean little", recorded[:12], loaded[:12])

@@ -1,0 +1,1 @@
+"""Training: losses, schedules, trainers (retrieval, localizer, adaptation). Import submodules directly."""

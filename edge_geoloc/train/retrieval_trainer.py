@@ -1,0 +1,386 @@
+"""CSP-HD retrieval trainer: the Sample4Geo recipe plus HCD / PALW / CSDA, single process or torchrun DDP.
+
+Recipe per optimizer step: lr schedule -> forward both views -> loss (on features gathered over ranks)
+-> backward (split into ``grad_accum`` micro-batches) -> clip -> step -> PALW update -> log -> checkpoint.
+Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.csv``, ``last.safetensors`` (+ ``last.train_state.pt``
+for resuming), ``final.safetensors`` and ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from edge_geoloc.artifacts import CheckpointMeta, atomic_write_json, load_checkpoint, save_checkpoint
+from edge_geoloc.config import save_config, to_dict
+from edge_geoloc.data.sampler import Batch, PairDataset, UniqueLocationBatchSampler, collate_pairs
+from edge_geoloc.data.sues200 import SUES200
+from edge_geoloc.data.transforms import AugmentConfig, PairTransform
+from edge_geoloc.data.university import CrossViewFolders, University1652
+from edge_geoloc.models.registry import create_model
+from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
+from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
+from edge_geoloc.train.losses_retrieval import CSPHDLoss, LossConfig
+from edge_geoloc.train.schedules import ProgressiveAdaptiveWeight, cosine_with_warmup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrievalDataConfig:
+    dataset: str = "university1652"  # "university1652" | "sues200" | "synthetic" (University-1652 layout)
+    root: str = "data/University-1652"
+    altitude_m: int = 150  # SUES-200 only
+    num_workers: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class RetrievalModelConfig:
+    name: str = "cspdh_convnext_base"
+    pretrained: bool | str = False
+    img_size: int | None = None  # None: the registered model's default
+    pool: str = "gem"
+    embed_dim: int | None = None
+    shared_weights: bool = True
+    num_stages: int = 4
+    grad_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 128  # global, over all ranks and micro-batches
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: int | None = None  # cap on optimizer steps (a fixed budget)
+    warmup_epochs: float = 0.1
+    min_lr_factor: float = 0.0
+    clip_grad_value: float | None = 100.0
+    clip_grad_norm: float | None = None
+    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with loss scaling
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/retrieval"
+    seed: int = 1
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    log_every: int = 10
+    checkpoint_every: int = 0  # optimizer steps; 0 = end of every epoch only
+    resume: bool = False  # continue from out_dir/last.safetensors
+    eval_at_end: bool = True
+    eval_batch_size: int = 64
+    multi_view: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class RetrievalTrainConfig:
+    data: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skipped_images: int = 0
+
+
+class TwoViewForward(nn.Module):
+    """What DDP wraps: both views through the model in one ``forward``."""
+
+    def __init__(self, model: RetrievalModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, drone: torch.Tensor, sat: torch.Tensor) -> tuple[StageOutputs, StageOutputs]:
+        return self.model.forward_stages(drone, "drone"), self.model.forward_stages(sat, "satellite")
+
+
+def open_folders(cfg: RetrievalDataConfig) -> CrossViewFolders:
+    if cfg.dataset in ("university1652", "synthetic"):
+        return University1652(cfg.root)
+    if cfg.dataset == "sues200":
+        return SUES200(cfg.root, cfg.altitude_m)
+    raise ValueError(f"data.dataset must be university1652, sues200 or synthetic, got {cfg.dataset!r}")
+
+
+def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
+    """Constructor overrides; per-stage heads exist only when HCD uses them (derived, not configured)."""
+    m = cfg.model
+    kwargs = dict(pretrained=m.pretrained, pool=m.pool, embed_dim=m.embed_dim, shared_weights=m.shared_weights,
+                  num_stages=m.num_stages, stage_heads=cfg.loss.hcd.enabled, grad_checkpointing=m.grad_checkpointing)
+    if m.img_size is not None:
+        kwargs["img_size"] = m.img_size
+    return kwargs
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device(name)
+
+
+def build_loader(cfg: RetrievalTrainConfig, model: RetrievalModel, info: DistInfo
+                 ) -> tuple[PairDataset, UniqueLocationBatchSampler, torch.utils.data.DataLoader]:
+    pairs = open_folders(cfg.data).train_pairs()
+    transform = PairTransform(cfg.data.augment, model.input_size, model.mean, model.std)
+    dataset = PairDataset(pairs, transform, seed=cfg.run.seed)
+    sampler = UniqueLocationBatchSampler(dataset.labels, cfg.optim.batch_size, cfg.run.seed, info.rank,
+                                         info.world_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                         collate_fn=collate_pairs, pin_memory=torch.cuda.is_available())
+    return dataset, sampler, loader
+
+
+def check_batch_split(cfg: OptimConfig, info: DistInfo) -> None:
+    parts = info.world_size * cfg.grad_accum
+    if cfg.batch_size % parts:
+        raise ValueError(f"optim.batch_size {cfg.batch_size} must be divisible by world_size x grad_accum = {parts}")
+
+
+def total_steps(cfg: OptimConfig, batches_per_epoch: int) -> int:
+    steps = cfg.epochs * batches_per_epoch
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+class AmpContext:
+    """Autocast + loss scaling on CUDA; a no-op on CPU."""
+
+    def __init__(self, enabled: bool, device: torch.device) -> None:
+        self.enabled = enabled and device.type == "cuda"
+        bf16 = self.enabled and torch.cuda.is_bf16_supported()
+        self.dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and not bf16)
+        self.device_type = device.type
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def gather_outputs(out: StageOutputs) -> StageOutputs:
+    """Embeddings over all ranks (float32); feature maps stay local (their loss term is per sample)."""
+    return StageOutputs(gather_with_grad(out.embedding.float()),
+                        [gather_with_grad(e.float()) for e in out.stage_embeddings], out.feature_maps)
+
+
+class MetricsLogger:
+    """``metrics.csv`` (one row per logged step) and, if asked and installed, TensorBoard."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool) -> None:
+        self.path, self.enabled, self.columns = out_dir / "metrics.csv", enabled, None
+        self.tb = self._tensorboard(out_dir) if tensorboard and enabled else None
+
+    @staticmethod
+    def _tensorboard(out_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed (pip install edge-geoloc[train]); logging to CSV only")
+            return None
+        return SummaryWriter(str(out_dir / "tb"))
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **values}
+        if self.columns is None:
+            self.columns = list(row)
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                self.path.write_text(",".join(self.columns) + "\n", encoding="utf-8")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(",".join(f"{row.get(c, float('nan')):.6g}" for c in self.columns) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+
+class RetrievalTrainer:
+    """Builds everything from a :class:`RetrievalTrainConfig`; :meth:`fit` runs the recipe."""
+
+    def __init__(self, cfg: RetrievalTrainConfig) -> None:
+        self.cfg, self.info = cfg, init_distributed()
+        check_batch_split(cfg.optim, self.info)
+        seed_everything(cfg.run.seed)
+        self.device = resolve_device(cfg.run.device, self.info)
+        self.out_dir = Path(cfg.run.out_dir)
+        self.model = create_model(cfg.model.name, **model_kwargs(cfg)).to(self.device)
+        self.dataset, self.sampler, self.loader = build_loader(cfg, self.model, self.info)
+        self.total_steps = total_steps(cfg.optim, len(self.sampler))
+        self.warmup_steps = round(cfg.optim.warmup_epochs * len(self.sampler))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
+                                           weight_decay=cfg.optim.weight_decay)
+        self.criterion = CSPHDLoss(cfg.loss)
+        self.palw = ProgressiveAdaptiveWeight(cfg.loss.palw, self.total_steps)
+        self.amp = AmpContext(cfg.optim.amp, self.device)
+        self.forward_module: nn.Module = TwoViewForward(self.model)
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_module = DistributedDataParallel(self.forward_module, device_ids=ids)
+        self.state = TrainState()
+        self.logger = MetricsLogger(self.out_dir, cfg.run.tensorboard, self.info.is_main)
+        if cfg.run.resume:
+            self.load_resume_state()
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps``, save ``final.safetensors``, evaluate if a test split exists."""
+        from tqdm import tqdm
+
+        if self.info.is_main:
+            save_config(self.cfg, self.out_dir / "config.yaml")
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train retrieval",
+                   disable=not (self.info.is_main and self.cfg.run.progress))
+        logs: dict[str, float] = {}
+        while self.state.step < self.total_steps and self.state.epoch < self.cfg.optim.epochs:
+            logs = self.run_epoch(bar) or logs
+        bar.close()
+        self.save("final")
+        results = {"step": self.state.step, "last_logs": logs, "skipped_images": self.state.skipped_images}
+        results["eval"] = self.evaluate() if self.cfg.run.eval_at_end else {}
+        if self.info.is_main:
+            atomic_write_json(self.out_dir / "eval.json", results)
+        return results
+
+    def run_epoch(self, bar) -> dict[str, float]:
+        s = self.state
+        self.sampler.set_epoch(s.epoch, s.batch_in_epoch)
+        self.dataset.set_epoch(s.epoch)
+        logs: dict[str, float] = {}
+        for batch in self.loader:
+            if s.step >= self.total_steps:
+                break
+            logs = self.train_step(batch)
+            s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", hcd_w=f"{logs.get('hcd_weight', 0):.2f}")
+            if s.step % self.cfg.run.log_every == 0 or s.step == self.total_steps:
+                self.logger.log(s.step, logs)
+            if self.cfg.run.checkpoint_every and s.step % self.cfg.run.checkpoint_every == 0:
+                self.save("last")
+        if s.step < self.total_steps or s.batch_in_epoch >= len(self.sampler.global_batches()):
+            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+        self.save("last")
+        return logs
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """schedule -> forward -> loss -> backward (micro-batches) -> clip -> step -> PALW update."""
+        o = self.cfg.optim
+        lr = o.lr * cosine_with_warmup(self.state.step, self.total_steps, self.warmup_steps, o.min_lr_factor)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        hcd_weight = self.palw.value(self.state.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.accumulate(batch, hcd_weight)
+        grad_norm = self.clip_and_step()
+        self.palw.update(logs["metric"])
+        self.state.skipped_images += batch.skipped
+        return {**logs, "lr": lr, "grad_norm": grad_norm, "skipped_images": float(self.state.skipped_images)}
+
+    def accumulate(self, batch: Batch, hcd_weight: float) -> dict[str, float]:
+        accum = self.cfg.optim.grad_accum
+        drone = batch.drone.to(self.device, non_blocking=True).chunk(accum)
+        sat = batch.satellite.to(self.device, non_blocking=True).chunk(accum)
+        totals: dict[str, float] = {}
+        for i, (d, s) in enumerate(zip(drone, sat, strict=True)):
+            last = i == len(drone) - 1
+            no_sync = self.info.enabled and not last
+            with self.forward_module.no_sync() if no_sync else contextlib.nullcontext():
+                with self.amp.autocast():
+                    out_d, out_s = self.forward_module(d, s)
+                loss, logs = self.criterion(gather_outputs(out_d), gather_outputs(out_s), self.model.logit_scale,
+                                            hcd_weight)
+                self.amp.scaler.scale(loss / len(drone)).backward()
+            for key, value in logs.items():
+                totals[key] = totals.get(key, 0.0) + value / len(drone)
+        return totals
+
+    def clip_and_step(self) -> float:
+        o = self.cfg.optim
+        self.amp.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if o.clip_grad_value:
+            torch.nn.utils.clip_grad_value_(params, o.clip_grad_value)
+        max_norm = o.clip_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.amp.scaler.step(self.optimizer)
+        self.amp.scaler.update()
+        return grad_norm
+
+    def checkpoint_meta(self) -> CheckpointMeta:
+        return CheckpointMeta("retrieval", self.model.model_name, self.model.model_kwargs, config=to_dict(self.cfg),
+                              preprocessing=self.model.preprocessing(),
+                              extra={"step": self.state.step, "epoch": self.state.epoch,
+                                     "embed_dim": self.model.embed_dim})
+
+    def save(self, name: str) -> Path:
+        path = self.out_dir / f"{name}.safetensors"
+        if self.info.is_main:
+            save_checkpoint(path, self.model.state_dict(), self.checkpoint_meta())
+            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.amp.scaler.state_dict(),
+                     "palw": self.palw.state_dict(), "state": vars(self.state)}
+            torch.save(state, self.out_dir / f"{name}.train_state.pt")
+        barrier()
+        return path
+
+    def load_resume_state(self) -> None:
+        weights = self.out_dir / "last.safetensors"
+        state_path = self.out_dir / "last.train_state.pt"
+        if not weights.is_file() or not state_path.is_file():
+            raise FileNotFoundError(f"run.resume=true but {weights} or {state_path} is missing; "
+                                    "start without resume or point run.out_dir at the earlier run")
+        tensors, _ = load_checkpoint(weights, expected_kind="retrieval")
+        self.model.load_state_dict(tensors)
+        state = torch.load(state_path, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.palw.load_state_dict(state["palw"])
+        self.state = TrainState(**state["state"])
+        log.info("resumed from %s at step %d (epoch %d)", weights, self.state.step, self.state.epoch)
+
+    def evaluate(self) -> dict[str, dict]:
+        """Both directions and protocols on the test split (main rank; empty if there is none)."""
+        from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
+
+        folders = open_folders(self.cfg.data)
+        if not self.info.is_main or not folders.test_dir.is_dir():
+            barrier()
+            return {}
+        r = self.cfg.run
+        results = evaluate_folders(self.model, folders, r.eval_batch_size, self.device, r.multi_view)
+        log.info("evaluation: %s", json.dumps({k: round(v["recall_at_1"], 2) for k, v in results.items()}))
+        barrier()
+        return results
+
+
+def train_retrieval(cfg: RetrievalTrainConfig) -> dict[str, Any]:
+    """Train (and evaluate) a retrieval model; returns the summary also written to ``eval.json``."""
+    return RetrievalTrainer(cfg).fit()

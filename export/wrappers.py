@@ -1,0 +1,121 @@
+"""Export views of the models: the exact graph that goes to ONNX, with named inputs and outputs.
+
+A retrieval model exports one branch (``image -> embedding``); a localizer exports ``(query, aerial) ->
+(heatmap, orientation, level_0 .. level_{n-1})`` (levels coarse -> fine), or only ``heatmap`` and
+``orientation`` when ``finest_only``. The PyTorch reference backend runs the same wrappers, so every backend
+answers with the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_geoloc.export.sidecar import InputPreprocessing, ModelDescription, TensorSpec
+
+KINDS = ("retrieval", "localizer")
+VIEWS = ("drone", "satellite")
+
+
+class RetrievalBranch(nn.Module):
+    """One branch of a retrieval model: ``(B, 3, H, W) -> (B, D)`` L2-normalised embedding."""
+
+    def __init__(self, model: nn.Module, view: str = "drone") -> None:
+        super().__init__()
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        self.model = model
+        self.view = view
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(image, view=self.view)
+
+
+class LocalizerHeads(nn.Module):
+    """A localizer returning a flat tuple: heat map, orientation, then the matching volumes coarse -> fine."""
+
+    def __init__(self, model: nn.Module, finest_only: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.finest_only = finest_only
+
+    def forward(self, query: torch.Tensor, aerial: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(query, aerial)
+        if self.finest_only:
+            return out.heatmap, out.orientation
+        return (out.heatmap, out.orientation, *out.levels)
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"retrieval"`` or ``"localizer"``, from the attributes the model contracts require (docs/interfaces.md)."""
+    if hasattr(model, "encode") and hasattr(model, "input_size"):
+        return "retrieval"
+    if hasattr(model, "query_size") and hasattr(model, "aerial_size"):
+        return "localizer"
+    raise ValueError(f"cannot tell whether {type(model).__name__} is a retrieval model (needs encode() and "
+                     "input_size) or a localizer (needs query_size and aerial_size); see docs/interfaces.md")
+
+
+def _hw(size: Any) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+def _prep(model: nn.Module, size_hw: tuple[int, int], overrides: dict[str, Any]) -> InputPreprocessing:
+    mean = tuple(float(v) for v in getattr(model, "mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in getattr(model, "std", (0.229, 0.224, 0.225)))
+    known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale")}
+    return InputPreprocessing(size_hw=size_hw, mean=mean, std=std, **known)
+
+
+def wrap_for_export(model: nn.Module, *, view: str = "drone", finest_only: bool = False,
+                    dynamic_batch: bool = False, preprocessing: dict[str, Any] | None = None,
+                    model_config: dict[str, Any] | None = None) -> tuple[nn.Module, ModelDescription]:
+    """The module to export and the description of its inputs, outputs and preprocessing."""
+    kind = model_kind(model)
+    batch: int | str = "batch" if dynamic_batch else 1
+    overrides = dict(preprocessing or {})
+    if kind == "retrieval":
+        size = _hw(model.input_size)
+        inputs = (TensorSpec("image", (batch, 3, *size)),)
+        wrapper: nn.Module = RetrievalBranch(model, view)
+        prep = {"image": _prep(model, size, overrides)}
+    else:
+        q, a = _hw(model.query_size), _hw(model.aerial_size)
+        inputs = (TensorSpec("query", (batch, 3, *q)), TensorSpec("aerial", (batch, 3, *a)))
+        wrapper = LocalizerHeads(model, finest_only)
+        prep = {"query": _prep(model, q, overrides), "aerial": _prep(model, a, overrides)}
+    wrapper.eval()
+    outputs = _output_specs(wrapper, inputs, kind, batch)
+    desc = ModelDescription(kind, str(getattr(model, "model_name", type(model).__name__)),
+                            dict(getattr(model, "model_kwargs", {})), inputs, outputs, prep,
+                            dict(model_config or {}))
+    return wrapper, desc
+
+
+def output_names(kind: str, num_outputs: int) -> list[str]:
+    """Output names in the order the wrapper returns them."""
+    if kind == "retrieval":
+        return ["embedding"]
+    return ["heatmap", "orientation", *(f"level_{k}" for k in range(num_outputs - 2))]
+
+
+def _output_specs(wrapper: nn.Module, inputs: Sequence[TensorSpec], kind: str,
+                  batch: int | str) -> tuple[TensorSpec, ...]:
+    """Run the wrapper once on zeros to learn the output shapes."""
+    with torch.no_grad():
+        outs = wrapper(*example_inputs(inputs))
+    outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+    names = output_names(kind, len(outs))
+    return tuple(TensorSpec(n, (batch, *o.shape[1:]), "float32") for n, o in zip(names, outs, strict=True))
+
+
+def example_inputs(inputs: Sequence[TensorSpec], batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random normal tensors of the inputs' shapes (the exporter traces on these)."""
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(t.concrete_shape(batch), generator=gen) for t in inputs)

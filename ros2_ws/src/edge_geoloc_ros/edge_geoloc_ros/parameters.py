@@ -1,0 +1,63 @@
+"""Declares the node's ROS parameters from the library schema (edge_geoloc.interop.params.NodeSettings).
+
+Nothing is restated here: names, defaults, units, ranges and validation all come from the schema.
+"""
+
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.parameter import Parameter
+
+from edge_geoloc.interop.params import (
+    NodeSettings,
+    descriptor_fields,
+    parameter_specs,
+    settings_from_parameters,
+    validate_parameter,
+)
+
+_ROS_TYPES = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "integer": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string": ParameterType.PARAMETER_STRING,
+    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+}
+
+
+def make_descriptor(spec) -> ParameterDescriptor:
+    fields = descriptor_fields(spec)
+    descriptor = ParameterDescriptor(
+        name=fields["name"],
+        type=_ROS_TYPES[fields["type_name"]],
+        description=fields["description"],
+        additional_constraints=fields.get("additional_constraints", ""),
+        read_only=fields["read_only"],
+    )
+    if "floating_point_range" in fields:
+        low, high = fields["floating_point_range"]
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return descriptor
+
+
+def _on_set(parameters) -> SetParametersResult:
+    """Refuse values the schema refuses, with its reason (also applies to values from params.yaml)."""
+    for parameter in parameters:
+        value = parameter.value
+        if isinstance(value, list):
+            value = tuple(value)
+        reason = validate_parameter(parameter.name, value)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def declare_settings(node) -> NodeSettings:
+    """Declare one parameter per schema field and return the validated settings."""
+    node.add_on_set_parameters_callback(_on_set)
+    for spec in parameter_specs():
+        default = spec.default
+        if spec.type_name == "string_array":
+            # an empty list has no ROS type: declare the type, an unset value means the default
+            default = list(default) if default else Parameter.Type.STRING_ARRAY
+        node.declare_parameter(spec.name, default, make_descriptor(spec))
+    values = {spec.name: node.get_parameter(spec.name).value for spec in parameter_specs()}
+    return settings_from_parameters(values)

@@ -1,0 +1,188 @@
+"""Pipeline: GNSS-denied start, GNSS-bounded search, low confidence, map edges, counters and latencies.
+
+The models are deterministic stand-ins: a thumbnail encoder and a template-matching localizer whose heat map
+is a softmax of normalised cross-correlation, so the pipeline's own logic is what is tested.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from test_tile_index import LAT0, LON0, ThumbnailEncoder, make_ortho
+
+from edge_geoloc.geo import EnuFrame, GeoRaster
+from edge_geoloc.runtime.config import PipelineConfig, RuntimeConfig, TileIndexConfig
+from edge_geoloc.runtime.pipeline import BackendEncoder, BackendLocalizer, Pipeline
+from edge_geoloc.runtime.tile_index import build_tile_index
+from edge_geoloc.types import CameraFrame, CovarianceType, GnssFix, diagonal_covariance
+
+QUERY_M, QUERY_PX, AERIAL_M, AERIAL_PX = 60.0, 64, 120.0, 128
+ORIGIN = EnuFrame(LAT0, LON0, 0.0)
+
+
+class TemplateLocalizer:
+    """Heat map = softmax(NCC / temperature) of the query slid over the aerial patch (same ground scale)."""
+
+    aerial_px = AERIAL_PX
+
+    def __init__(self, temperature: float = 0.03) -> None:
+        self.temperature = temperature
+
+    def locate(self, query_rgb, aerial_rgb):
+        q = cv2.cvtColor(query_rgb, cv2.COLOR_RGB2GRAY)
+        a = cv2.cvtColor(aerial_rgb, cv2.COLOR_RGB2GRAY)
+        scale = (QUERY_M / AERIAL_M) * a.shape[0] / q.shape[0]
+        q = cv2.resize(q, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ncc = cv2.matchTemplate(a, q, cv2.TM_CCOEFF_NORMED)  # (Ha - h + 1, Wa - w + 1)
+        logits = np.full(a.shape, -np.inf)
+        h, w = q.shape
+        logits[h // 2: h // 2 + ncc.shape[0], w // 2: w // 2 + ncc.shape[1]] = ncc / self.temperature
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
+
+
+class FlatLocalizer:
+    """A localizer that cannot decide: a nearly uniform heat map."""
+
+    aerial_px = AERIAL_PX
+
+    def locate(self, query_rgb, aerial_rgb):
+        p = np.ones((32, 32)) + 0.01 * np.random.default_rng(0).random((32, 32))
+        return p / p.sum()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    make_ortho(root / "area.tif", size_m=400.0)
+    cfg = TileIndexConfig(tile_size_m=QUERY_M, stride_m=30.0, tile_px=QUERY_PX)
+    index = build_tile_index([root / "area.tif"], ThumbnailEncoder(), cfg, out_dir=root / "index")
+    return root / "area.tif", index
+
+
+def runtime_cfg(**pipeline) -> RuntimeConfig:
+    base = dict(aerial_size_m=AERIAL_M, localize_top=3, min_search_radius_m=40.0, search_margin_m=20.0)
+    return RuntimeConfig(pipeline=PipelineConfig(**{**base, **pipeline}))
+
+
+def camera(ortho, east, north, stamp, seed=0) -> CameraFrame:
+    lat, lon, _ = ORIGIN.from_enu(east, north, 0.0)
+    with GeoRaster(ortho) as raster:
+        image = raster.read_around_latlon(lat, lon, QUERY_M, QUERY_PX).image
+    noise = np.random.default_rng(seed).normal(0, 6, image.shape)
+    return CameraFrame(stamp, np.clip(image + noise, 0, 255).astype(np.uint8))
+
+
+def gnss(east, north, stamp, sigma=3.0) -> GnssFix:
+    lat, lon, alt = ORIGIN.from_enu(east, north, 50.0)
+    return GnssFix(stamp, lat, lon, alt, diagonal_covariance(sigma, sigma, 2 * sigma), CovarianceType.DIAGONAL_KNOWN)
+
+
+def horizontal_error(state, east, north) -> float:
+    e, n, _ = ORIGIN.to_enu(state.lat_deg, state.lon_deg, 0.0)
+    return math.hypot(e - east, n - north)
+
+
+def test_gnss_denied_start_searches_all_tiles_and_initialises_from_vision(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    state = pipe.process(camera(ortho, 10.0, 10.0, 0.0), None)  # (10, 10) is a tile centre
+    assert pipe.counters.no_prior_frames == 1 and pipe.counters.visual_fixes == 1
+    assert state.initialized and state.visual_used and not state.gnss_used
+    assert horizontal_error(state, 10.0, 10.0) < 2.0
+    assert state.visual_fix.confidence > 0.3 and state.visual_fix.tile_id >= 0
+    state = pipe.process(camera(ortho, 18.0, 15.0, 0.5, seed=1), None)  # now searched around the estimate
+    assert pipe.counters.no_prior_frames == 1 and horizontal_error(state, 18.0, 15.0) < 3.0
+
+
+def test_flight_with_gnss_tracks_truth_and_reports_latency(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    rng = np.random.default_rng(4)
+    errors = []
+    for i in range(12):
+        t, east, north = 0.5 * i, -60.0 + 8.0 * i, 20.0 - 3.0 * i
+        fix = gnss(east + rng.normal(0, 3), north + rng.normal(0, 3), t)
+        state = pipe.process(camera(ortho, east, north, t, seed=i), fix)
+        errors.append(horizontal_error(state, east, north))
+    assert pipe.counters.frames == 12 and pipe.counters.gnss_fixes == 12
+    assert pipe.counters.no_prior_frames == 0 and pipe.counters.visual_fixes >= 10
+    assert np.median(errors[3:]) < 2.5  # vision sharpens 3 m GNSS
+    lat = state.latency
+    assert lat.total_ms >= lat.retrieval_ms + lat.search_ms + lat.localizer_ms > 0
+    assert state.position_covariance_m2[0] > 0 and state.horizontal_sigma_m < 3.0
+
+
+def test_low_confidence_frames_are_reported_but_not_fused(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), FlatLocalizer(), index, runtime_cfg(min_confidence=0.3), origin=ORIGIN)
+    state = pipe.process(camera(ortho, 0.0, 0.0, 0.0), gnss(0.0, 0.0, 0.0))
+    assert state.visual_fix is not None and state.visual_fix.confidence < 0.3
+    assert not state.visual_used and state.gnss_used
+    assert pipe.counters.low_confidence == 1 and pipe.counters.visual_fixes == 0
+
+
+def test_tiles_at_the_map_edge(world):
+    """Near the border the aerial patch is partly black: still localised when enough is inside, skipped when
+    not, and a heat-map mode on the black outside is never fused."""
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(min_valid_fraction=0.6),
+                    origin=ORIGIN)
+    state = pipe.process(camera(ortho, 160.0, 0.0, 0.0), gnss(160.0, 0.0, 0.0))
+    assert state.visual_used and horizontal_error(state, 160.0, 0.0) < 3.0
+    strict = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(min_valid_fraction=0.99),
+                      origin=ORIGIN)
+    state = strict.process(camera(ortho, 170.0, 170.0, 0.0), gnss(170.0, 170.0, 0.0))  # near the corner
+    assert state.visual_fix is None and strict.counters.extra["edge_tiles_skipped"] >= 1
+
+    class OutsideLocalizer(TemplateLocalizer):
+        def locate(self, query_rgb, aerial_rgb):
+            p = np.full(aerial_rgb.shape[:2], 1e-9)
+            p[2, -3] = 1.0  # top-right corner of an edge patch lies off the map
+            return p / p.sum()
+
+    pipe = Pipeline(ThumbnailEncoder(), OutsideLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    state = pipe.process(camera(ortho, 170.0, 170.0, 0.0), gnss(170.0, 170.0, 0.0))
+    assert state.visual_fix is None and pipe.counters.extra["mode_outside_map"] >= 1
+
+
+def test_prior_off_the_map_keeps_fusing_gnss(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    state = pipe.process(camera(ortho, 0.0, 0.0, 0.0), gnss(5000.0, 0.0, 0.0))
+    assert state.initialized and state.gnss_used and state.visual_fix is None
+    assert pipe.counters.extra["outside_map"] == 1
+
+
+class FakeBackend:
+    """Just enough of ``Backend`` for the adapters: sidecar, inputs, preprocess, run."""
+
+    def __init__(self, kind: str, batch) -> None:
+        self.calls = []
+        spec = type("Spec", (), {"shape": (batch, 3, 8, 8)})
+        self.inputs = (spec,)
+        self.input_names = ["image"] if kind == "retrieval" else ["query", "aerial"]
+        self.sidecar = {"preprocessing": {"aerial": {"size_hw": [16, 16]}}}
+
+    def preprocess(self, name, image):
+        return np.full((1, 3, 8, 8), float(image.mean()), np.float32)
+
+    def run(self, feeds):
+        self.calls.append({k: v.shape for k, v in feeds.items()})
+        if "image" in feeds:
+            return {"embedding": feeds["image"].reshape(len(feeds["image"]), -1)[:, :4]}
+        return {"heatmap": np.ones((1, 16, 16)) / 256.0}
+
+
+@pytest.mark.parametrize("batch", ["batch", 1])
+def test_backend_adapters(batch):
+    backend = FakeBackend("retrieval", batch)
+    images = [np.full((10, 10, 3), v, np.uint8) for v in (10, 20, 30)]
+    emb = BackendEncoder(backend).embed(images)
+    assert emb.shape == (3, 4) and emb[2, 0] == pytest.approx(30.0)
+    assert len(backend.calls) == (1 if batch == "batch" else 3)  # a static batch of 1 runs frame by frame
+    loc = BackendLocalizer(FakeBackend("localizer", 1))
+    assert loc.aerial_px == 16 and loc.locate(images[0], images[1]).shape == (16, 16)
