@@ -74,9 +74,10 @@ def export_model(model: nn.Module, out_path: str | Path, cfg: ExportConfig = Exp
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.stem}.") as tmp:
         staged = Path(tmp) / out_path.name
-        _torch_to_onnx(wrapper, desc, staged, cfg)
+        simplifier = _torch_to_onnx(wrapper, desc, staged, cfg)
         sidecar = build_sidecar(desc, opset=cfg.opset, hashes=hashes, versions=package_versions(),
-                                extra={"export": to_dict(cfg), "source": _source(checkpoint)})
+                                extra={"export": {**to_dict(cfg), "simplifier": simplifier},
+                                       "source": _source(checkpoint)})
         write_sidecar(staged, sidecar)
         sidecar = _gate(wrapper, staged, cfg)
         shutil.move(str(staged), out_path)
@@ -93,7 +94,8 @@ def _source(checkpoint: Path | None) -> dict[str, Any]:
     return {"checkpoint": checkpoint.name, "checkpoint_versions": meta.versions, "extra": meta.extra}
 
 
-def _torch_to_onnx(wrapper: nn.Module, desc: ModelDescription, path: Path, cfg: ExportConfig) -> None:
+def _torch_to_onnx(wrapper: nn.Module, desc: ModelDescription, path: Path, cfg: ExportConfig) -> str | None:
+    """Trace ``wrapper`` to ``path``; returns the simplifier used (None without one)."""
     import onnx
 
     names_in = [t.name for t in desc.inputs]
@@ -104,12 +106,11 @@ def _torch_to_onnx(wrapper: nn.Module, desc: ModelDescription, path: Path, cfg: 
         torch.onnx.export(wrapper, example_inputs(desc.inputs), str(path), input_names=names_in,
                           output_names=names_out, opset_version=cfg.opset, dynamic_axes=dynamic,
                           do_constant_folding=True, dynamo=False)
-    if cfg.simplify:
-        simplify_onnx(path)
-    model = onnx.load(str(path))
+    model, tool = simplify_onnx(onnx.load(str(path))) if cfg.simplify else (onnx.load(str(path)), None)
     onnx.checker.check_model(model, full_check=True)
     _set_metadata(model, desc)
     onnx.save(model, str(path))
+    return tool
 
 
 def _set_metadata(model: Any, desc: ModelDescription) -> None:
@@ -119,34 +120,30 @@ def _set_metadata(model: Any, desc: ModelDescription) -> None:
         entry.key, entry.value = key, value
 
 
-def simplify_onnx(path: Path) -> str | None:
-    """Simplify the graph in place with onnxslim (preferred) or onnxsim; returns the tool used, if any."""
-    import onnx
-
+def simplify_onnx(model: Any) -> tuple[Any, str | None]:
+    """Simplify an ONNX ``ModelProto`` with onnxslim (preferred) or onnxsim; returns (model, tool used or None)."""
     if importlib.util.find_spec("onnxslim"):
         import onnxslim
 
-        onnx.save(onnxslim.slim(str(path)), str(path))
-        return "onnxslim"
+        return onnxslim.slim(model), "onnxslim"
     if importlib.util.find_spec("onnxsim"):
         import onnxsim
 
-        model, ok = onnxsim.simplify(onnx.load(str(path)))
+        simplified, ok = onnxsim.simplify(model)
         if ok:
-            onnx.save(model, str(path))
-            return "onnxsim"
+            return simplified, "onnxsim"
     logger.info("no onnxslim/onnxsim installed; exporting without graph simplification")
-    return None
+    return model, None
 
 
 def _gate(wrapper: nn.Module, onnx_path: Path, cfg: ExportConfig) -> dict[str, Any]:
-    """Run the parity gate (and the TensorRT audit) and store both in the sidecar."""
+    """Run the parity gate (and the TensorRT audit), store both in the sidecar and return it."""
     from edge_geoloc.export.sidecar import read_sidecar
     from edge_geoloc.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge_geoloc.runtime.backends.torch_backend import TorchBackend
 
-    sidecar = read_sidecar(onnx_path)
-    candidate = OnnxRuntimeBackend(onnx_path, num_threads=2)
+    sidecar = read_sidecar(onnx_path)  # verifies the hash once; the file does not change after this
+    candidate = OnnxRuntimeBackend(onnx_path, num_threads=2, verify_hash=False)
     report = parity_report(TorchBackend(wrapper, sidecar), candidate, cfg.parity, cfg.dynamic_batch)
     if not report["passed"]:
         raise ParityError(f"ONNX export of {sidecar['model']['name']} failed the parity gate: "
@@ -156,8 +153,8 @@ def _gate(wrapper: nn.Module, onnx_path: Path, cfg: ExportConfig) -> dict[str, A
         from edge_geoloc.export.trt_check import audit_onnx
 
         sidecar["tensorrt_audit"] = audit_onnx(onnx_path).to_dict()
-    write_sidecar(onnx_path, sidecar)
-    return read_sidecar(onnx_path)
+    write_sidecar(onnx_path, sidecar, artifact_sha256=sidecar["sha256"]["artifact"])
+    return sidecar
 
 
 def parity_report(reference: Any, candidate: Any, cfg: ParityConfig, dynamic_batch: bool = False) -> dict[str, Any]:

@@ -28,15 +28,22 @@ class ParityError(RuntimeError):
 
 
 def element_errors(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float) -> dict[str, float]:
-    """Max abs / max rel / mean abs error and the fraction of elements failing both tolerances."""
+    """Max abs / max rel / mean abs error and the fraction of elements failing both tolerances.
+
+    An element fails if ``|c - r| > atol * max(1, max|r|)`` and ``|c - r| > rtol * |r|``: for outputs of
+    unit scale (probabilities, unit embeddings) this is Polygraphy's rule; for unnormalised outputs (matching
+    volumes in the hundreds) the absolute tolerance follows the output's range, as float32 rounding does.
+    """
     if reference.shape != candidate.shape:
         raise ValueError(f"shape mismatch: reference {reference.shape}, candidate {candidate.shape}")
     ref = reference.astype(np.float64)
     diff = np.abs(candidate.astype(np.float64) - ref)
     rel = diff / np.maximum(np.abs(ref), 1e-12)
-    failing = (diff > atol) & (diff > rtol * np.abs(ref))
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))  # atol is relative to outputs larger than 1
+    failing = (diff > atol * scale) & (diff > rtol * np.abs(ref))
     return {"max_abs": float(diff.max(initial=0.0)), "max_rel": float(rel.max(initial=0.0)),
-            "mean_abs": float(diff.mean()) if diff.size else 0.0, "failing_fraction": float(failing.mean())}
+            "mean_abs": float(diff.mean()) if diff.size else 0.0, "failing": int(failing.sum()),
+            "failing_fraction": float(failing.mean())}
 
 
 def top1_agreement(ref_emb: np.ndarray, cand_emb: np.ndarray, top_k: int = 1,
@@ -108,8 +115,9 @@ def parity_failures(report: Mapping[str, Any], cfg: ParityConfig) -> list[str]:
     failures = []
     if cfg.check_elements:
         for name, err in report["outputs"].items():
-            if err["failing_fraction"] > 0:
-                failures.append(f"{name}: {err['failing_fraction']:.2%} of elements beyond atol={cfg.atol} and "
+            if err["failing"] > 0:
+                failures.append(f"{name}: {err['failing']} element(s) ({err['failing_fraction']:.3%}) beyond "
+                                f"atol={cfg.atol} and "
                                 f"rtol={cfg.rtol} (max abs {err['max_abs']:.3g}, max rel {err['max_rel']:.3g})")
     task = report["task"]
     if task["agreement"] < cfg.min_task_agreement:

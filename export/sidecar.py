@@ -130,14 +130,15 @@ def build_sidecar(desc: ModelDescription, *, precision: str = "fp32", opset: int
     return sidecar
 
 
-def write_sidecar(artifact: str | Path, sidecar: Mapping[str, Any]) -> Path:
-    """Write ``sidecar`` next to ``artifact``, recording the artifact's file name and sha256."""
+def write_sidecar(artifact: str | Path, sidecar: Mapping[str, Any], artifact_sha256: str | None = None) -> Path:
+    """Write ``sidecar`` next to ``artifact``, recording the artifact's file name and sha256 (computed unless
+    the caller just computed it)."""
     artifact = Path(artifact)
     if not artifact.is_file():
         raise ArtifactError(f"cannot write a sidecar for {artifact}: the file does not exist")
     doc = dict(sidecar)
     doc["artifact"] = artifact.name
-    doc["sha256"] = {**dict(doc.get("sha256", {})), "artifact": sha256_file(artifact)}
+    doc["sha256"] = {**dict(doc.get("sha256", {})), "artifact": artifact_sha256 or sha256_file(artifact)}
     return atomic_write_json(sidecar_path(artifact), doc)
 
 

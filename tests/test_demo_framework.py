@@ -127,7 +127,7 @@ def test_report_numbers_match_the_trajectories(tmp_path):
                "heatmap_adapted": np.random.rand(2, 16, 16), "peak_px_adapted": np.full((2, 2), 7.0)}
     inputs = ReportInputs(trajectories, outages_s=[(8.0, 12.0)], ortho_rgb=ortho,
                           latlon_to_pixel=lambda lat, lon: ((lat - 52.0) * 1e5, (lon - 4.36) * 1e5 + 30),
-                          heatmap_samples=samples, metrics={"retrieval": {"recall_at_1": 0.5}},
+                          heatmap_samples=samples, metrics={"retrieval": {"recall_at_1 (target)": 0.5}},
                           steps=[{"step": 1, "name": "x", "status": "ran", "duration_s": 1.0}])
     summary = build_report(inputs, tmp_path / "report")
     expected = haversine_m(52.0, 4.36, 52.0 + 3e-5, 4.36)
@@ -136,7 +136,7 @@ def test_report_numbers_match_the_trajectories(tmp_path):
     assert summary["flight"]["runtime"]["teacher"]["rate_hz"] == pytest.approx(1000 / 19.5)
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page
-    assert "Retrieval recall_at_1 (target area)" in format_table(summary) and "50.0 %" in format_table(summary)
+    assert "Retrieval recall_at_1 (target)" in format_table(summary) and "50.0 %" in format_table(summary)
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["figures"]["heatmaps"] == "heatmaps.png"
 
 

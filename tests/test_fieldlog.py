@@ -97,6 +97,16 @@ def test_producers_never_wait_on_a_stalled_disk_and_drops_are_counted(tmp_path):
     assert stamps(tmp_path / "log") == expected(range(9))
 
 
+def test_an_idle_logger_still_flushes_its_chunk_after_flush_interval(tmp_path):
+    cfg = FieldLogConfig(chunk_bytes=2**20, flush_interval_s=0.05)
+    with FieldLogger(tmp_path / "log", cfg) as logger:
+        logger.log_gnss(gnss(0))
+        assert logger.wait_for(lambda lg: lg.counters.chunks_flushed >= 1, WAIT_S)
+        report = ReadReport()  # the bag is still open: no footer yet, but the record is on disk
+        assert [round(r.stamp_s, 6) for r in read_log(tmp_path / "log", report=report)] == expected([0])
+        assert report.truncated_files
+
+
 def test_rotation_makes_complete_parts_and_nothing_is_lost_or_duplicated(tmp_path):
     cfg = FieldLogConfig(chunk_bytes=2048, max_file_bytes=12 * 1024)
     with FieldLogger(tmp_path / "log", cfg) as logger:
@@ -146,6 +156,23 @@ def test_a_write_error_is_counted_and_logging_continues_in_a_new_part(tmp_path, 
     assert (logger.counters.write_errors, logger.counters.dropped_io_error) == (1, 1)
     assert len(logger.parts) == 2
     assert stamps(tmp_path / "log") == expected(i for i in range(10) if i != 4)
+
+
+def test_a_record_that_cannot_be_encoded_is_counted_and_the_logger_goes_on(tmp_path, monkeypatch):
+    real = m.float64_msg
+
+    def fragile_float64_msg(value):
+        if value >= 1.0:
+            raise TypeError("cannot encode")
+        return real(value)
+
+    monkeypatch.setattr(m, "float64_msg", fragile_float64_msg)
+    with FieldLogger(tmp_path / "log") as logger:
+        for i in range(4):
+            logger.log_heading(1.7e9 + i, 0.5 * i)  # 1.0 and 1.5 fail to encode
+            logger.log_gnss(gnss(i))
+    assert logger.counters.encode_errors == 2 and logger.counters.written == 6
+    assert [r.msg.data for r in read_log(tmp_path / "log", topics=[m.HEADING])] == [0.0, 0.5]
 
 
 def test_a_restart_appends_a_new_part_instead_of_overwriting(tmp_path):

@@ -36,6 +36,10 @@ CHILD = textwrap.dedent("""
             image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
             logger.log_frame(CameraFrame(stamp_s=1000.0 + i, image_rgb=image))
 
+    if mode == "exit":  # a normal exit without close(): atexit finishes the bag
+        for i in range(50):
+            log(i)
+        sys.exit(0)
     i = 0
     while True:
         log(i)
@@ -56,10 +60,11 @@ def run_child_until(out_dir, mode: str, stop_after: int) -> tuple[subprocess.Pop
                             stdin=subprocess.PIPE, text=True, env=env)
     flushed = 0
     for line in proc.stdout:
-        if line.strip() == "waiting" or (line.strip().isdigit() and int(line) >= stop_after):
-            flushed = max(flushed, int(line)) if line.strip().isdigit() else flushed
+        text = line.strip()
+        if text.isdigit():
+            flushed = int(text)
+        if text == "waiting" or flushed >= stop_after:
             break
-        flushed = int(line)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
@@ -88,3 +93,11 @@ def test_sigkill_while_writing_leaves_a_readable_prefix(tmp_path):
     assert flushed >= 500
     gnss = [round(r.stamp_s) - 1000 for r in read_log(tmp_path / "log", topics=[m.GNSS_FIX])]
     assert len(gnss) >= flushed and gnss == list(range(len(gnss)))  # a gap-free prefix, at least the flushed part
+
+
+def test_a_normal_exit_without_close_still_finishes_the_bag(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "log"), "exit"], check=True, env=env, timeout=120)
+    report = ReadReport()
+    assert len(list(read_log(tmp_path / "log", topics=[m.GNSS_FIX], report=report))) == 50
+    assert not report.truncated_files and (tmp_path / "log" / "fieldlog_0000" / "metadata.yaml").is_file()

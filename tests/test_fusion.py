@@ -160,3 +160,23 @@ def test_fused_stays_bounded_through_a_60s_outage(short_cfg):
     fused = error_stats(run_fusion(scenario), scenario.truth_en_m)
     gnss = error_stats(gnss_only_track(scenario), scenario.truth_en_m)
     assert fused["max_m"] < 20.0 < gnss["max_m"]
+
+
+def test_gnss_noise_adapts_to_unreported_multipath():
+    """Fixes scattered 4x wider than their reported sigma get down-weighted; honest fixes keep their weight."""
+    rng = np.random.default_rng(0)
+    scales = {}
+    for actual_sigma in (2.0, 8.0):
+        filt = FusionFilter(FusionConfig(accel_sigma_mps2=0.3), origin=ORIGIN)
+        history = []
+        for i in range(100):
+            east, north = rng.normal(0, actual_sigma, 2)
+            filt.update_gnss(gnss_at(0.2 * i, east, north, sigma=2.0))
+            history.append(filt._gnss_noise_scale)
+        scales[actual_sigma] = float(np.mean(history[20:]))
+    # horizontal variance 16x the reported one, vertical honest: NIS / 3 ~ (16 + 16 + 1) / 3
+    assert scales[2.0] < 1.5 and scales[8.0] > 4.0
+    off = FusionFilter(FusionConfig(gnss_noise_adaptation=0.0), origin=ORIGIN)
+    for i in range(20):
+        off.update_gnss(gnss_at(0.2 * i, *rng.normal(0, 8.0, 2), sigma=2.0))
+    assert off._gnss_noise_scale == 1.0

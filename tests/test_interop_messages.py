@@ -116,7 +116,8 @@ def test_fused_state_to_navsatfix_full_covariance_and_status(ts):
     assert (msg.latitude, msg.longitude, msg.altitude) == (52.01, 4.36, 45.5)
     assert msg.status.status == 0 and msg.header.frame_id == "base_link"
     not_ready = cdr_round_trip(ts, fused_to_navsatfix(factory, fused_state(initialized=False)))
-    assert not_ready.status.status == -1
+    assert not_ready.status.status == -1 and not_ready.position_covariance_type == 0
+    assert math.isnan(not_ready.latitude) and not any(not_ready.position_covariance)
 
 
 def test_visual_fix_covariance_fills_en_block_and_marks_altitude_unknown(ts):

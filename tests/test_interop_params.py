@@ -13,6 +13,7 @@ from edge_geoloc.interop.params import (
     ParameterError,
     descriptor_fields,
     parameter_specs,
+    render_params_markdown,
     render_params_yaml,
     settings_from_parameters,
     validate_parameter,
@@ -88,3 +89,10 @@ def test_descriptors_carry_unit_range_and_choices():
     assert rate["floating_point_range"] == (0.0, 100.0) and "[Hz]" in rate["description"]
     assert "default 2.0" in rate["description"] and rate["type_name"] == "double"
     assert descriptor_fields(specs["backend"])["additional_constraints"].startswith("one of: auto")
+
+
+def test_docs_parameter_table_is_the_rendered_schema():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "ros2.md").read_text(encoding="utf-8")
+    begin = docs.index("-->\n", docs.index("<!-- params:begin")) + 4
+    assert docs[begin:docs.index("<!-- params:end -->")] == render_params_markdown(), (
+        "docs/ros2.md parameter table is stale: regenerate it from render_params_markdown()")

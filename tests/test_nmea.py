@@ -35,12 +35,14 @@ def test_parse_textbook_sentences():
     gga = parse_line(GGA)
     assert isinstance(gga, Gga)
     assert gga.lat_deg == pytest.approx(48 + 7.038 / 60) and gga.lon_deg == pytest.approx(11 + 31.0 / 60)
-    assert (gga.quality, gga.num_satellites, gga.hdop, gga.alt_msl_m, gga.geoid_separation_m) == (1, 8, 0.9, 545.4, 46.9)
+    assert (gga.quality, gga.num_satellites, gga.hdop) == (1, 8, 0.9)
+    assert (gga.alt_msl_m, gga.geoid_separation_m) == (545.4, 46.9)
     rmc = parse_line(RMC)
     assert isinstance(rmc, Rmc) and rmc.valid and rmc.date.isoformat() == "1994-03-23"
     assert rmc.speed_mps == pytest.approx(22.4 * 1852 / 3600)
     gst = parse_line("$GPGST,172814.0,0.006,0.023,0.020,273.6,0.023,0.020,0.031*6A")
-    assert isinstance(gst, Gst) and (gst.sigma_major_m, gst.major_orientation_deg, gst.sigma_alt_m) == (0.023, 273.6, 0.031)
+    assert isinstance(gst, Gst)
+    assert (gst.sigma_major_m, gst.major_orientation_deg, gst.sigma_alt_m) == (0.023, 273.6, 0.031)
 
 
 @pytest.mark.parametrize("line, reason", [
@@ -191,3 +193,28 @@ def test_read_nmea_file_counts_bad_lines_and_explains_a_missing_file(tmp_path):
     assert len(fixes) == 2 and reader.counters.total_rejected == 1
     with pytest.raises(FileNotFoundError, match="NMEA log not found"):
         list(read_nmea_file(tmp_path / "missing.nmea"))
+
+
+def test_expected_sentences_follow_what_the_receiver_sends():
+    reader = NmeaReader()  # default expects GGA + RMC + GST
+    assert reader.feed(("\r\n".join(epoch_lines(10, gst=None)) + "\r\n").encode()) == []  # waits for a GST
+    fixes = reader.feed(("\r\n".join(epoch_lines(11, gst=None)) + "\r\n").encode())
+    assert [round(f.stamp_s) % 60 for f in fixes] == [10, 11]  # learnt: GGA + RMC make an epoch, no delay
+    fixes = reader.feed(("\r\n".join(epoch_lines(12) + epoch_lines(13)) + "\r\n").encode())
+    assert [f.covariance_type for f in fixes] == [CovarianceType.APPROXIMATED, CovarianceType.KNOWN]
+    assert reader.counters.late_sentences == 1  # GST of 12 came after its fix; expected again from 13 on
+
+
+def test_an_rmc_with_the_next_date_does_not_restamp_the_epoch_before_it():
+    reader = NmeaReader(GnssConfig(epoch_sentences=("GGA", "RMC"), learn_epoch_sentences=False))
+
+    def gga(t):
+        return with_checksum(f"GPGGA,{t},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,")
+
+    lines = [with_checksum("GPRMC,235958.00,A,4807.038,N,01131.000,E,0.0,0.0,230394,,"), gga("235958.00"),
+             gga("235959.00"),  # its RMC was lost: the epoch is still open when ...
+             with_checksum("GPRMC,000000.00,A,4807.038,N,01131.000,E,0.0,0.0,240394,,"),  # ... the next date comes
+             gga("000000.00")]
+    fixes = feed_all(reader, lines)
+    assert [f.stamp_s - fixes[0].stamp_s for f in fixes] == [0.0, 1.0, 2.0]
+    assert reader.counters.total_rejected == 0

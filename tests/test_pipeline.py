@@ -16,7 +16,7 @@ from test_tile_index import LAT0, LON0, ThumbnailEncoder, make_ortho
 from edge_geoloc.geo import EnuFrame, GeoRaster
 from edge_geoloc.runtime.config import PipelineConfig, RuntimeConfig, TileIndexConfig
 from edge_geoloc.runtime.pipeline import BackendEncoder, BackendLocalizer, Pipeline
-from edge_geoloc.runtime.tile_index import build_tile_index
+from edge_geoloc.runtime.tile_build import build_tile_index
 from edge_geoloc.types import CameraFrame, CovarianceType, GnssFix, diagonal_covariance
 
 QUERY_M, QUERY_PX, AERIAL_M, AERIAL_PX = 60.0, 64, 120.0, 128
@@ -186,3 +186,17 @@ def test_backend_adapters(batch):
     assert len(backend.calls) == (1 if batch == "batch" else 3)  # a static batch of 1 runs frame by frame
     loc = BackendLocalizer(FakeBackend("localizer", 1))
     assert loc.aerial_px == 16 and loc.locate(images[0], images[1]).shape == (16, 16)
+
+
+def test_runtime_yaml_loads_and_rejects_unknown_keys():
+    from pathlib import Path
+
+    from edge_geoloc.config import ConfigError, load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "runtime.yaml"
+    cfg = load_config(RuntimeConfig, path, ["pipeline.top_k=7"])
+    assert cfg.pipeline.top_k == 7 and cfg.fusion.world_frame == "map"
+    with pytest.raises(ConfigError, match="valid keys"):
+        load_config(RuntimeConfig, path, ["pipeline.topk=7"])
+    with pytest.raises(ConfigError, match="localize_top"):
+        load_config(RuntimeConfig, path, ["pipeline.localize_top=9"])

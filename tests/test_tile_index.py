@@ -10,14 +10,8 @@ import pytest
 
 from edge_geoloc.geo import GeoRaster, PatchGeoref, latlon_to_utm, utm_zone_for, write_geotiff
 from edge_geoloc.runtime.config import TileIndexConfig
-from edge_geoloc.runtime.tile_index import (
-    SpatialBuckets,
-    TileIndex,
-    TileIndexError,
-    build_tile_index,
-    exact_top_k,
-    tile_grid,
-)
+from edge_geoloc.runtime.tile_build import build_tile_index, tile_grid
+from edge_geoloc.runtime.tile_index import SpatialBuckets, TileIndex, TileIndexError, exact_top_k
 
 LAT0, LON0 = 52.0, 4.36
 
@@ -176,3 +170,14 @@ def test_faiss_with_selector_only_returns_tiles_inside_the_radius():
     assert set(result.ids) <= inside
     exact_ids, _ = exact_top_k(index.embeddings, q / np.linalg.norm(q), 5, np.array(sorted(inside)))
     assert result.ids[0] == exact_ids[0]
+
+
+def test_patch_cache_keeps_recent_patches_read_only(ortho):
+    index = build_tile_index([ortho], ThumbnailEncoder(), TileIndexConfig(tile_size_m=60.0, stride_m=30.0,
+                                                                          tile_px=32, patch_cache=2))
+    first = index.read_patch(3)
+    assert index.read_patch(3) is first and not first.image.flags.writeable
+    index.read_patch(4)
+    index.read_patch(5)  # evicts tile 3 (least recently used)
+    again = index.read_patch(3)
+    assert again is not first and np.array_equal(again.image, first.image)

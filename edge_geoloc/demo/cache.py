@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from edge_geoloc.demo.runfolder import MANIFEST_NAME, StepOutputError, hash_tree
 from edge_geoloc.artifacts import atomic_write_json, sha256_file
+from edge_geoloc.demo.runfolder import MANIFEST_NAME, StepOutputError, hash_tree
 
 log = logging.getLogger(__name__)
 

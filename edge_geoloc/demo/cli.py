@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from edge_geoloc.config import ConfigError, load_config, save_config
+from edge_geoloc.demo.components import ComponentUnavailableError
 from edge_geoloc.demo.config import DemoConfig, default_config_path
 from edge_geoloc.demo.runfolder import StepOutputError, latest_run_with, new_run_dir, step_dir_name
 from edge_geoloc.demo.runner import Step, run_steps
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run_dir = run_demo(args)
-    except (ConfigError, StepOutputError, ValueError) as err:
+    except (ConfigError, StepOutputError, ComponentUnavailableError) as err:
         print(f"edge-geoloc demo: {err}", file=sys.stderr)
         return 2
     print(f"\nrun folder: {run_dir.resolve()}\nreport:     {(run_dir / '06_report' / 'report.html').resolve()}")

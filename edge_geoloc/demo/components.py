@@ -1,7 +1,7 @@
 """Look up the other components' public functions by name, failing clearly when one is not installed yet.
 
 The demo only calls components through their public APIs (``docs/interfaces.md``); it never re-implements
-them. When an API is missing, the step stops with ``ComponentUnavailable`` naming the component and the
+them. When an API is missing, the step stops with ``ComponentUnavailableError`` naming the component and the
 function, instead of producing made-up numbers.
 """
 
@@ -11,16 +11,16 @@ import importlib
 from typing import Any
 
 
-class ComponentUnavailable(RuntimeError):
+class ComponentUnavailableError(RuntimeError):
     """A component the demo needs is not available in this installation."""
 
 
 def require(module: str, attr: str, component: str) -> Any:
-    """``module.attr`` or a ComponentUnavailable error that names ``component``."""
+    """``module.attr`` or a ComponentUnavailableError error that names ``component``."""
     try:
         mod = importlib.import_module(module)
     except ImportError as err:
-        raise ComponentUnavailable(f"component {component} not available: cannot import {module} ({err})") from err
+        raise ComponentUnavailableError(f"component {component} not available: cannot import {module} ({err})") from err
     if not hasattr(mod, attr):
-        raise ComponentUnavailable(f"component {component} not available: {module} has no {attr!r}")
+        raise ComponentUnavailableError(f"component {component} not available: {module} has no {attr!r}")
     return getattr(mod, attr)

@@ -1,69 +1,41 @@
-"""Fly a simulated flight through the on-board runtime, write its trajectory table, and log field data.
+"""Fly a simulated flight through the on-board runtime while the field logger records it.
 
-The flight folder is the sim's (``frames/<index>.jpg``, ``gnss.nmea``, ``truth.csv``, ``flight.json``); the
-GNSS stream is decoded from the NMEA log by ``edge_geoloc.sensors`` exactly as on board, each camera frame goes
-through ``Pipeline.process`` with the newest fix received since the previous frame, and the field logger
-records what a real vehicle would (frames, raw fixes, fused output, heading, the map patch around the coarse
-position). The table written per frame is :mod:`edge_geoloc.demo.trajectory`.
+The replay itself is the runtime's (``edge_geoloc.runtime.replay``: NMEA decoded as on board, every camera
+frame through ``Pipeline.process``, trajectory table and error table written by ``write_outputs``). The demo
+adds a progress bar and, through the replay's per-frame callback, the field logger: the frame's JPEG bytes,
+the GNSS fixes received since the previous frame, the fused output, the heading when the flight provides one,
+and the map patch around the coarse position known *before* the frame (previous fused estimate, else the last
+GNSS fix) -- exactly what a vehicle logs for later adaptation.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from edge_geoloc.demo.components import require
-from edge_geoloc.demo.trajectory import TrajectoryRow, write_trajectory
-from edge_geoloc.types import CameraFrame, FusedState, GnssFix
+from edge_geoloc.types import FusedState, GnssFix
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class FlightData:
-    """A sim flight read from its folder: frame paths, ground truth per frame, decoded GNSS fixes, outages."""
-
-    frames: list[Path]
-    truth: dict[str, np.ndarray]  # truth.csv columns
-    fixes: list[GnssFix]
-    outages_s: list[tuple[float, float]]
-    meta: dict[str, Any]
+REPLAY = "edge_geoloc.runtime.replay"
 
 
-def read_truth_csv(path: Path) -> dict[str, np.ndarray]:
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no rows; the flight folder is incomplete, simulate it again")
-    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
-
-
-def read_flight(flight_dir: Path) -> FlightData:
-    """Frames, truth, GNSS fixes (decoded with ``edge_geoloc.sensors.reader.read_nmea_file``) and outages."""
-    read_nmea_file = require("edge_geoloc.sensors.reader", "read_nmea_file", "GNSS (sensors)")
-    frames = sorted((flight_dir / "frames").glob("*.jpg"))
-    truth = read_truth_csv(flight_dir / "truth.csv")
-    if len(frames) != len(truth["stamp_s"]):
-        raise ValueError(f"{flight_dir}: {len(frames)} frames but {len(truth['stamp_s'])} truth rows; "
-                         "simulate the flight again")
-    meta = json.loads((flight_dir / "flight.json").read_text(encoding="utf-8"))
-    fixes = sorted(read_nmea_file(flight_dir / "gnss.nmea"), key=lambda f: f.stamp_s)
-    return FlightData(frames, truth, fixes, outage_intervals(meta), meta)
+def read_flight(flight_dir: Path) -> Any:
+    """The runtime's ``FlightData`` of a flight folder."""
+    return require(REPLAY, "read_flight", "runtime (replay)")(flight_dir)
 
 
 def outage_intervals(meta: dict[str, Any]) -> list[tuple[float, float]]:
     """``[start_s, end_s)`` of every GNSS outage event recorded in ``flight.json``."""
     events = meta.get("events", [])
-    return [(float(e["start_s"]), float(e["end_s"])) for e in events if e.get("kind", e.get("type")) == "outage"]
+    return [(float(e["start_s"]), float(e["end_s"])) for e in events
+            if "outage" in str(e.get("kind", e.get("type", "")))]
 
 
 def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: Any) -> Any:
@@ -71,84 +43,59 @@ def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, r
     return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
 
 
-class FixFeed:
-    """Hands out, per camera frame, the newest GNSS fix received since the previous frame."""
+class FieldLogTap:
+    """The replay's ``on_state`` callback: logs what the vehicle saw at each frame and ticks the progress bar."""
 
-    def __init__(self, fixes: list[GnssFix]) -> None:
-        self.fixes, self.next, self.held, self.skipped = fixes, 0, None, 0
+    def __init__(self, flight: Any, logger: Any, patch: dict[str, Any] | None, bar: Any) -> None:
+        self.flight, self.logger, self.patch, self.bar = flight, logger, patch, bar
+        self.gnss = sorted(flight.gnss, key=lambda f: f.stamp_s)
+        self.next_fix, self.held, self.prior = 0, None, None
+        self.heading_known = bool(flight.meta.get("heading_known", False)) and flight.truth is not None
 
-    def until(self, stamp_s: float) -> GnssFix | None:
+    def __call__(self, index: int, state: FusedState) -> None:
+        self.bar.update(1)
+        if self.logger is not None:
+            self._log(index, state)
+        self.prior = state if state.initialized else self.prior
+
+    def _log(self, index: int, state: FusedState) -> None:
+        stamp = float(self.flight.frame_stamps_s[index])
+        coarse = self.prior or self.held  # what the vehicle believed before this frame
+        for fix in self._fixes_until(stamp):
+            self.logger.log_gnss(fix)
+        self.logger.log_jpeg(stamp, self.flight.frame_paths[index].read_bytes())
+        if state.initialized:
+            self.logger.log_fused(state)
+        if self.heading_known:
+            truth = self.flight.truth
+            self.logger.log_heading(stamp, float(np.interp(stamp, truth["stamp_s"], truth["heading_rad"])))
+        if self.patch is not None and coarse is not None and math.isfinite(coarse.lat_deg):
+            self.logger.log_patch_ref(stamp, self.patch["raster"], coarse.lat_deg, coarse.lon_deg,
+                                      self.patch["size_m"], self.patch["px"])
+
+    def _fixes_until(self, stamp_s: float) -> list[GnssFix]:
         new = []
-        while self.next < len(self.fixes) and self.fixes[self.next].stamp_s <= stamp_s:
-            new.append(self.fixes[self.next])
-            self.next += 1
-        self.skipped += max(len(new) - 1, 0)
-        if new:
-            self.held = new[-1]
-        return new[-1] if new else None
+        while self.next_fix < len(self.gnss) and self.gnss[self.next_fix].stamp_s <= stamp_s:
+            new.append(self.gnss[self.next_fix])
+            self.next_fix += 1
+        self.held = new[-1] if new else self.held
+        return new
 
 
-def fly(flight: FlightData, pipeline: Any, out_csv: Path, logger: Any = None,
+def fly(flight: Any, pipeline: Any, out_dir: Path, min_confidence: float, logger: Any = None,
         patch: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run every frame through ``pipeline``; write the trajectory CSV; return counters and rates."""
-    feed, rows, prior = FixFeed(flight.fixes), [], None
-    for i, path in enumerate(tqdm(flight.frames, desc=f"fly {out_csv.stem}", unit="frame")):
-        frame = _camera_frame(flight, i, path)
-        fix = feed.until(frame.stamp_s)
-        state = pipeline.process(frame, fix)
-        rows.append(_row(flight, i, fix, feed.held, state))
-        if logger is not None:
-            _log(logger, frame, fix, state, prior or feed.held, patch)
-        prior = state if state.initialized else prior
-    write_trajectory(out_csv, rows)
-    return {"frames": len(rows), "gnss_fixes": len(flight.fixes), "gnss_fixes_skipped": feed.skipped,
-            "counters": _counters(pipeline)}
+    """Replay ``flight`` through ``pipeline`` (as fast as possible) into ``out_dir``; returns what it measured."""
+    replay = require(REPLAY, "replay", "runtime (replay)")
+    write_outputs = require(REPLAY, "write_outputs", "runtime (replay)")
+    with tqdm(total=len(flight.frame_paths), desc=f"fly ({out_dir.name})", unit="frame") as bar:
+        result = replay(pipeline, flight, on_state=FieldLogTap(flight, logger, patch, bar))
+    errors = write_outputs(result, out_dir, min_confidence, flight.truth is not None)
+    total = np.array([r.total_ms for r in result.rows if r.total_ms is not None], dtype=np.float64)
+    return {"frames": len(result.rows), "wall_s": round(result.wall_s, 3),
+            "end_to_end_hz": len(result.rows) / result.wall_s if result.wall_s > 0 else math.nan,
+            "pipeline_mean_ms": float(total.mean()) if total.size else math.nan,
+            "counters": _plain(result.counters), "errors": errors or {}}
 
 
-def _camera_frame(flight: FlightData, i: int, path: Path) -> CameraFrame:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read camera frame {path}; the flight folder is corrupt, simulate it again")
-    truth = flight.truth
-    return CameraFrame(float(truth["stamp_s"][i]), np.ascontiguousarray(image[:, :, ::-1]),
-                       heading_rad=float(truth["heading_rad"][i]), altitude_agl_m=float(truth["alt_agl_m"][i]))
-
-
-def _opt(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _row(flight: FlightData, i: int, fix: GnssFix | None, held: GnssFix | None, state: FusedState) -> TrajectoryRow:
-    t, vf = flight.truth, state.visual_fix
-    return TrajectoryRow(
-        stamp_s=float(t["stamp_s"][i]), truth_lat_deg=float(t["lat_deg"][i]), truth_lon_deg=float(t["lon_deg"][i]),
-        gnss_lat_deg=fix.lat_deg if fix else None, gnss_lon_deg=fix.lon_deg if fix else None,
-        gnss_held_lat_deg=held.lat_deg if held else None, gnss_held_lon_deg=held.lon_deg if held else None,
-        fused_lat_deg=_opt(state.lat_deg) if state.initialized else None,
-        fused_lon_deg=_opt(state.lon_deg) if state.initialized else None,
-        fused_sigma_m=_opt(state.horizontal_sigma_m) if state.initialized else None,
-        gnss_used=int(state.gnss_used), visual_used=int(state.visual_used),
-        visual_lat_deg=vf.lat_deg if vf else None, visual_lon_deg=vf.lon_deg if vf else None,
-        visual_confidence=vf.confidence if vf else None, total_ms=float(state.latency.total_ms))
-
-
-def _log(logger: Any, frame: CameraFrame, fix: GnssFix | None, state: FusedState, coarse: Any,
-         patch: dict[str, Any] | None) -> None:
-    """Field data of one frame; the map patch is cut around the coarse position known *before* this frame."""
-    logger.log_frame(frame)
-    if fix is not None:
-        logger.log_gnss(fix)
-    if state.initialized:
-        logger.log_fused(state)
-    if frame.heading_rad is not None:
-        logger.log_heading(frame.stamp_s, frame.heading_rad)
-    if patch is not None and coarse is not None:
-        logger.log_patch_ref(frame.stamp_s, patch["raster"], coarse.lat_deg, coarse.lon_deg, patch["size_m"],
-                             patch["px"])
-
-
-def _counters(pipeline: Any) -> dict[str, int]:
-    counters = pipeline.counters
-    out = {k: int(v) for k, v in vars(counters).items() if isinstance(v, int)}
-    out.update({f"extra_{k}": int(v) for k, v in getattr(counters, "extra", {}).items()})
-    return out
+def _plain(counters: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in counters.items() if isinstance(v, (int, float, dict))}

@@ -96,13 +96,13 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows: retrieval recall, localizer errors, runtime rates."""
     rows = []
     for key, value in sorted(summary.get("retrieval", {}).items()):
-        rows.append((f"Retrieval {key} (target area)", _fmt(100.0 * value, 1) + " %" if "recall" in key
-                     else _fmt(value, 3)))
+        rows.append((f"Retrieval {key}", _fmt(100.0 * value, 1) + " %" if "recall" in key else _fmt(value, 3)))
     for model in ("teacher", "adapted"):
         loc = summary.get("localizer", {}).get(model)
         if loc:
-            rows.append((f"Localizer {model}: mean / median error",
-                         f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={loc.get('count', loc.get('n', '?'))})"))
+            count = loc.get("count", loc.get("n", "?"))
+            rows.append((f"Localizer {model}: mean / median error (target pairs)",
+                         f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={count})"))
     for flight, rate in summary["flight"].get("runtime", {}).items():
         rows.append((f"Runtime ({flight} models, ONNX Runtime CPU)",
                      f"{_fmt(rate['rate_hz'])} Hz ({_fmt(rate['mean_ms'])} ms/frame mean)"))

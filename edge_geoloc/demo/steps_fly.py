@@ -16,8 +16,8 @@ import numpy as np
 
 from edge_geoloc.config import from_dict
 from edge_geoloc.demo.components import require
-from edge_geoloc.demo.flight import FlightData, load_pipeline, read_flight
 from edge_geoloc.demo.flight import fly as fly_flight
+from edge_geoloc.demo.flight import load_pipeline, outage_intervals, read_flight
 from edge_geoloc.demo.runner import StepContext
 from edge_geoloc.demo.steps_train import (
     LOCALIZER_CKPT,
@@ -32,6 +32,8 @@ from edge_geoloc.demo.trajectory import read_trajectory
 log = logging.getLogger(__name__)
 
 EVAL_PAIRS_SEED_OFFSET = 2000
+TEACHER_REPLAY = "replay_teacher"
+ADAPTED_REPLAY = "replay_adapted"
 
 
 def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
@@ -44,8 +46,9 @@ def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
 
 def patch_spec(ctx: StepContext, area_tif: Path) -> dict[str, Any]:
     """The map patch the field logger references around each coarse position (the localizer's input size)."""
-    pairs = ctx.config.localizer_data
-    return {"raster": area_tif, "size_m": float(pairs.get("aerial_size_m", 64.0)), "px": int(pairs.get("aerial_px", 128))}
+    pairs = from_dict(require("edge_geoloc.data.pairs", "DronePairConfig", "localizer data (pairs)"),
+                      ctx.config.localizer_data)
+    return {"raster": area_tif, "size_m": float(pairs.aerial_size_m), "px": int(pairs.aerial_px)}
 
 
 def _fieldlog_config(ctx: StepContext) -> Any:
@@ -59,25 +62,25 @@ def step_fly(ctx: StepContext) -> dict[str, Any]:
 
     area = load_area_role(ctx, "target")
     flight = read_flight(simulate_target_flight(ctx, area))
-    export_dir = ctx.step(3)
+    export_dir, runtime = ctx.step(3), runtime_config(ctx)
     pipeline = load_pipeline(export_dir / "retrieval.onnx", export_dir / "localizer.onnx", export_dir / "index",
-                             runtime_config(ctx))
+                             runtime)
     logger_cls = require("edge_geoloc.fieldlog.logger", "FieldLogger", "field logger")
     logger = logger_cls(ctx.step_dir / "fieldlog", _fieldlog_config(ctx))
     try:
-        metrics = fly_flight(flight, pipeline, ctx.step_dir / "trajectory_teacher.csv", logger,
-                             patch_spec(ctx, area_dir(ctx, "target") / "ortho.tif"))
+        metrics = fly_flight(flight, pipeline, ctx.step_dir / TEACHER_REPLAY, runtime.pipeline.min_confidence,
+                             logger, patch_spec(ctx, area_dir(ctx, "target") / "ortho.tif"))
     finally:
         logger.close()
     metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
-    metrics["outages_s"] = flight.outages_s
-    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / "trajectory_teacher.csv",
+    metrics["outages_s"] = outage_intervals(flight.meta)
+    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / TEACHER_REPLAY / "trajectory.csv",
                               export_dir / "localizer.onnx")
     np.savez_compressed(ctx.step_dir / "heatmaps_teacher.npz", **samples)
     return metrics
 
 
-def heatmap_samples(ctx: StepContext, area: Any, flight: FlightData, trajectory_csv: Path, localizer_onnx: Path,
+def heatmap_samples(ctx: StepContext, area: Any, flight: Any, trajectory_csv: Path, localizer_onnx: Path,
                     centres: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """A few frames, the aerial patch around the coarse position before each, and the localizer's heat map.
 
@@ -85,7 +88,7 @@ def heatmap_samples(ctx: StepContext, area: Any, flight: FlightData, trajectory_
     fused estimate of the previous frame (the raw GNSS fix before the filter starts); step 5 passes step 4's
     frames and centres so both models see the same inputs.
     """
-    n = len(flight.frames)
+    n = len(flight.frame_paths)
     if centres is None:
         idx = np.linspace(1, n - 2, ctx.config.report.heatmap_frames).round().astype(int)
         centres = np.array([_coarse_latlon(read_trajectory(trajectory_csv), i) for i in idx])
@@ -116,15 +119,18 @@ def _localizer(onnx_path: Path) -> Any:
     return backend_localizer(load_backend(onnx_path, kind="onnxruntime", device="cpu")).locate
 
 
-def _sample(out: dict[str, list], area: Any, flight: FlightData, i: int, lat: float, lon: float,
+def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lon: float,
             spec: dict[str, Any], locate: Any) -> None:
     import cv2
 
     east, north = area.latlon_to_local(lat, lon)
     aerial, georef = area.aerial_patch(float(east), float(north), spec["size_m"], spec["px"])
-    query = cv2.imread(str(flight.frames[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     heat = np.asarray(locate(query, aerial), dtype=np.float32)
-    truth_px = np.array(georef.latlon_to_pixel(flight.truth["lat_deg"][i], flight.truth["lon_deg"][i]))
+    stamp, truth = flight.frame_stamps_s[i], flight.truth
+    truth_latlon = (np.interp(stamp, truth["stamp_s"], truth["lat_deg"]), np.interp(stamp, truth["stamp_s"],
+                                                                                     truth["lon_deg"]))
+    truth_px = np.array(georef.latlon_to_pixel(*truth_latlon))
     scale = aerial.shape[0] / heat.shape[0]
     peak = (np.array(np.unravel_index(int(np.argmax(heat)), heat.shape)) + 0.5) * scale
     out["frame_index"].append(i)
@@ -141,30 +147,32 @@ def step_adapt(ctx: StepContext) -> dict[str, Any]:
     """Dataset from the logs -> adapt -> validate teacher vs adapted -> re-export -> fly the same flight."""
     from edge_geoloc.demo.steps import area_dir
 
-    dataset_dir = build_log_dataset(ctx, ctx.step(4) / "fieldlog", ctx.step_dir / "adapt_dataset")
+    dataset_dir, dataset_report = build_log_dataset(ctx, ctx.step(4) / "fieldlog", ctx.step_dir / "adapt_dataset")
     student_ckpt, report = adapt_localizer(ctx, dataset_dir)
-    metrics: dict[str, Any] = {"adaptation": report}
+    metrics: dict[str, Any] = {"dataset": dataset_report, "adaptation": report}
     metrics["localizer_eval"] = validate_localizers(ctx, ctx.step(2) / LOCALIZER_CKPT, student_ckpt)
     metrics["export"] = export_onnx(ctx, student_ckpt, ctx.step_dir / "localizer_adapted.onnx", ctx.config.export)
     area = load_area_role(ctx, "target")
     flight = read_flight(ctx.step(4) / "data" / "flight")
-    export_dir = ctx.step(3)
+    export_dir, runtime = ctx.step(3), runtime_config(ctx)
     pipeline = load_pipeline(export_dir / "retrieval.onnx", ctx.step_dir / "localizer_adapted.onnx",
-                             export_dir / "index", runtime_config(ctx))
-    metrics["flight"] = fly_flight(flight, pipeline, ctx.step_dir / "trajectory_adapted.csv")
+                             export_dir / "index", runtime)
+    metrics["flight"] = fly_flight(flight, pipeline, ctx.step_dir / ADAPTED_REPLAY, runtime.pipeline.min_confidence)
     teacher_samples = np.load(ctx.step(4) / "heatmaps_teacher.npz")
-    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / "trajectory_adapted.csv",
+    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / ADAPTED_REPLAY / "trajectory.csv",
                               ctx.step_dir / "localizer_adapted.onnx", centres=teacher_samples["centres"])
     np.savez_compressed(ctx.step_dir / "heatmaps_adapted.npz", **samples)
     metrics["target_ortho"] = str(area_dir(ctx, "target") / "ortho.tif")
     return metrics
 
 
-def build_log_dataset(ctx: StepContext, log_dir: Path, out_dir: Path) -> Path:
+def build_log_dataset(ctx: StepContext, log_dir: Path, out_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The adaptation pair dataset cut from the field logs (``edge_geoloc.fieldlog`` dataset builder)."""
+    from edge_geoloc.demo.steps import area_dir
+
     build = require("edge_geoloc.fieldlog.dataset", "build_pairs_from_logs", "field logger (dataset from-logs)")
-    build(log_dir, out_dir, **ctx.config.dataset)
-    return out_dir
+    report = build(log_dir, out_dir, ortho=area_dir(ctx, "target") / "ortho.tif", **ctx.config.dataset)
+    return out_dir, {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
 
 
 def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str, Any]]:

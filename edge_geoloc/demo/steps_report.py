@@ -11,6 +11,7 @@ import numpy as np
 from edge_geoloc.demo.report import ReportInputs, build_report
 from edge_geoloc.demo.runfolder import RUN_RECORD_NAME, step_dir_name
 from edge_geoloc.demo.runner import StepContext
+from edge_geoloc.demo.steps_fly import ADAPTED_REPLAY, TEACHER_REPLAY
 
 
 def step_report(ctx: StepContext) -> dict[str, Any]:
@@ -21,7 +22,8 @@ def step_report(ctx: StepContext) -> dict[str, Any]:
     with GeoRaster(ctx.step(1) / "target" / "ortho.tif") as raster:
         ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), raster.georef.height_px)
     inputs = ReportInputs(
-        trajectories={"teacher": fly / "trajectory_teacher.csv", "adapted": adapt / "trajectory_adapted.csv"},
+        trajectories={"teacher": fly / TEACHER_REPLAY / "trajectory.csv",
+                      "adapted": adapt / ADAPTED_REPLAY / "trajectory.csv"},
         outages_s=[tuple(o) for o in ctx.metrics(4).get("outages_s", [])],
         ortho_rgb=ortho.image, latlon_to_pixel=ortho.georef.latlon_to_pixel,
         heatmap_samples=merge_heatmap_samples(fly / "heatmaps_teacher.npz", adapt / "heatmaps_adapted.npz"),

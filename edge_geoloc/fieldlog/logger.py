@@ -12,12 +12,14 @@ Numbering continues after existing parts, so a restart after a crash never overw
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import queue
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ class FieldLogCounters:
     dropped_low_disk: int = 0
     dropped_io_error: int = 0
     write_errors: int = 0
+    encode_errors: int = 0
     chunks_flushed: int = 0
     files: int = 0
 
@@ -60,6 +63,12 @@ _STOP = object()
 
 def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    logger = ref()
+    if logger is not None:
+        logger.close(timeout_s=10.0)
 
 
 class FieldLogger:
@@ -83,7 +92,9 @@ class FieldLogger:
         self._low_disk = False
         self._sha_cache: dict[str, str | None] = {}
         self._chunks_in_closed_parts = 0
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="fieldlog-writer", daemon=True)
+        atexit.register(_close_at_exit, weakref.ref(self))  # a forgotten close() still finishes the bag
         if start:
             self.start()
 
@@ -92,14 +103,18 @@ class FieldLogger:
         self._thread.start()
 
     def log_frame(self, frame: CameraFrame) -> bool:
-        """Queue a camera frame (JPEG-encoded in the writer thread) unless the rate limit skips it."""
+        """Queue a camera frame (JPEG-encoded in the writer thread) unless the rate limit skips it.
+
+        The image is referenced, not copied (a copy costs the caller about a millisecond): like the rest of a
+        :class:`CameraFrame`, it must not be modified afterwards.
+        """
         period = 1.0 / self.config.camera_rate_hz if self.config.camera_rate_hz > 0 else 0.0
         last = self._last_frame_stamp_s
         if last is not None and 0.0 <= frame.stamp_s - last < period * (1.0 - 1e-6):
             with self._producer_lock:
                 self.counters.rate_limited += 1
             return False
-        if self._put(("frame", frame.stamp_s, frame.image_rgb.copy())):
+        if self._put(("frame", frame.stamp_s, frame.image_rgb)):
             self._last_frame_stamp_s = frame.stamp_s
             return True
         return False
@@ -121,8 +136,9 @@ class FieldLogger:
     def log_patch_ref(self, stamp_s: float, raster_path: str | Path, lat_deg: float, lon_deg: float,
                       size_m: float, px: int, georef: PatchGeoref | None = None) -> bool:
         """The map patch around the coarse fix: where to cut it again later (raster + sha256, centre, size)."""
-        ref = {"stamp_s": stamp_s, "raster": str(Path(raster_path).resolve()), "center_lat_deg": lat_deg,
-               "center_lon_deg": lon_deg, "size_m": size_m, "px": px,
+        ref = {"stamp_s": float(stamp_s), "raster": str(Path(raster_path).resolve()),
+               "center_lat_deg": float(lat_deg), "center_lon_deg": float(lon_deg), "size_m": float(size_m),
+               "px": int(px),
                "georef": None if georef is None else {**asdict(georef), "affine": list(georef.affine)}}
         return self._put(("patch_ref", stamp_s, ref))
 
@@ -154,6 +170,11 @@ class FieldLogger:
         self._queue.put(_STOP, timeout=timeout_s)
         self._thread.join(timeout_s)
 
+    def wait_for(self, predicate: Callable[[FieldLogger], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(self)`` holds; re-checked each time the writer thread finishes a step."""
+        with self._progress:
+            return self._progress.wait_for(lambda: predicate(self), timeout=timeout_s)
+
     def __enter__(self) -> FieldLogger:
         return self
 
@@ -176,12 +197,21 @@ class FieldLogger:
                 elif item is not None:
                     self._write_item(item)
                 self._flush_if_due()
+                with self._progress:
+                    self._progress.notify_all()
         finally:
             self._close_bag()
+            with self._progress:
+                self._progress.notify_all()
 
     def _write_item(self, item: tuple) -> None:
         kind, stamp_s, payload = item
-        records = self._encode(kind, stamp_s, payload)
+        try:
+            records = self._encode(kind, stamp_s, payload)
+        except Exception:  # one bad record must not stop the logger
+            log.exception("field log could not encode a %s record; dropped", kind)
+            self.counters.encode_errors += 1
+            return
         if not self._writable(len(records)):
             return
         try:
@@ -238,7 +268,11 @@ class FieldLogger:
         return True
 
     def _check_disk(self) -> None:
-        free = self._free_bytes(self.out_dir)
+        try:
+            free = self._free_bytes(self.out_dir)
+        except OSError as err:  # the log folder vanished (card removed): treat as full until it is back
+            log.error("cannot query free space of %s: %s", self.out_dir, err)
+            free = 0
         low = free < self.config.min_free_bytes
         if low and not self._low_disk:
             log.warning("field log paused: %.0f MiB free in %s, below min_free_bytes=%.0f MiB", free / 2**20,

@@ -21,6 +21,8 @@ class FusionConfig:
     vertical_factor: float = 1.7  # sigma_up = vertical_factor * sigma_h when only HDOP is known
     default_gnss_sigma_m: float = 10.0  # a fix with neither covariance nor HDOP
     min_gnss_sigma_m: float = 0.5  # floor: receivers report optimistic GST sigmas
+    gnss_noise_adaptation: float = 0.2  # EMA weight of the GNSS innovation-based noise scale (0 = off)
+    gnss_max_noise_scale: float = 25.0  # the GNSS covariance is inflated at most this much (sigma x5)
     gnss_gate_probability: float = 0.999  # chi-square gate on the GNSS innovation (3 dof)
     visual_gate_probability: float = 0.999  # chi-square gate on the visual innovation (2 dof)
     min_visual_sigma_m: float = 1.0
@@ -41,6 +43,8 @@ class FusionConfig:
         for name in ("gnss_gate_probability", "visual_gate_probability"):
             if not 0.5 < getattr(self, name) < 1.0:
                 raise ValueError(f"fusion.{name} must be in (0.5, 1), e.g. 0.999; got {getattr(self, name)}")
+        if not 0.0 <= self.gnss_noise_adaptation < 1.0 or self.gnss_max_noise_scale < 1.0:
+            raise ValueError("fusion.gnss_noise_adaptation must be in [0, 1) and gnss_max_noise_scale >= 1")
         if self.recovery_rejections < 2:
             raise ValueError(f"fusion.recovery_rejections must be >= 2, got {self.recovery_rejections}")
         if self.max_measurement_lag_s < 0 or self.recovery_quiet_s < 0:

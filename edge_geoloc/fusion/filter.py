@@ -74,6 +74,7 @@ class FusionFilter:
         self.stamp_s: float | None = None
         self._last_accepted_s: dict[str, float] = {}
         self._rejected_run: dict[str, list[_Measurement]] = {GNSS: [], VISUAL: []}
+        self._gnss_noise_scale = 1.0
 
     @property
     def initialized(self) -> bool:
@@ -141,11 +142,27 @@ class FusionFilter:
         self.predict_to(m.stamp_s)
         if self.state is None:  # went stale during the prediction
             return self._update(sensor, m, H, gate, velocity)
-        innovation = self.state.innovation(m.z, H, m.R)
+        R = self._adapted_noise(sensor, m, H)
+        innovation = self.state.innovation(m.z, H, R)
         if passes_gate(innovation.mahalanobis_sq, gate, len(m.z)):
-            self.state.update(innovation, H, m.R)
+            self.state.update(innovation, H, R)
             return self._accept(sensor, m.stamp_s, "fused", innovation.mahalanobis_sq)
         return self._gated(sensor, m, gate, innovation.mahalanobis_sq)
+
+    def _adapted_noise(self, sensor: str, m: _Measurement, H: np.ndarray) -> np.ndarray:
+        """GNSS noise scaled by a running mean of its normalised innovation squared (covariance matching).
+
+        ``s <- (1 - a) s + a min(NIS / m, s_max)``, ``s >= 1``, ``R_used = s R``: when fixes keep landing further
+        from the estimate than their reported covariance allows (multipath the receiver does not report),
+        their weight drops instead of dragging the estimate; consistent fixes keep ``s`` near 1.
+        """
+        alpha = self.cfg.gnss_noise_adaptation
+        if sensor != GNSS or alpha <= 0:
+            return m.R
+        nis = self.state.innovation(m.z, H, m.R).mahalanobis_sq / len(m.z)
+        scale = (1 - alpha) * self._gnss_noise_scale + alpha * min(nis, self.cfg.gnss_max_noise_scale)
+        self._gnss_noise_scale = max(1.0, scale)
+        return m.R * self._gnss_noise_scale
 
     def _gated(self, sensor: str, m: _Measurement, gate: float, d2: float) -> UpdateResult:
         run = self._rejected_run[sensor]

@@ -58,14 +58,13 @@ class NodeSettings:
     # -- engine: the names Isaac ROS users know (isaac_ros_tensor_rt) --
     model_file_path: str = _param("", "localizer ONNX model (JSON sidecar next to it) or checkpoint", "path",
                                   "engine")
-    engine_file_path: str = _param("", "localizer TensorRT engine; built from model_file_path on the device when "
-                                   "missing or when force_engine_update is true", "path", "engine")
+    engine_file_path: str = _param("", "localizer TensorRT engine, used when the file exists; else model_file_path "
+                                   "runs (build engines on the device: edge-geoloc build-engine)", "path", "engine")
     retrieval_model_file_path: str = _param("", "retrieval encoder ONNX model or checkpoint", "path", "engine")
     retrieval_engine_file_path: str = _param("", "retrieval encoder TensorRT engine (built like engine_file_path)",
                                              "path", "engine")
-    force_engine_update: bool = _param(False, "rebuild the TensorRT engines from the models at start-up", "",
-                                       "engine")
-    enable_fp16: bool = _param(True, "allow FP16 kernels when an engine is built", "", "engine")
+    force_engine_update: bool = _param(False, "ignore existing engine files and run the models (until the engines "
+                                       "are rebuilt)", "", "engine")
     backend: str = _param("auto", "inference backend; auto = TensorRT engine if present, else ONNX Runtime", "",
                           "engine", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     device: str = _param("auto", "device for ONNX Runtime / PyTorch backends", "", "engine",
@@ -249,6 +248,21 @@ def _constraint_note(spec: ParamSpec) -> str:
     if spec.config_key:
         notes.append(f"overrides {spec.config_key}")
     return f" ({'; '.join(notes)})"
+
+
+def render_params_markdown() -> str:
+    """The parameter table of docs/ros2.md (a test checks the docs carry exactly this table)."""
+    lines = ["| parameter | type | default | unit | description |", "|---|---|---|---|---|"]
+    for spec in parameter_specs():
+        note = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
+        if spec.min_value is not None:
+            note += f" Range [{spec.min_value:g}, {spec.max_value:g}]."
+        if spec.config_key:
+            note += f" Overrides `{spec.config_key}`."
+        description = spec.description.replace("|", "/")
+        lines.append(f"| `{spec.name}` | {spec.type_name} | `{_yaml_value(spec.default)}` | {spec.unit} | "
+                     f"{description}.{note} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -70,16 +70,21 @@ def replay_bag(in_bag: str | Path, out_bag: str | Path, pipeline: SupportsProces
     from rosbags.highlevel import AnyReader
 
     out_bag = Path(out_bag)
-    if out_bag.exists():
-        raise ReplayError(f"output bag {out_bag} already exists; choose a new path or delete it")
-    if not Path(in_bag).exists():
-        raise ReplayError(f"input bag {in_bag} not found (give the rosbag2 folder with metadata.yaml)")
+    check_paths(in_bag, out_bag)
     with AnyReader([Path(in_bag)], default_typestore=_typestore(options.distro)) as reader:
         topics = _pick_topics(reader.connections, options)
         report = ReplayReport(*topics)
         with _open_writer(out_bag, options.storage) as writer:
             _Replay(reader, writer, pipeline, options, report, backend or {}).run()
     return report
+
+
+def check_paths(in_bag: str | Path, out_bag: str | Path) -> None:
+    """Fail before any work when the input is missing or the output would be overwritten."""
+    if Path(out_bag).exists():
+        raise ReplayError(f"output bag {out_bag} already exists; choose a new path or delete it")
+    if not Path(in_bag).exists():
+        raise ReplayError(f"input bag {in_bag} not found (give the rosbag2 folder with metadata.yaml)")
 
 
 def _typestore(distro: str) -> Any:
@@ -244,6 +249,7 @@ def main(argv: list[str]) -> int:
 
     args = _parse_args(argv)
     try:
+        check_paths(args.bag, args.output)
         settings = settings_from_cli(args)
         rate = settings.max_inference_rate_hz if args.max_rate_hz is None else args.max_rate_hz
         options = ReplayOptions(args.image_topic, args.gnss_topic, args.heading_topic, rate,

@@ -31,6 +31,7 @@ class TileIndexConfig:
     faiss_nprobe: int = 16
     faiss_store: Literal["fp16", "flat", "pq"] = "fp16"  # vectors inside the IVF lists
     exact_max_candidates: int = 200_000  # above this many tiles in the radius, faiss with an ID selector
+    patch_cache: int = 16  # aerial patches kept in memory (read back from the GeoTIFF otherwise)
 
     def __post_init__(self) -> None:
         if not (self.tile_size_m > 0 and self.stride_m > 0 and self.bucket_m > 0):
@@ -40,8 +41,9 @@ class TileIndexConfig:
                              f"{self.batch_size}")
         if not 0.0 < self.min_valid_fraction <= 1.0:
             raise ValueError(f"index.min_valid_fraction must be in (0, 1], got {self.min_valid_fraction}")
-        if self.faiss_nprobe < 1 or self.faiss_nlist < 0:
-            raise ValueError("index.faiss_nprobe must be >= 1 and index.faiss_nlist >= 0 (0 = automatic)")
+        if self.faiss_nprobe < 1 or self.faiss_nlist < 0 or self.patch_cache < 0:
+            raise ValueError("index.faiss_nprobe must be >= 1, index.faiss_nlist >= 0 (0 = automatic) and "
+                             "index.patch_cache >= 0")
 
 
 @dataclass(frozen=True)

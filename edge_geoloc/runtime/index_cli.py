@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ortho", nargs="+", required=True, type=Path, help="GeoTIFF / COG orthophoto(s)")
     parser.add_argument("--model", required=True, type=Path,
-                        help="retrieval model: ONNX (+ .json sidecar), TensorRT engine, or .safetensors checkpoint")
+                        help="retrieval model, satellite branch (export with view=satellite unless the model shares "
+                             "weights): ONNX (+ .json sidecar), TensorRT engine, or .safetensors checkpoint")
     parser.add_argument("--out", required=True, type=Path, help="index folder to write")
     parser.add_argument("--faiss", action="store_true", help="also build and save the approximate (IVF) index")
     add_config_arguments(parser, default_config=None)
@@ -56,9 +57,13 @@ def build(orthos: list[Path], model: Path, out: Path, cfg, with_faiss: bool = Fa
 
     from edge_geoloc.runtime.backends import load_backend
     from edge_geoloc.runtime.pipeline import BackendEncoder
-    from edge_geoloc.runtime.tile_index import build_tile_index
+    from edge_geoloc.runtime.tile_build import build_tile_index
 
     backend = load_backend(model, kind=cfg.backend.kind, device=cfg.backend.device)
+    view = backend.sidecar.get("export", {}).get("view")
+    if view == "drone":
+        log.warning("%s is the drone branch; tiles are satellite views: unless the model shares weights, export "
+                    "the satellite branch (`edge-geoloc export ... --set view=satellite`) for the index", model.name)
     model_info = {"path": str(model), "name": backend.sidecar.get("model", {}).get("name"),
                   "sha256": backend.sidecar.get("sha256", {}).get("artifact"), "backend": backend.name}
     start = time.perf_counter()

@@ -6,14 +6,16 @@ Examples::
     edge-geoloc run --flight runs/flight_a --models models/ --realtime          # paced like the camera
     edge-geoloc run --flight runs/flight_a --models models/ --set pipeline.min_confidence=0.4
 
-``--models DIR`` holds ``retrieval.*`` and ``localizer.*`` (``.engine``, ``.onnx`` with its ``.json`` sidecar, or
-``.safetensors``); without ``--index`` the index is ``DIR/index`` if present, else built from the flight's
-area orthophoto (``flight.json`` -> ``area_dir``/``ortho.tif``) into ``OUT/index``.
+``--models DIR`` holds ``retrieval.*`` (drone branch) and ``localizer.*`` (``.engine``, ``.onnx`` with its ``.json``
+sidecar, or ``.safetensors``); without ``--index`` the index is ``DIR/index`` if present, else built from the
+flight's area orthophoto (``flight.json`` -> ``area_dir``/``ortho.tif``) into ``OUT/index`` with
+``retrieval_satellite.*`` (the satellite branch) when present, else ``retrieval.*`` (shared weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def find_model(models_dir: Path, stem: str) -> Path:
     """``DIR/<stem>.engine`` / ``.onnx`` / ``.safetensors`` (first found), with a clear error otherwise."""
     for suffix in MODEL_SUFFIXES:
-        hits = sorted(models_dir.glob(f"{stem}*{suffix}"))
+        hits = sorted(models_dir.glob(f"{stem}{suffix}")) + sorted(models_dir.glob(f"{stem}.*{suffix}"))
         if hits:
             return hits[0]
     raise FileNotFoundError(f"no {stem} model in {models_dir}: expected {stem}.onnx (+ {stem}.json), "
@@ -59,7 +61,10 @@ def resolve_index(args: argparse.Namespace, flight_meta: dict, retrieval: Path, 
     orthos = args.ortho or _flight_ortho(args.flight, flight_meta)
     from edge_geoloc.runtime.index_cli import build
 
-    log.info("no --index given: building one from %s into %s", [str(o) for o in orthos], out / "index")
+    with contextlib.suppress(FileNotFoundError):
+        retrieval = find_model(args.models, "retrieval_satellite")
+    log.info("no --index given: building one from %s with %s into %s", [str(o) for o in orthos], retrieval.name,
+             out / "index")
     build(orthos, retrieval, out / "index", cfg)
     return out / "index"
 

@@ -9,6 +9,7 @@ Folder layout (see docs/interfaces.md)::
                      valid_fraction
     faiss.index      optional approximate index (IVF) for large sets
 
+Building (cutting tiles from GeoTIFFs and embedding them) lives in :mod:`edge_geoloc.runtime.tile_build`.
 Aerial patches for the localizer are read back from the source GeoTIFF on demand (:meth:`TileIndex.read_patch`),
 never duplicated. Search ranks tiles by cosine similarity (dot product of normalised embeddings); with a prior
 position and radius only the tiles whose centres lie inside the circle compete (found through a grid of
@@ -21,7 +22,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,8 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
-from edge_geoloc.geo import GeoRaster, Patch, RasterError, latlon_to_utm, utm_to_latlon, utm_zone_for
-from edge_geoloc.geo.geodesy import UtmZone, _transformer
+from edge_geoloc.geo import GeoRaster, Patch, latlon_to_utm
+from edge_geoloc.geo.geodesy import UtmZone
 from edge_geoloc.runtime.config import TileIndexConfig
 
 log = logging.getLogger(__name__)
@@ -60,42 +61,6 @@ class SearchResult:
     candidates: int  # tiles that competed (inside the radius, or all)
     method: str  # "exact" | "faiss" | "faiss+selector" | "empty"
     elapsed_ms: float
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """Tile centres of one raster (its CRS), with the pixel window and valid fraction of each."""
-
-    crs_x: np.ndarray
-    crs_y: np.ndarray
-    window_row: np.ndarray
-    window_col: np.ndarray
-    window_px: np.ndarray
-    valid_fraction: np.ndarray
-
-
-def tile_grid(raster: GeoRaster, cfg: TileIndexConfig) -> TileGrid:
-    """Tile centres every ``stride_m`` over the raster; tiles at the edge keep ``min_valid_fraction`` inside."""
-    left, bottom, right, top = raster.bounds_crs
-    half = 0.5 * cfg.tile_size_m
-    xs = _axis_centres(left, right, half, cfg.stride_m)
-    ys = _axis_centres(bottom, top, half, cfg.stride_m)[::-1]  # north first, like raster rows
-    X, Y = (a.ravel() for a in np.meshgrid(xs, ys))
-    row_c, col_c = raster.georef.crs_to_pixel(X, Y)
-    size_px = cfg.tile_size_m / raster.m_per_px
-    row0, col0 = np.floor(row_c - size_px / 2), np.floor(col_c - size_px / 2)
-    inside_rows = np.clip(row0 + size_px, 0, raster.georef.height_px) - np.clip(row0, 0, raster.georef.height_px)
-    inside_cols = np.clip(col0 + size_px, 0, raster.georef.width_px) - np.clip(col0, 0, raster.georef.width_px)
-    valid = inside_rows * inside_cols / size_px**2
-    keep = valid >= cfg.min_valid_fraction
-    span = np.full(int(keep.sum()), math.ceil(size_px), dtype=np.int64)
-    return TileGrid(X[keep], Y[keep], row0[keep].astype(np.int64), col0[keep].astype(np.int64), span, valid[keep])
-
-
-def _axis_centres(low: float, high: float, half: float, stride: float) -> np.ndarray:
-    """Centres from ``low + half`` in steps of ``stride``; the last tile may overhang the edge by < stride."""
-    count = max(1, math.ceil((high - low - 2 * half) / stride - 1e-9) + 1)
-    return low + half + stride * np.arange(count)
 
 
 class SpatialBuckets:
@@ -138,7 +103,9 @@ class TileIndex:
         self.zone = UtmZone(int(manifest["utm_zone"]["number"]), bool(manifest["utm_zone"]["north"]))
         self._buckets = SpatialBuckets(tiles["utm_east_m"], tiles["utm_north_m"], self.cfg.bucket_m)
         self._faiss = None
+        self._flat = None  # exact brute-force index over all tiles (fp16), built on first global search
         self._rasters: dict[int, GeoRaster] = {}
+        self._patches: dict[tuple[int, float, int], Patch] = {}
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -152,14 +119,15 @@ class TileIndex:
         return float(self.manifest["tile_size_m"])
 
     def memory_bytes(self) -> dict[str, int]:
-        """Resident bytes of the embeddings, the tile table and the faiss index (if any)."""
-        faiss_bytes = 0
-        if self._faiss is not None:
-            import faiss
+        """Resident bytes of the embeddings, the tile table, the faiss IVF index and the exact flat index."""
+        import faiss
 
-            faiss_bytes = int(faiss.serialize_index(self._faiss).nbytes)
+        def size(index) -> int:
+            return 0 if index is None else int(faiss.serialize_index(index).nbytes)
+
         return {"embeddings": int(self.embeddings.nbytes),
-                "tiles": int(sum(a.nbytes for a in self.tiles.values())), "faiss": faiss_bytes}
+                "tiles": int(sum(a.nbytes for a in self.tiles.values())), "faiss": size(self._faiss),
+                "exact_flat": size(self._flat)}
 
     def tile_latlon(self, tile_id: int) -> tuple[float, float]:
         return float(self.tiles["lat_deg"][tile_id]), float(self.tiles["lon_deg"][tile_id])
@@ -188,7 +156,7 @@ class TileIndex:
             ids, scores = self._faiss_search(q, k, cand)
             return SearchResult(ids, scores, int(cand.size), "faiss+selector", _ms(start))
         if method == "exact" or (method == "auto" and len(self) < self.cfg.faiss_min_tiles):
-            ids, scores = exact_top_k(self.embeddings, q, k)
+            ids, scores = self._exact_all(q, k)
             return SearchResult(ids, scores, len(self), "exact", _ms(start))
         ids, scores = self._faiss_search(q, k, None)
         return SearchResult(ids, scores, len(self), "faiss", _ms(start))
@@ -200,6 +168,19 @@ class TileIndex:
                                  f"got {q.size}; was the index built with another retrieval model?")
         norm = float(np.linalg.norm(q))
         return q / norm if norm > 0 else q
+
+    def _exact_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over every tile with faiss's flat fp16 index (SIMD decoding; numpy's float16 -> float32
+        conversion would cost more than the dot products). Built on first use."""
+        import faiss
+
+        if self._flat is None:
+            self._flat = faiss.IndexScalarQuantizer(self.embed_dim, faiss.ScalarQuantizer.QT_fp16,
+                                                    faiss.METRIC_INNER_PRODUCT)
+            for s in range(0, len(self), 100_000):
+                self._flat.add(self.embeddings[s:s + 100_000].astype(np.float32))
+        scores, ids = self._flat.search(q[None], min(k, len(self)))
+        return ids[0].astype(np.int64), scores[0].astype(np.float32)
 
     def build_faiss(self, nlist: int | None = None, train_size: int = 100_000, seed: int = 0) -> None:
         """Build the IVF index (``faiss_store``: fp16 scalar quantiser, flat float32, or PQ) over all tiles."""
@@ -220,11 +201,20 @@ class TileIndex:
         return ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
 
     def read_patch(self, tile_id: int, size_m: float | None = None, out_px: int | None = None) -> Patch:
-        """The aerial patch of a tile, read on demand from its source GeoTIFF (north-up, ``size_m`` wide)."""
-        source = int(self.tiles["source"][tile_id])
-        raster = self._raster(source)
-        return raster.read_around_crs(float(self.tiles["crs_x"][tile_id]), float(self.tiles["crs_y"][tile_id]),
-                                      size_m or self.tile_size_m, out_px or int(self.manifest["tile_px"]))
+        """The aerial patch of a tile, read on demand from its source GeoTIFF (north-up, ``size_m`` wide).
+
+        The last ``patch_cache`` patches are kept: consecutive frames usually land on the same tiles."""
+        key = (int(tile_id), float(size_m or self.tile_size_m), int(out_px or self.manifest["tile_px"]))
+        patch = self._patches.pop(key, None)
+        if patch is None:
+            raster = self._raster(int(self.tiles["source"][tile_id]))
+            patch = raster.read_around_crs(float(self.tiles["crs_x"][tile_id]), float(self.tiles["crs_y"][tile_id]),
+                                           key[1], key[2])
+            patch.image.setflags(write=False)  # shared between callers through the cache
+        self._patches[key] = patch  # most recently used last
+        while len(self._patches) > self.cfg.patch_cache:
+            self._patches.pop(next(iter(self._patches)))
+        return patch
 
     def _raster(self, source: int) -> GeoRaster:
         if source not in self._rasters:
@@ -317,107 +307,9 @@ def resolve_source(source: dict, root: Path | None) -> Path:
                          "keep the orthophoto next to the index or rebuild it")
 
 
-def build_tile_index(rasters: Sequence[str | Path], encoder: Encoder, cfg: TileIndexConfig,
-                     model_info: dict | None = None, out_dir: str | Path | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> TileIndex:
-    """Cut tiles from each raster (windowed reads), embed them in batches, and return (and save) the index."""
-    paths = [Path(p) for p in rasters]
-    if not paths:
-        raise TileIndexError("no orthophoto given: pass at least one GeoTIFF (--ortho AREA.tif)")
-    grids, sources = [], []
-    for path in paths:
-        with GeoRaster(path) as raster:
-            grids.append(tile_grid(raster, cfg))
-            sources.append(_source_entry(path, raster, out_dir))
-    tiles = _tile_table(grids, sources)
-    embeddings = _embed_tiles(paths, grids, encoder, cfg, progress)
-    manifest = _manifest(cfg, tiles, embeddings, sources, model_info)
-    index = TileIndex(embeddings, tiles, manifest, Path(out_dir) if out_dir else None, cfg)
-    if out_dir is not None:
-        index.save(out_dir)
-    return index
-
-
-def _source_entry(path: Path, raster: GeoRaster, out_dir: str | Path | None) -> dict:
-    from edge_geoloc.artifacts import sha256_file
-
-    entry = {"path": str(path.resolve()), "sha256": sha256_file(path), "crs_epsg": raster.crs_epsg,
-             "height_px": raster.georef.height_px, "width_px": raster.georef.width_px,
-             "m_per_px": raster.m_per_px}
-    if out_dir is not None:
-        import os
-
-        entry["relpath"] = os.path.relpath(path.resolve(), Path(out_dir).resolve())
-    return entry
-
-
-def _tile_table(grids: list[TileGrid], sources: list[dict]) -> dict[str, np.ndarray]:
-    lat, lon = [], []
-    for grid, source in zip(grids, sources, strict=True):
-        lo, la = _transformer(source["crs_epsg"], 4326).transform(grid.crs_x, grid.crs_y)
-        lat.append(np.atleast_1d(la))
-        lon.append(np.atleast_1d(lo))
-    lat_all, lon_all = np.concatenate(lat), np.concatenate(lon)
-    if lat_all.size == 0:
-        raise TileIndexError("no tile fits the rasters: lower index.tile_size_m or index.min_valid_fraction")
-    zone = utm_zone_for(float(lat_all.mean()), float(lon_all.mean()))
-    east, north, _ = latlon_to_utm(lat_all, lon_all, zone)
-    cat = lambda name: np.concatenate([getattr(g, name) for g in grids])  # noqa: E731
-    return {"lat_deg": lat_all, "lon_deg": lon_all, "utm_east_m": np.atleast_1d(east),
-            "utm_north_m": np.atleast_1d(north),
-            "source": np.concatenate([np.full(len(g.crs_x), i, np.int32) for i, g in enumerate(grids)]),
-            "crs_x": cat("crs_x"), "crs_y": cat("crs_y"), "window_row": cat("window_row"),
-            "window_col": cat("window_col"), "window_px": cat("window_px"),
-            "valid_fraction": cat("valid_fraction").astype(np.float32)}
-
-
-def _iter_tile_images(paths: list[Path], grids: list[TileGrid], cfg: TileIndexConfig) -> Iterator[np.ndarray]:
-    for path, grid in zip(paths, grids, strict=True):
-        with GeoRaster(path) as raster:
-            for x, y in zip(grid.crs_x, grid.crs_y, strict=True):
-                yield raster.read_around_crs(float(x), float(y), cfg.tile_size_m, cfg.tile_px).image
-
-
-def _embed_tiles(paths: list[Path], grids: list[TileGrid], encoder: Encoder, cfg: TileIndexConfig,
-                 progress: Callable[[int, int], None] | None) -> np.ndarray:
-    total = sum(len(g.crs_x) for g in grids)
-    out: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-    done = 0
-    for image in _iter_tile_images(paths, grids, cfg):
-        batch.append(image)
-        if len(batch) == cfg.batch_size:
-            out.append(_normalise(encoder.embed(batch)))
-            done, batch = done + len(batch), []
-            if progress:
-                progress(done, total)
-    if batch:
-        out.append(_normalise(encoder.embed(batch)))
-    return np.concatenate(out).astype(np.float16)
-
-
-def _normalise(emb: np.ndarray) -> np.ndarray:
-    emb = np.asarray(emb, dtype=np.float32)
-    if emb.ndim != 2 or not np.all(np.isfinite(emb)):
-        raise TileIndexError(f"the encoder returned {emb.shape} with non-finite values or not (N, D)")
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-
-
-def _manifest(cfg: TileIndexConfig, tiles: dict[str, np.ndarray], embeddings: np.ndarray, sources: list[dict],
-              model_info: dict | None) -> dict:
-    zone = utm_zone_for(float(tiles["lat_deg"].mean()), float(tiles["lon_deg"].mean()))
-    centre = utm_to_latlon(float(tiles["utm_east_m"].mean()), float(tiles["utm_north_m"].mean()), zone)
-    return {"format": FORMAT, "version": VERSION, "count": int(len(embeddings)),
-            "embed_dim": int(embeddings.shape[1]), "dtype": "float16", "tile_size_m": cfg.tile_size_m,
-            "stride_m": cfg.stride_m, "tile_px": cfg.tile_px, "min_valid_fraction": cfg.min_valid_fraction,
-            "utm_zone": {"number": zone.number, "north": zone.north, "epsg": zone.epsg},
-            "centre_lat_deg": float(centre[0]), "centre_lon_deg": float(centre[1]),
-            "model": model_info or {}, "sources": sources, "created_s": time.time()}
-
-
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-__all__ = ["Encoder", "RasterError", "SearchResult", "SpatialBuckets", "TileIndex", "TileIndexError",
-           "build_faiss_ivf", "build_tile_index", "exact_top_k", "tile_grid"]
+__all__ = ["Encoder", "SearchResult", "SpatialBuckets", "TileIndex", "TileIndexError", "build_faiss_ivf",
+           "exact_top_k"]

@@ -16,7 +16,9 @@ class GnssConfig:
 
     An *epoch* is the set of sentences a receiver sends for one UTC time (GGA, RMC, GST share it; GSA has no
     time and joins the current epoch). An epoch is turned into a fix as soon as every type in
-    ``epoch_sentences`` has arrived, otherwise when the next epoch starts or the input goes quiet.
+    ``epoch_sentences`` has arrived, otherwise when the next epoch starts or the input goes quiet. With
+    ``learn_epoch_sentences`` the expected set then follows what the receiver really sends (an epoch closed
+    by the next one shows it; a type arriving after its epoch was emitted is expected again).
     """
 
     port: str = "/dev/ttyUSB0"
@@ -27,6 +29,7 @@ class GnssConfig:
     reconnect_max_interval_s: float = 5.0  # the wait doubles up to this
     fix_queue_size: int = 64  # fixes kept for `SerialGnssSource.get` (oldest dropped, counted)
     epoch_sentences: tuple[str, ...] = ("GGA", "RMC", "GST")
+    learn_epoch_sentences: bool = True
     max_sentence_len: int = 120  # NMEA says 82; some receivers send longer proprietary lines
     uere_m_by_quality: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_UERE_M_BY_QUALITY))
     default_uere_m: float = 5.0  # for a fix quality missing from the table

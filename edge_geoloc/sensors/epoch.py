@@ -63,6 +63,7 @@ class EpochAssembler:
         self._date: dt.date | None = None
         self._last_stamp_s: float | None = None
         self._resync: list[float] = []
+        self._expected = set(config.epoch_sentences)
         self.time_resyncs = 0
         self.late_sentences = 0
 
@@ -72,14 +73,15 @@ class EpochAssembler:
             if self._epoch is not None:
                 self._epoch.has_gsa = True
             return self._close_if_complete()
-        if isinstance(sentence, Rmc) and sentence.date is not None:
-            self._date = sentence.date
         out: list[GnssFix | Rejected] = []
         if self._epoch is not None and self._epoch.time_utc != sentence.time_utc:
+            self._learn_from(self._epoch)
             out.append(self._close())
         if self._epoch is None:
             if sentence.time_utc == self._last_closed_time:
                 self.late_sentences += 1  # belongs to an epoch already turned into a fix
+                if self.config.learn_epoch_sentences:
+                    self._expected.add(type(sentence).__name__.upper())
                 return out
             self._epoch = _Epoch(sentence.time_utc)
         setattr(self._epoch, type(sentence).__name__.lower(), sentence)
@@ -89,8 +91,14 @@ class EpochAssembler:
         """Close the pending epoch (end of file, or the line went quiet)."""
         return [self._close()] if self._epoch is not None else []
 
+    def _learn_from(self, epoch: _Epoch) -> None:
+        """An epoch closed by the next one shows what this receiver sends: expect that from now on, so the
+        next epochs are emitted without waiting (a type that then arrives late is expected again)."""
+        if self.config.learn_epoch_sentences and epoch.gga is not None:
+            self._expected = epoch.types() - {"GSA"}
+
     def _close_if_complete(self) -> list[GnssFix | Rejected]:
-        if self._epoch is not None and set(self.config.epoch_sentences) <= self._epoch.types():
+        if self._epoch is not None and self._expected <= self._epoch.types():
             return [self._close()]
         return []
 
@@ -98,6 +106,8 @@ class EpochAssembler:
         epoch, self._epoch = self._epoch, None
         assert epoch is not None
         self._last_closed_time = epoch.time_utc
+        if epoch.rmc is not None and epoch.rmc.date is not None:
+            self._date = epoch.rmc.date  # this epoch's own date, never the next epoch's
         problem = _position_problem(epoch, self.config)
         if problem is not None:
             return problem

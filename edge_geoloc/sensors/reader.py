@@ -40,6 +40,7 @@ class GnssCounters:
     timeouts: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    open_failures: int = 0
     dropped_fixes: int = 0
 
     @property

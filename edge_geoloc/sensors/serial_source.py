@@ -76,7 +76,7 @@ class SerialGnssSource:
             return None
 
     def wait_for(self, predicate: Callable[[SerialGnssSource], bool], timeout_s: float) -> bool:
-        """Block until ``predicate(self)`` holds (re-checked at every fix, connect and disconnect)."""
+        """Block until ``predicate(self)`` holds (re-checked after every read, connect and disconnect)."""
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self), timeout=timeout_s)
 
@@ -103,7 +103,10 @@ class SerialGnssSource:
         try:
             port = serial.Serial(port=cfg.port, baudrate=cfg.baud_rate, timeout=cfg.read_timeout_s)
         except (serial.SerialException, OSError, ValueError) as err:
-            log.debug("cannot open GNSS port %s: %s", cfg.port, err)
+            if self.counters.open_failures == 0:
+                log.warning("cannot open GNSS port %s (%s); retrying", cfg.port, err)
+            self.counters.open_failures += 1
+            self._notify()
             return None
         if self.counters.disconnects > 0:
             self.counters.reconnects += 1
@@ -148,8 +151,7 @@ class SerialGnssSource:
                     self.on_fix(fix)
                 except Exception:  # a consumer's bug must not stop GNSS input
                     log.exception("GNSS on_fix callback failed")
-        if fixes:
-            self._notify()
+        self._notify()  # counters changed even without a fix (rejections)
 
     def _enqueue(self, fix: GnssFix) -> None:
         while True:

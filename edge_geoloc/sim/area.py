@@ -48,6 +48,7 @@ class Area:
     sun_azimuth_rad: float
     sun_elevation_rad: float
     ground_alt_m: float = 0.0  # ellipsoidal height of the (flat) ground
+    source_dir: str | None = None  # the folder it was saved to / loaded from, if any
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -129,6 +130,7 @@ class Area:
         _write_npz(out / "scene.npz", height_m=self.scene.height_m, classes=self.scene.classes,
                    building_id=self.scene.building_id, buildings=self.scene.buildings)
         (out / "area.json").write_text(json.dumps(self.metadata(), indent=2), encoding="utf-8")
+        self.source_dir = str(out)
         return out
 
     def metadata(self) -> dict:
@@ -168,7 +170,7 @@ def load_area(area_dir: str | Path) -> Area:
     return Area(np.ascontiguousarray(ortho), scene, from_dict(Style, meta["style"]), int(meta["seed"]),
                 float(meta["size_m"]), float(meta["gsd_m"]), float(meta["center_lat_deg"]),
                 float(meta["center_lon_deg"]), float(meta["sun_azimuth_rad"]), float(meta["sun_elevation_rad"]),
-                float(meta.get("ground_alt_m", 0.0)))
+                float(meta.get("ground_alt_m", 0.0)), str(root))
 
 
 def generate_area(style: str | Style, seed: int, size_m: float = 1000.0, gsd_m: float = 0.5,

@@ -36,7 +36,7 @@ class PinholeCamera:
         return 0.5 * self.width_px / math.tan(math.radians(self.hfov_deg) / 2)
 
     @property
-    def K(self) -> np.ndarray:
+    def K(self) -> np.ndarray:  # noqa: N802 (the field's name for the intrinsic matrix)
         """3x3 intrinsic matrix (corner pixel convention)."""
         f = self.focal_px
         return np.array([[f, 0.0, self.width_px / 2], [0.0, f, self.height_px / 2], [0.0, 0.0, 1.0]])

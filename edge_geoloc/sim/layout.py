@@ -78,19 +78,20 @@ def generate_scene(style: Style, rng: np.random.Generator, size_m: float, gsd_m:
     classes = np.where(fbm_noise((n, n), rng, 120 / gsd_m) > 0.15, GRASS, GROUND).astype(np.uint8)
     _draw_parks_and_lots(classes, style, rng, gsd_m)
     _draw_water(classes, style, rng, gsd_m)
-    roads = _road_network(style, rng, n, gsd_m)
+    roads, grid_angle = _road_network(style, rng, n, gsd_m)
     for road in roads:
         cv2.polylines(classes, [_cv_points(road.points_px)], False, ROAD, max(1, int(round(road.width_px))),
                       cv2.LINE_8, _SHIFT)
     scene = Scene(np.zeros((n, n), np.float32), classes, np.zeros((n, n), np.int32),
                   np.zeros((0, len(BUILDING_COLUMNS)), np.float32), gsd_m, size_m)
-    _place_buildings(scene, style, rng)
+    _place_buildings(scene, style, rng, grid_angle if style.road_layout == "grid" else None)
     _place_trees(scene, style, rng, roads)
     return scene, roads
 
 
-def _road_network(style: Style, rng: np.random.Generator, n: int, gsd: float) -> list[_Road]:
-    """A jittered, rotated lattice of streets: per-street widths, dropped edges, curved edges, arterials."""
+def _road_network(style: Style, rng: np.random.Generator, n: int, gsd: float) -> tuple[list[_Road], float]:
+    """A jittered, rotated lattice of streets: per-street widths, dropped edges, curved edges, arterials.
+    Also returns the lattice angle as a heading (clockwise from north) of one street direction."""
     half = 0.75 * n * gsd
     lo, hi = style.block_size_m
     us, vs = (_street_positions(rng, half, lo, hi) for _ in range(2))
@@ -116,7 +117,7 @@ def _road_network(style: Style, rng: np.random.Generator, n: int, gsd: float) ->
                     continue
                 pts = _curved_edge(nodes_px[i, j], nodes_px[i + di, j + dj], style.road_curvature, rng)
                 roads.append(_Road(pts, width / gsd))
-    return roads
+    return roads, theta  # lattice axis (cos, sin) in (x, y-down) pixels has heading theta + pi/2
 
 
 def _street_positions(rng: np.random.Generator, half: float, lo: float, hi: float) -> np.ndarray:
@@ -138,7 +139,8 @@ def _curved_edge(a: np.ndarray, b: np.ndarray, curvature: float, rng: np.random.
 
 def _draw_parks_and_lots(classes: np.ndarray, style: Style, rng: np.random.Generator, gsd: float) -> None:
     n = classes.shape[0]
-    for count, radius, cls in ((style.park_count, style.park_radius_m, GRASS), (style.paved_count, (15.0, 35.0), PAVED)):
+    kinds = ((style.park_count, style.park_radius_m, GRASS), (style.paved_count, (15.0, 35.0), PAVED))
+    for count, radius, cls in kinds:
         for _ in range(count):
             centre = rng.uniform(0, n, 2)
             k = rng.integers(5, 9)
@@ -166,8 +168,9 @@ def _draw_water(classes: np.ndarray, style: Style, rng: np.random.Generator, gsd
             cv2.ellipse(classes, centre, axes, float(rng.uniform(0, 180)), 0, 360, WATER, -1)
 
 
-def _place_buildings(scene: Scene, style: Style, rng: np.random.Generator) -> None:
-    """Rectangles facing the nearest street, without overlap, until the style's coverage is reached."""
+def _place_buildings(scene: Scene, style: Style, rng: np.random.Generator, grid_angle: float | None) -> None:
+    """Rectangles facing the nearest street (snapped to the street grid if there is one), without overlap,
+    until the style's coverage is reached."""
     gsd, n = scene.gsd_m, scene.classes.shape[0]
     free = ((scene.classes != ROAD) & (scene.classes != WATER)).astype(np.uint8)
     dist_m = cv2.distanceTransform(free, cv2.DIST_L2, 5) * gsd
@@ -177,13 +180,14 @@ def _place_buildings(scene: Scene, style: Style, rng: np.random.Generator) -> No
     tall_field = fbm_noise((n, n), rng, 300 / gsd, octaves=2)
     target_px = style.building_coverage * free.sum()
     mean_area = (np.mean(style.building_size_m) ** 2) * 0.7 / gsd**2
-    cand = rng.uniform(0, n, (int(10 * target_px / mean_area) + 50, 2))
+    cand = rng.uniform(0, n, (int(25 * target_px / mean_area) + 50, 2))
     cand = cand[dist_m[cand[:, 1].astype(int), cand[:, 0].astype(int)] < style.building_depth_m]
     rows, covered = [], 0.0
     for x, y in cand:
         if covered >= target_px:
             break
-        row = _try_building(scene, style, rng, occupied, (x, y), grad_x, grad_y, tall_field, len(rows) + 1)
+        row = _try_building(scene, style, rng, occupied, (x, y), (grad_x, grad_y, grid_angle), tall_field,
+                            len(rows) + 1)
         if row is not None:
             rows.append(row)
             covered += row[2] * row[3] / gsd**2
@@ -192,13 +196,16 @@ def _place_buildings(scene: Scene, style: Style, rng: np.random.Generator) -> No
 
 
 def _try_building(scene: Scene, style: Style, rng: np.random.Generator, occupied: np.ndarray, xy: tuple,
-                  grad_x: np.ndarray, grad_y: np.ndarray, tall_field: np.ndarray, bid: int) -> list | None:
+                  orientation: tuple, tall_field: np.ndarray, bid: int) -> list | None:
     gsd, half_size = scene.gsd_m, scene.size_m / 2
     x, y = xy
+    grad_x, grad_y, grid_angle = orientation
     gx, gy = grad_x[int(y), int(x)], grad_y[int(y), int(x)]
     # long axis along the street = perpendicular to the direction towards it; clockwise from north
     axis = math.atan2(gy, gx) if gx or gy else rng.uniform(0, math.pi)
-    axis += rng.normal(0, 0.03)
+    if grid_angle is not None:
+        axis = grid_angle + round((axis - grid_angle) / (math.pi / 2)) * (math.pi / 2)
+    axis += rng.normal(0, 0.015 if grid_angle is not None else 0.03)
     length, width = sorted(rng.uniform(*style.building_size_m, 2), reverse=True)
     width = max(width, 0.45 * length)
     east, north = x * gsd - half_size, half_size - y * gsd

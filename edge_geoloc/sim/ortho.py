@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from edge_geoloc.sim.layout import BUILDING, GRASS, GROUND, PAVED, ROAD, TREE, WATER, Scene, _cv_points, fbm_noise
+from edge_geoloc.sim.layout import GRASS, GROUND, PAVED, ROAD, TREE, WATER, Scene, _cv_points, fbm_noise
 from edge_geoloc.sim.styles import Style
 
 
@@ -58,7 +58,7 @@ def _class_colours(scene: Scene, style: Style, rng: np.random.Generator) -> np.n
     water = cls == WATER
     image[water] *= (0.9 + 0.12 * fbm_noise(shape, rng, 12 / gsd, 3)[water])[:, None]
     _paint_paved(image, cls == PAVED, rng, gsd)
-    _paint_roofs(image, scene, fine)
+    _paint_roofs(image, scene, fine, rng)
     return image
 
 
@@ -70,8 +70,8 @@ def _paint_paved(image: np.ndarray, paved: np.ndarray, rng: np.random.Generator,
     image[rows, cols] *= np.where(phase < 0.12, 1.35, 1.0)[:, None].astype(np.float32)
 
 
-def _paint_roofs(image: np.ndarray, scene: Scene, fine: np.ndarray) -> None:
-    """Per-building roof colour, texture, a dark outline and lighter rooftop units on flat roofs."""
+def _paint_roofs(image: np.ndarray, scene: Scene, fine: np.ndarray, rng: np.random.Generator) -> None:
+    """Per-building roof colour, texture, a dark outline and lighter ~3 m rooftop units on flat roofs."""
     if len(scene.buildings) == 0:
         return
     roof_lut = np.concatenate([np.zeros((1, 3), np.float32), scene.buildings[:, 7:10]])
@@ -82,7 +82,11 @@ def _paint_roofs(image: np.ndarray, scene: Scene, fine: np.ndarray) -> None:
     same = cv2.erode(ids.astype(np.float32), np.ones((3, 3), np.uint8))[inside] == ids[inside]
     roof *= np.where(interior & same, 1.0, 0.7)[:, None]
     flat = (scene.buildings[:, 6] <= scene.buildings[:, 5])[ids[inside] - 1]
-    units = flat & interior & (fine[inside] > 0.85)
+    h, w = ids.shape
+    cell = max(1, int(round(3.0 / scene.gsd_m)))
+    blocks = rng.standard_normal((h // cell + 1, w // cell + 1)).astype(np.float32)
+    blocks = np.kron(blocks, np.ones((cell, cell), np.float32))[:h, :w]
+    units = flat & interior & (blocks[inside] > 1.7)
     roof[units] = np.minimum(roof[units] * 1.35 + 20, 255)
     image[inside] = roof
 

@@ -199,19 +199,21 @@ def sample_ortho(area: Area, east: np.ndarray, north: np.ndarray, footprint_m: f
     map_y = ((half - north) / scale - 0.5).astype(np.float32).reshape(1, -1)
     if map_x.shape[1] == 0:
         return np.zeros((0, 3), np.float32)
-    out = _remap_rows(src, map_x, map_y)
+    outside = tuple(float(v) for v in np.asarray(area.style.ground_color) * np.asarray(area.style.tint))
+    out = _remap_rows(src, map_x, map_y, outside)
     return out.reshape(-1, 3).astype(np.float32)
 
 
-def _remap_rows(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """cv2.remap for a long 1-row map (split in rows of at most 16384, cv2's map-size limit)."""
+def _remap_rows(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, outside: tuple) -> np.ndarray:
+    """cv2.remap for a long 1-row map (split in rows of at most 16384, cv2's map-size limit); ``outside``
+    is the colour beyond the area's border."""
     n = map_x.shape[1]
     width = 16384
     rows = -(-n // width)
     mx, my = np.zeros(rows * width, np.float32), np.zeros(rows * width, np.float32)
     mx[:n], my[:n] = map_x[0], map_y[0]
     out = cv2.remap(src, mx.reshape(rows, width), my.reshape(rows, width), cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REFLECT)
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=outside)
     return out.reshape(rows * width, -1)[:n]
 
 

@@ -80,6 +80,7 @@ class RunConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # optimizer steps; 0 = end of every epoch only
     resume: bool = False  # continue from out_dir/last.safetensors
+    stop_after_steps: int | None = None  # end this run early at this step (time-limited jobs); resume later
     eval_at_end: bool = True
     eval_batch_size: int = 64
     multi_view: bool = False
@@ -251,6 +252,11 @@ class RetrievalTrainer:
         if cfg.run.resume:
             self.load_resume_state()
 
+    @property
+    def stop_step(self) -> int:
+        stop = self.cfg.run.stop_after_steps
+        return min(self.total_steps, stop) if stop else self.total_steps
+
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps``, save ``final.safetensors``, evaluate if a test split exists."""
         from tqdm import tqdm
@@ -260,9 +266,12 @@ class RetrievalTrainer:
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train retrieval",
                    disable=not (self.info.is_main and self.cfg.run.progress))
         logs: dict[str, float] = {}
-        while self.state.step < self.total_steps and self.state.epoch < self.cfg.optim.epochs:
+        while self.state.step < self.stop_step and self.state.epoch < self.cfg.optim.epochs:
             logs = self.run_epoch(bar) or logs
         bar.close()
+        if self.state.step < self.total_steps:
+            log.info("stopped at step %d of %d; continue with run.resume=true", self.state.step, self.total_steps)
+            return {"step": self.state.step, "last_logs": logs, "skipped_images": self.state.skipped_images}
         self.save("final")
         results = {"step": self.state.step, "last_logs": logs, "skipped_images": self.state.skipped_images}
         results["eval"] = self.evaluate() if self.cfg.run.eval_at_end else {}
@@ -276,7 +285,7 @@ class RetrievalTrainer:
         self.dataset.set_epoch(s.epoch)
         logs: dict[str, float] = {}
         for batch in self.loader:
-            if s.step >= self.total_steps:
+            if s.step >= self.stop_step:
                 break
             logs = self.train_step(batch)
             s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
@@ -286,7 +295,7 @@ class RetrievalTrainer:
                 self.logger.log(s.step, logs)
             if self.cfg.run.checkpoint_every and s.step % self.cfg.run.checkpoint_every == 0:
                 self.save("last")
-        if s.step < self.total_steps or s.batch_in_epoch >= len(self.sampler.global_batches()):
+        if s.batch_in_epoch >= len(self.sampler.global_batches()):
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         self.save("last")
         return logs

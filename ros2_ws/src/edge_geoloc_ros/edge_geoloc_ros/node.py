@@ -12,9 +12,9 @@ Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from edge_geoloc.interop.fieldlog_bridge import open_field_logger
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, Imu, NavSatFix
@@ -35,7 +35,9 @@ from edge_geoloc.interop import (
 )
 from edge_geoloc.interop.build import backend_description, build_pipeline
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds
+from edge_geoloc.interop.fieldlog_bridge import open_field_logger
 from edge_geoloc.interop.outputs import OUTPUT_TYPES, TOPIC_DIAGNOSTICS, OutputFrames, state_to_messages
+from edge_geoloc.interop.params import ParameterError
 from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc_ros.parameters import declare_settings
 
@@ -95,8 +97,6 @@ class GeolocNode(Node):
     # -- callbacks: convert and hand over, never wait on inference --
     def _on_image(self, msg) -> None:
         self.worker.submit(msg, header_stamp_s(msg))
-        if self.field_logger is not None:
-            self.field_logger.on_image(msg)
 
     def _on_gnss(self, msg) -> None:
         try:
@@ -116,6 +116,9 @@ class GeolocNode(Node):
         except ConversionError as err:
             self.worker.counters.add("conversion_errors")
             self.get_logger().warning(f"heading rejected: {err}", throttle_duration_sec=5.0)
+            return
+        if self.field_logger is not None:
+            self.field_logger.on_heading(self._now_s(), self.heading_rad)
 
     # -- worker thread --
     def _to_frame(self, msg):
@@ -166,7 +169,12 @@ class GeolocNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = GeolocNode()
+    try:
+        node = GeolocNode()
+    except ParameterError as err:  # say what to set, without a traceback
+        get_logger("edge_geoloc").fatal(str(err))
+        rclpy.shutdown()
+        raise SystemExit(1) from None
     executor = MultiThreadedExecutor()
     executor.add_node(node)
     try:

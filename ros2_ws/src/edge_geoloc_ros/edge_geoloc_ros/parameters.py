@@ -4,7 +4,6 @@ Nothing is restated here: names, defaults, units, ranges and validation all come
 """
 
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.parameter import Parameter
 
 from edge_geoloc.interop.params import (
     NodeSettings,
@@ -42,6 +41,8 @@ def _on_set(parameters) -> SetParametersResult:
     """Refuse values the schema refuses, with its reason (also applies to values from params.yaml)."""
     for parameter in parameters:
         value = parameter.value
+        if value is None:  # declared by type only (empty string array): the schema default applies
+            continue
         if isinstance(value, list):
             value = tuple(value)
         reason = validate_parameter(parameter.name, value)
@@ -54,10 +55,12 @@ def declare_settings(node) -> NodeSettings:
     """Declare one parameter per schema field and return the validated settings."""
     node.add_on_set_parameters_callback(_on_set)
     for spec in parameter_specs():
-        default = spec.default
+        default, descriptor = spec.default, make_descriptor(spec)
         if spec.type_name == "string_array":
-            # an empty list has no ROS type: declare the type, an unset value means the default
-            default = list(default) if default else Parameter.Type.STRING_ARRAY
-        node.declare_parameter(spec.name, default, make_descriptor(spec))
+            default = list(default)
+            # rclpy types an empty list as BYTE_ARRAY (ros2/rclpy#912) and declaring by type alone fails on
+            # Jazzy (ros2/rclpy#1460): allow the YAML's string list in; _on_set still checks the values
+            descriptor.dynamic_typing = not default
+        node.declare_parameter(spec.name, default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in parameter_specs()}
     return settings_from_parameters(values)

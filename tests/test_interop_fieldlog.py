@@ -1,0 +1,38 @@
+"""The node's start/stop field logging over the real FieldLogger: sessions, what is logged, status."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_geoloc.fieldlog import read_log
+from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch, open_field_logger
+from edge_geoloc.interop.params import NodeSettings
+from edge_geoloc.types import CameraFrame, FusedState, GnssFix
+
+
+def test_logging_only_between_start_and_stop(tmp_path):
+    switch = FieldLogSwitch(tmp_path / "logs", min_free_bytes=0)
+    fix = GnssFix(stamp_s=10.0, lat_deg=52.0, lon_deg=4.36, alt_m=40.0)
+    switch.on_gnss(fix)  # not started: ignored
+    assert switch.status()["active"] is False
+    assert switch.start() == f"logging to {tmp_path / 'logs'}"
+    assert switch.start().startswith("already logging")
+    frame = CameraFrame(stamp_s=10.5, image_rgb=np.full((16, 16, 3), 120, np.uint8))
+    state = FusedState(10.5, 52.0, 4.36, 40.0, 0.0, 0.0, 0.0, 0.0, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 4.0), True, True,
+                       False)
+    switch.on_gnss(fix)
+    switch.on_heading(10.5, 1.25)
+    switch.on_state(frame, state)
+    assert switch.status()["active"] is True and switch.status()["enqueued"] == 4
+    assert "messages written" in switch.stop()
+    assert switch.stop() == "field logging was not running"
+    topics = sorted(r.topic for r in read_log(tmp_path / "logs"))
+    assert topics.count("/gnss/fix") == 1 and "/heading" in topics and "/geoloc/fix" in topics
+    assert any("image" in t for t in topics)
+    assert switch.status()["free_bytes"] > 0 and switch.status()["sessions"] == 1
+
+
+def test_disabled_without_log_dir(tmp_path):
+    assert open_field_logger(NodeSettings()) is None
+    switch = open_field_logger(NodeSettings(log_dir=str(tmp_path / "x"), log_min_free_gb=0.5))
+    assert switch.min_free_bytes == 500_000_000 and switch.status()["free_bytes"] > 0  # folder not made yet

@@ -1,0 +1,198 @@
+"""The node's wiring, run here without ROS against a minimal stand-in of the rclpy API it uses.
+
+The stand-in only records what the node declares, subscribes, publishes and serves (messages are the real
+ROS 2 definitions from the rosbags Humble typestore). It catches errors in node.py that would otherwise show
+only on a robot: settings, callbacks -> worker -> publishers, diagnostics, services, parameter refusal.
+The real rclpy run is tests/test_ros_node.py (skipped where ROS 2 is not installed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.typesys import Stores, get_typestore
+from test_replay_bag import FakePipeline, frame_pixels
+
+from edge_geoloc.interop import RosbagsFactory, gnss_to_navsatfix, msg_to_diagnostics, rgb_to_compressed_msg
+from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch
+from edge_geoloc.types import GnssFix
+
+PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "edge_geoloc_ros"
+WAIT_S = 10.0
+
+
+class Param:
+    def __init__(self, name, value=None):
+        self.name, self.value = name, value
+
+
+class Result:
+    def __init__(self, successful=True, reason=""):
+        self.successful, self.reason = successful, reason
+
+
+class Plain:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class Publisher:
+    def __init__(self):
+        self.sent, self.event = [], threading.Event()
+
+    def publish(self, msg):
+        self.sent.append(msg)
+        self.event.set()
+
+
+class StandInNode:
+    """The subset of rclpy.node.Node that node.py calls."""
+
+    def __init__(self, name, parameter_overrides=(), **_):
+        self.name, self.params, self.on_set = name, {}, []
+        self.overrides = {p.name: p.value for p in parameter_overrides}
+        self.subs, self.pubs, self.services, self.timers = {}, {}, {}, []
+
+    def add_on_set_parameters_callback(self, callback):
+        self.on_set.append(callback)
+
+    def declare_parameter(self, name, value, descriptor):
+        value = self.overrides.get(name, value)
+        for callback in self.on_set:
+            result = callback([Param(name, value)])
+            if not result.successful:
+                raise ValueError(f"InvalidParameterValueException: {name}: {result.reason}")
+        self.params[name] = value
+
+    def get_parameter(self, name):
+        return Param(name, self.params[name])
+
+    def create_publisher(self, cls, topic, qos):
+        return self.pubs.setdefault(topic, Publisher())
+
+    def create_subscription(self, cls, topic, callback, qos):
+        self.subs[topic] = callback
+
+    def create_service(self, cls, name, callback):
+        self.services[name] = callback
+
+    def create_timer(self, period_s, callback):
+        self.timers.append((period_s, callback))
+
+    def get_clock(self):
+        return Plain(now=lambda: Plain(nanoseconds=1_700_000_100 * 10**9))
+
+    def get_logger(self):
+        return Plain(warning=lambda msg, **kw: None)
+
+    def destroy_node(self):
+        pass
+
+
+def checked(cls):
+    """A stand-in that accepts a subset of the real message's fields (rclpy has defaults, rosbags has none)."""
+    names = set(cls.__dataclass_fields__)
+
+    def build(**kw):
+        unknown = set(kw) - names
+        assert not unknown, f"{cls.__msgtype__} has no field(s) {unknown}"
+        return Plain(**kw)
+
+    return build
+
+
+def _module(name, **attrs):
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+@pytest.fixture
+def node_module(monkeypatch):
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    msgs = {}
+    for msgtype, cls in ts.types.items():
+        package, _, name = msgtype.split("/")
+        msgs.setdefault(package, {})[name] = cls
+    fake = {
+        "rclpy": _module("rclpy", init=lambda args=None: None, ok=lambda: True, shutdown=lambda: None),
+        "rclpy.node": _module("rclpy.node", Node=StandInNode),
+        "rclpy.executors": _module("rclpy.executors", MultiThreadedExecutor=object),
+        "rclpy.logging": _module("rclpy.logging", get_logger=lambda name: Plain(fatal=print)),
+        "rclpy.qos": _module("rclpy.qos", HistoryPolicy=Plain(KEEP_LAST=1), ReliabilityPolicy=Plain(
+            RELIABLE=1, BEST_EFFORT=2), QoSProfile=Plain, qos_profile_sensor_data=Plain(depth=5)),
+        "rcl_interfaces": _module("rcl_interfaces"),
+        "rcl_interfaces.msg": _module("rcl_interfaces.msg", FloatingPointRange=checked(
+                                          msgs["rcl_interfaces"]["FloatingPointRange"]),
+                                      ParameterDescriptor=checked(msgs["rcl_interfaces"]["ParameterDescriptor"]),
+                                      SetParametersResult=Result, ParameterType=Plain(
+                                          PARAMETER_BOOL=1, PARAMETER_INTEGER=2, PARAMETER_DOUBLE=3,
+                                          PARAMETER_STRING=4, PARAMETER_STRING_ARRAY=9)),
+        "std_srvs": _module("std_srvs"),
+        "std_srvs.srv": _module("std_srvs.srv", Trigger=Plain),
+    }
+    for package, classes in msgs.items():
+        if package == "rcl_interfaces":
+            continue
+        fake[package] = _module(package)
+        fake[f"{package}.msg"] = _module(f"{package}.msg", **classes)
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.syspath_prepend(str(PKG))
+    for name in ("edge_geoloc_ros.node", "edge_geoloc_ros.parameters", "edge_geoloc_ros"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module("edge_geoloc_ros.node"), ts
+
+
+def test_callbacks_feed_the_pipeline_and_results_are_published(node_module, tmp_path):
+    module, ts = node_module
+    factory = RosbagsFactory(ts)
+    pipeline = FakePipeline()
+    node = module.GeolocNode(pipeline=pipeline, field_logger=FieldLogSwitch(tmp_path / "logs", 0),
+                             parameter_overrides=[Param("image_transport", "compressed"),
+                                                  Param("max_image_age_s", 0.0), Param("max_inference_rate_hz", 0.0),
+                                                  Param("runtime_overrides", ["fusion.uere_m=3.0"])])
+    try:
+        assert node.settings.runtime_overrides == ("fusion.uere_m=3.0",)
+        assert node.settings.runtime_config_overrides() == ["fusion.uere_m=3.0"]
+        assert set(node.subs) == {"image/compressed", "gnss/fix"}
+        assert set(node.services) == {"geoloc/start_logging", "geoloc/stop_logging"}
+        response = node.services["geoloc/start_logging"](Plain(), Plain(success=None, message=""))
+        assert response.success and "logging to" in response.message
+        node.subs["gnss/fix"](gnss_to_navsatfix(factory, GnssFix(1.0, 52.0, 4.36, 40.0)))
+        fix_pub = node.pubs["geoloc/fix"]
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(0), 1.5, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)
+        assert pipeline.seen[0][2] == 1.0 and np.array_equal(pipeline.seen[0][1], frame_pixels(0))
+        sent = fix_pub.sent[0]
+        assert sent.status.status == 0 and sent.header.frame_id == "base_link" and sent.latitude == 52.0
+        assert node.pubs["geoloc/pose"].sent[0].header.frame_id == "map"
+        node.timers[0][1]()  # the diagnostics timer
+        entries = {e.name: e for e in msg_to_diagnostics(node.pubs["/diagnostics"].sent[-1])[1]}
+        assert entries["edge_geoloc: input"].values["frames_processed"] == "1"
+        assert entries["edge_geoloc: field logger"].values["active"] == "True"
+        assert node.timers[0][0] == 1.0  # 1 / diagnostics_rate_hz
+    finally:
+        node.destroy_node()
+    assert node.field_logger.active is False
+
+
+def test_bad_parameter_and_missing_models_stop_the_node_with_the_reason(node_module):
+    module, _ = node_module
+    with pytest.raises(ValueError, match="backend must be one of"):
+        module.GeolocNode(pipeline=FakePipeline(), parameter_overrides=[Param("backend", "tensorflow")])
+    with pytest.raises(ValueError, match="tile_index_path is empty"):
+        module.GeolocNode()
+
+
+def test_main_exits_with_the_reason_instead_of_a_traceback(node_module, capsys):
+    module, _ = node_module
+    with pytest.raises(SystemExit) as stopped:
+        module.main([])
+    assert stopped.value.code == 1 and "tile_index_path is empty" in capsys.readouterr().out
