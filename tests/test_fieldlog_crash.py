@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 from rosbags.highlevel import AnyReader
 
 from edge_geoloc.fieldlog import ReadReport, read_log, recover_log
@@ -53,11 +55,16 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def child_env() -> dict[str, str]:
+    """The child imports this checkout's edge_geoloc, wherever pytest was started from."""
+    repo = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def run_child_until(out_dir, mode: str, stop_after: int) -> tuple[subprocess.Popen, int]:
     """Start the child, read its flush reports until it reports ``stop_after``, then SIGKILL it."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out_dir), mode], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, text=True, env=child_env())
     flushed = 0
     for line in proc.stdout:
         text = line.strip()
@@ -96,8 +103,27 @@ def test_sigkill_while_writing_leaves_a_readable_prefix(tmp_path):
 
 
 def test_a_normal_exit_without_close_still_finishes_the_bag(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "log"), "exit"], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "log"), "exit"], check=True, env=child_env(),
+                   timeout=120)
     report = ReadReport()
     assert len(list(read_log(tmp_path / "log", topics=[m.GNSS_FIX], report=report))) == 50
     assert not report.truncated_files and (tmp_path / "log" / "fieldlog_0000" / "metadata.yaml").is_file()
+
+
+def test_a_file_cut_anywhere_reads_back_a_growing_prefix(tmp_path):
+    from edge_geoloc.fieldlog import FieldLogConfig, FieldLogger
+    from edge_geoloc.types import GnssFix
+
+    with FieldLogger(tmp_path / "log", FieldLogConfig(chunk_bytes=1024)) as logger:
+        for i in range(200):
+            logger.log_gnss(GnssFix(stamp_s=1000.0 + i, lat_deg=52.0, lon_deg=4.36, alt_m=float(i)))
+    data = next((tmp_path / "log").glob("*/*.mcap")).read_bytes()
+    full = [round(r.stamp_s) for r in read_log(tmp_path / "log")]
+    counts = []
+    for cut in np.linspace(0, len(data), 40).astype(int):
+        path = tmp_path / f"cut_{cut}.mcap"
+        path.write_bytes(data[:cut])
+        stamps = [round(r.stamp_s) for r in read_log(path)]
+        assert stamps == full[: len(stamps)]
+        counts.append(len(stamps))
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 200

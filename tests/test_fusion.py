@@ -97,7 +97,7 @@ def test_invalid_and_out_of_order_fixes_are_rejected():
 
 def test_recovers_when_consistent_data_keeps_being_rejected():
     """A filter that started from a wrong visual fix locks onto GNSS once GNSS proves self-consistent."""
-    filt = FusionFilter(FusionConfig(recovery_rejections=5, recovery_quiet_s=1.0), origin=ORIGIN)
+    filt = FusionFilter(FusionConfig(recovery_rejections=5, recovery_quiet_s=1.0, init_visual_fixes=1), origin=ORIGIN)
     assert filt.update_visual(visual_at(0.0, 300.0, 0.0, sigma=1.0)).reason == "initialized"
     stamps = [1.0 + 0.2 * i for i in range(6)]
     reasons = [filt.update_gnss(gnss_at(t, 0.0, 10.0 * t)).reason for t in stamps]
@@ -122,13 +122,18 @@ def test_only_self_consistent_rejections_trigger_recovery(consistent):
     assert np.hypot(*filt.position_enu()[:2]) == pytest.approx(150.0 if consistent else 0.0, abs=5.0)
 
 
-def test_denied_start_needs_a_confident_visual_fix():
-    filt = FusionFilter(FusionConfig(init_min_visual_confidence=0.5), origin=ORIGIN)
+def test_denied_start_needs_consistent_confident_visual_fixes():
+    filt = FusionFilter(FusionConfig(init_min_visual_confidence=0.5, init_visual_fixes=3), origin=ORIGIN)
     assert filt.update_visual(visual_at(0.0, 10, 20, confidence=0.2)).reason == "not_initialized"
+    assert filt.update_visual(visual_at(0.2, 11, 20, confidence=0.9)).reason == "not_initialized"
+    assert filt.update_visual(visual_at(0.4, 250, -90, confidence=0.9)).reason == "not_initialized"  # wrong tile
+    assert filt.update_visual(visual_at(0.6, 13, 20, confidence=0.9)).reason == "not_initialized"  # outlier in run
+    assert filt.update_visual(visual_at(0.8, 14, 20, confidence=0.9)).reason == "not_initialized"
     assert not filt.initialized
-    assert filt.update_visual(visual_at(0.2, 10, 20, confidence=0.9)).reason == "initialized"
+    assert filt.update_visual(visual_at(1.0, 15, 20, confidence=0.9)).reason == "initialized"
     east, north, _ = filt.position_enu()
-    assert (east, north) == pytest.approx((10, 20), abs=0.01)
+    assert (east, north) == pytest.approx((15, 20), abs=0.01)
+    assert filt.state.x[3:5] == pytest.approx((5.0, 0.0), abs=0.5)  # velocity from the three fixes
 
 
 def test_prediction_through_outage_then_stale_after_max_prediction():

@@ -153,8 +153,8 @@ def test_byte_by_byte_feeding_gives_the_same_fixes_and_lost_bytes_resync_on_doll
     assert pieces == whole and len(whole) == 2
     broken = epoch_lines(12)[0][:25] + epoch_lines(12)[1]  # RMC cut short, GGA glued on (bytes lost)
     reader = NmeaReader(GnssConfig(epoch_sentences=("GGA",)))
-    fixes = feed_all(reader, [broken])
-    assert len(fixes) == 1 and reader.counters.rejected == {"truncated": 1}
+    fixes = feed_all(reader, [*epoch_lines(11), broken])
+    assert len(fixes) == 2 and reader.counters.rejected == {"truncated": 1}
 
 
 def test_counters_account_for_every_line():
@@ -168,8 +168,17 @@ def test_counters_account_for_every_line():
 
 def test_overlong_line_without_newline_is_dropped_and_reading_continues():
     reader = NmeaReader()
-    fixes = reader.feed(b"x" * 500) + feed_all(reader, epoch_lines(10))
+    fixes = reader.feed(b"x" * 500) + reader.feed(b"y" * 500) + feed_all(reader, epoch_lines(10))
     assert len(fixes) == 1 and reader.counters.rejected == {"too_long": 1}
+    glued = b"z" * 300 + ("\r\n".join(epoch_lines(11)) + "\r\n").encode()  # noise, then a sentence, no newline
+    assert len(reader.feed(glued[:310]) + reader.feed(glued[310:])) == 1
+
+
+def test_epochs_before_the_first_rmc_date_wait_then_a_receiver_without_rmc_uses_the_host_date():
+    reader = NmeaReader(GnssConfig(epoch_sentences=("GGA",), resync_epochs=2))
+    gga_only = [line for s in range(10, 14) for line in epoch_lines(s, gst=None)[1:]]
+    fixes = feed_all(reader, gga_only)
+    assert reader.counters.rejected == {"no_date": 2} and len(fixes) == 2
 
 
 def test_writer_round_trip_is_exact_to_printed_precision():

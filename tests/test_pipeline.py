@@ -89,13 +89,15 @@ def horizontal_error(state, east, north) -> float:
 def test_gnss_denied_start_searches_all_tiles_and_initialises_from_vision(world):
     ortho, index = world
     pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
-    state = pipe.process(camera(ortho, 10.0, 10.0, 0.0), None)  # (10, 10) is a tile centre
-    assert pipe.counters.no_prior_frames == 1 and pipe.counters.visual_fixes == 1
-    assert state.initialized and state.visual_used and not state.gnss_used
-    assert horizontal_error(state, 10.0, 10.0) < 2.0
+    track = [(10.0, 10.0), (12.0, 11.0), (14.0, 12.0)]  # near a tile centre, so global retrieval can find it
+    for i, (east, north) in enumerate(track):
+        state = pipe.process(camera(ortho, east, north, 0.5 * i, seed=i), None)
+        assert state.initialized == (i == 2)  # three agreeing visual fixes start the filter
+    assert pipe.counters.no_prior_frames == 3 and pipe.counters.visual_fixes == 1
+    assert state.visual_used and not state.gnss_used and horizontal_error(state, 14.0, 12.0) < 2.0
     assert state.visual_fix.confidence > 0.3 and state.visual_fix.tile_id >= 0
-    state = pipe.process(camera(ortho, 18.0, 15.0, 0.5, seed=1), None)  # now searched around the estimate
-    assert pipe.counters.no_prior_frames == 1 and horizontal_error(state, 18.0, 15.0) < 3.0
+    state = pipe.process(camera(ortho, 20.0, 15.0, 1.5, seed=5), None)  # now searched around the estimate
+    assert pipe.counters.no_prior_frames == 3 and horizontal_error(state, 20.0, 15.0) < 3.0
 
 
 def test_flight_with_gnss_tracks_truth_and_reports_latency(world):
@@ -200,3 +202,20 @@ def test_runtime_yaml_loads_and_rejects_unknown_keys():
         load_config(RuntimeConfig, path, ["pipeline.topk=7"])
     with pytest.raises(ConfigError, match="localize_top"):
         load_config(RuntimeConfig, path, ["pipeline.localize_top=9"])
+
+
+def test_raw_gnss_bounds_the_search_only_when_valid_and_recent(world):
+    from edge_geoloc.fusion import FusionConfig
+    from edge_geoloc.types import FixStatus
+
+    ortho, index = world
+    cfg = RuntimeConfig(pipeline=runtime_cfg().pipeline, fusion=FusionConfig(init_gnss_fixes=2))
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, cfg, origin=ORIGIN)
+    lat, lon, alt = ORIGIN.from_enu(0.0, 0.0, 50.0)
+    no_fix = GnssFix(0.0, lat, lon, alt, status=FixStatus.NO_FIX, fix_quality=0)
+    pipe.process(camera(ortho, 0.0, 0.0, 0.0), no_fix)
+    assert pipe.counters.no_prior_frames == 1 and pipe.counters.extra["gnss_invalid"] == 1
+    pipe.process(camera(ortho, 0.0, 0.0, 1.0), gnss(0.0, 0.0, 1.0))  # valid, not enough to start the filter
+    assert pipe.counters.no_prior_frames == 1 and not pipe.fusion.initialized
+    pipe.process(camera(ortho, 0.0, 0.0, 30.0), None)  # the raw fix is 29 s old now
+    assert pipe.counters.no_prior_frames == 2

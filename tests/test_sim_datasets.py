@@ -73,5 +73,3 @@ def test_vigor_labels_match_geodesy(tmp_path, area):
     train = (root / "splits" / "Synth" / "same_area_balanced_train.txt").read_text().splitlines()
     test = (root / "splits" / "Synth" / "same_area_balanced_test.txt").read_text().splitlines()
     assert sorted(train + test) == sorted(lines) and not set(train) & set(test)
-    corrected = root / "splits__corrected" / "Synth" / "same_area_balanced_test__corrected.txt"
-    assert corrected.read_text().splitlines() == test

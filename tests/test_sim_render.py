@@ -39,8 +39,9 @@ def _box_area() -> Area:
     height[r0:r1, c0:c1] = BOX["height"]
     classes[r0:r1, c0:c1] = BUILDING
     ids[r0:r1, c0:c1] = 1
-    row = dict(east_m=BOX["east"], north_m=BOX["north"], length_m=20, width_m=20, axis_rad=0, height_m=15, ridge_m=15,
-               roof_r=ROOF[0], roof_g=ROOF[1], roof_b=ROOF[2], facade_r=FACADE[0], facade_g=FACADE[1], facade_b=FACADE[2])
+    row = dict(east_m=BOX["east"], north_m=BOX["north"], length_m=20, width_m=20, axis_rad=0, height_m=15,
+               ridge_m=15, roof_r=ROOF[0], roof_g=ROOF[1], roof_b=ROOF[2], facade_r=FACADE[0], facade_g=FACADE[1],
+               facade_b=FACADE[2])
     buildings = np.array([[row[c] for c in BUILDING_COLUMNS]], np.float32)
     ortho = np.full((n, n, 3), 128, np.uint8)
     ortho[r0:r1, c0:c1] = ROOF

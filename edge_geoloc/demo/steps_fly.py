@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_geoloc.config import from_dict
+from edge_geoloc.config import deep_merge, from_dict, to_dict
 from edge_geoloc.demo.components import require
 from edge_geoloc.demo.flight import fly as fly_flight
 from edge_geoloc.demo.flight import load_pipeline, outage_intervals, read_flight
@@ -38,10 +38,11 @@ ADAPTED_REPLAY = "replay_adapted"
 
 def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
     """The degraded-GNSS flight over the target area (``edge_geoloc.sim.simulate_flight``), cached per seed."""
-    simulate = require("edge_geoloc.sim", "simulate_flight", "sim (simulate_flight)")
-    params = {"area": area.metadata(), "seed": ctx.config.seed, **ctx.config.flight}
-    return cached_dataset(ctx, "flight", params,
-                          lambda root: simulate(area, root, seed=ctx.config.seed, **ctx.config.flight))
+    simulate = require("edge_geoloc.sim.flight", "simulate_flight", "sim (simulate_flight)")
+    flight_cfg_cls = require("edge_geoloc.sim.flight", "FlightConfig", "sim (simulate_flight)")
+    flight_cfg = from_dict(flight_cfg_cls, deep_merge({"seed": ctx.config.seed}, ctx.config.flight))
+    params = {"area": area.metadata(), **to_dict(flight_cfg)}
+    return cached_dataset(ctx, "flight", params, lambda root: simulate(area, root, flight_cfg))
 
 
 def patch_spec(ctx: StepContext, area_tif: Path) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
 
 def university_tree(ctx: StepContext, area: Any, name: str) -> Path:
     """A University-1652-layout tree of ``area`` (drone views + satellite tiles per location)."""
-    write_tree = require("edge_geoloc.sim", "write_university_tree", "sim (write_university_tree)")
+    write_tree = require("edge_geoloc.sim.datasets", "write_university_tree", "sim (write_university_tree)")
     params = {"area": area.metadata(), "seed": ctx.config.seed, **ctx.config.retrieval_data}
     return cached_dataset(ctx, name, params,
                           lambda root: write_tree(root, area, seed=ctx.config.seed, **ctx.config.retrieval_data))

@@ -27,7 +27,9 @@ class FusionConfig:
     visual_gate_probability: float = 0.999  # chi-square gate on the visual innovation (2 dof)
     min_visual_sigma_m: float = 1.0
     init_velocity_sigma_mps: float = 10.0
-    init_min_visual_confidence: float = 0.5  # a GNSS-denied start trusts only confident visual fixes
+    init_min_visual_confidence: float = 0.5  # a GNSS-denied start trusts only confident visual fixes ...
+    init_visual_fixes: int = 3  # ... and only when this many in a row agree with each other
+    init_gnss_fixes: int = 1
     init_up_sigma_m: float = 50.0  # height is unknown when a visual fix starts the filter
     recovery_rejections: int = 5  # consecutive rejections of one sensor before recovery is considered
     recovery_quiet_s: float = 5.0  # ... and only if no other sensor was accepted for that long
@@ -45,6 +47,8 @@ class FusionConfig:
                 raise ValueError(f"fusion.{name} must be in (0.5, 1), e.g. 0.999; got {getattr(self, name)}")
         if not 0.0 <= self.gnss_noise_adaptation < 1.0 or self.gnss_max_noise_scale < 1.0:
             raise ValueError("fusion.gnss_noise_adaptation must be in [0, 1) and gnss_max_noise_scale >= 1")
+        if self.init_visual_fixes < 1 or self.init_gnss_fixes < 1:
+            raise ValueError("fusion.init_visual_fixes and fusion.init_gnss_fixes must be >= 1")
         if self.recovery_rejections < 2:
             raise ValueError(f"fusion.recovery_rejections must be >= 2, got {self.recovery_rejections}")
         if self.max_measurement_lag_s < 0 or self.recovery_quiet_s < 0:

@@ -75,6 +75,7 @@ class FusionFilter:
         self._last_accepted_s: dict[str, float] = {}
         self._rejected_run: dict[str, list[_Measurement]] = {GNSS: [], VISUAL: []}
         self._gnss_noise_scale = 1.0
+        self._pending: dict[str, list[_Measurement]] = {GNSS: [], VISUAL: []}
 
     @property
     def initialized(self) -> bool:
@@ -134,8 +135,7 @@ class FusionFilter:
     def _update(self, sensor: str, m: _Measurement, H: np.ndarray, gate: float,
                 velocity: np.ndarray | None) -> UpdateResult:
         if self.state is None:
-            self._initialize(sensor, m, velocity)
-            return self._accept(sensor, m.stamp_s, "initialized")
+            return self._try_initialize(sensor, m, velocity, gate)
         if m.stamp_s < self.stamp_s - self.cfg.max_measurement_lag_s:
             self.counters.out_of_order += 1
             return self._reject(sensor, "out_of_order")
@@ -148,6 +148,22 @@ class FusionFilter:
             self.state.update(innovation, H, R)
             return self._accept(sensor, m.stamp_s, "fused", innovation.mahalanobis_sq)
         return self._gated(sensor, m, gate, innovation.mahalanobis_sq)
+
+    def _try_initialize(self, sensor: str, m: _Measurement, velocity: np.ndarray | None,
+                        gate: float) -> UpdateResult:
+        """Start the filter once ``init_<sensor>_fixes`` consecutive measurements agree (a constant-velocity fit
+        explains them within the gate), so one wrong tile match cannot start a GNSS-denied flight."""
+        needed = self.cfg.init_visual_fixes if sensor == VISUAL else self.cfg.init_gnss_fixes
+        pending = self._pending[sensor]
+        pending.append(m)
+        del pending[:-needed]
+        if len(pending) < needed or (needed > 1 and not _consistent_track(pending, gate)):
+            return self._reject(sensor, "not_initialized")
+        if needed > 1:
+            velocity = _fit_constant_velocity(pending)[1]
+        self._initialize(sensor, m, velocity)
+        pending.clear()
+        return self._accept(sensor, m.stamp_s, "initialized")
 
     def _adapted_noise(self, sensor: str, m: _Measurement, H: np.ndarray) -> np.ndarray:
         """GNSS noise scaled by a running mean of its normalised innovation squared (covariance matching).

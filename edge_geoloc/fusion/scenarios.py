@@ -1,12 +1,15 @@
 """Synthetic fusion scenarios: a truth trajectory with simulated GNSS and visual fixes, and error statistics.
 
-Used by ``benchmarks/fusion.py`` and the fusion tests to check the filter against ground truth without
-rendering images. The visual fixes are *simulated* (Gaussian noise, wrong-tile outliers, low-confidence
-frames, with rates chosen to resemble the heat-map localizer), not produced by the trained models; the replay
-CLI measures the real pipeline on rendered flights.
+GNSS errors come from the synthetic world's receiver model (:func:`edge_geoloc.sim.gnss.simulate_gnss_errors`,
+presets ``normal`` and ``urban_multipath``), the same one the simulated flights use. Used by
+``benchmarks/fusion.py`` and the fusion tests to check the filter against ground truth without rendering
+images. The visual fixes are *simulated* (Gaussian noise, wrong-tile outliers, low-confidence frames, with
+rates chosen to resemble the heat-map localizer), not produced by the trained models; the replay CLI measures
+the real pipeline on rendered flights.
 
-Scenarios: ``normal`` (open sky), ``multipath`` (urban canyon: biased jumps the receiver's sigmas do not
-report), ``outage`` (60 s without GNSS), ``denied_start`` (no GNSS for the first 60 s).
+Scenarios: ``normal`` (open sky), ``multipath`` (urban canyon: Poisson episodes of horizontal jumps that the
+over-confident receiver barely reports), ``outage`` (60 s without GNSS), ``denied_start`` (no GNSS for the
+first 60 s).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from edge_geoloc.fusion.config import FusionConfig
 from edge_geoloc.fusion.filter import FusionFilter
 from edge_geoloc.geo import EnuFrame
+from edge_geoloc.sim.gnss import GnssNoiseConfig, gnss_preset, simulate_gnss_errors
 from edge_geoloc.types import CovarianceType, GnssFix, VisualFix, diagonal_covariance
 
 SCENARIOS = ("normal", "multipath", "outage", "denied_start")
@@ -32,12 +36,6 @@ class ScenarioConfig:
     speed_mps: float = 10.0
     gnss_rate_hz: float = 5.0
     visual_rate_hz: float = 5.0
-    gnss_sigma_m: float = 2.0  # white noise per fix (what GST reports)
-    gnss_bias_sigma_m: float = 1.5  # slowly varying (Gauss-Markov) error, not reported
-    gnss_bias_tau_s: float = 60.0
-    multipath_sigma_m: float = 6.0  # extra noise inside the canyon
-    multipath_jump_m: tuple[float, float] = (15.0, 60.0)
-    multipath_hold_s: tuple[float, float] = (2.0, 10.0)
     outage_start_s: float = 100.0
     outage_s: float = 60.0
     visual_sigma_m: float = 3.0
@@ -78,47 +76,33 @@ def make_scenario(name: str, seed: int = 0, cfg: ScenarioConfig | None = None) -
     return Scenario(name, origin, stamps, truth, gnss, visual)
 
 
-def _gnss_available(name: str, t: float, cfg: ScenarioConfig) -> bool:
+def gnss_noise(name: str, cfg: ScenarioConfig) -> GnssNoiseConfig:
+    """The synthetic world's GNSS error model (:mod:`edge_geoloc.sim.gnss`) for a scenario."""
+    if name == "multipath":
+        return gnss_preset("urban_multipath", rate_hz=cfg.gnss_rate_hz)
     if name == "outage":
-        return not cfg.outage_start_s <= t < cfg.outage_start_s + cfg.outage_s
+        return gnss_preset("normal", rate_hz=cfg.gnss_rate_hz,
+                           outages=((cfg.outage_start_s, cfg.outage_start_s + cfg.outage_s),))
     if name == "denied_start":
-        return t >= cfg.outage_s
-    return True
-
-
-def _multipath_bias(stamps: np.ndarray, cfg: ScenarioConfig, rng: np.random.Generator) -> np.ndarray:
-    """(T, 2) piecewise-constant jumps: half the time in a canyon, each jump held for a few seconds."""
-    bias = np.zeros((len(stamps), 2))
-    t, end = float(stamps[0]), float(stamps[-1])
-    while t < end:
-        hold = rng.uniform(*cfg.multipath_hold_s)
-        if rng.random() < 0.5:
-            angle = rng.uniform(0, 2 * math.pi)
-            size = rng.uniform(*cfg.multipath_jump_m)
-            bias[(stamps >= t) & (stamps < t + hold)] = size * np.array([math.cos(angle), math.sin(angle)])
-        t += hold
-    return bias
+        return gnss_preset("normal", rate_hz=cfg.gnss_rate_hz, outages=((0.0, cfg.outage_s),))
+    return gnss_preset("normal", rate_hz=cfg.gnss_rate_hz)
 
 
 def _simulate_gnss(name: str, stamps: np.ndarray, truth: np.ndarray, origin: EnuFrame, cfg: ScenarioConfig,
                    rng: np.random.Generator) -> list[GnssFix]:
-    dt = 1.0 / cfg.gnss_rate_hz
-    step = max(1, round(dt * (len(stamps) / cfg.duration_s)))
-    alpha = math.exp(-dt / cfg.gnss_bias_tau_s)
-    slow = np.zeros(2)
-    extra = _multipath_bias(stamps, cfg, rng) if name == "multipath" else np.zeros_like(truth)
+    """GNSS fixes at ``gnss_rate_hz`` with the sim's errors; reported sigmas become a GST-style covariance."""
+    step = max(1, round(len(stamps) / cfg.duration_s / cfg.gnss_rate_hz))
+    idx = np.arange(0, len(stamps), step)
+    track = simulate_gnss_errors(stamps[idx], gnss_noise(name, cfg), rng)
     fixes = []
-    for i in range(0, len(stamps), step):
-        slow = alpha * slow + math.sqrt(1 - alpha**2) * cfg.gnss_bias_sigma_m * rng.standard_normal(2)
-        if not _gnss_available(name, float(stamps[i]), cfg):
+    for k, i in enumerate(idx):
+        if not track.valid[k]:
             continue
-        canyon = name == "multipath" and np.any(extra[i] != 0)
-        sigma = math.hypot(cfg.gnss_sigma_m, cfg.multipath_sigma_m) if canyon else cfg.gnss_sigma_m
-        en = truth[i] + slow + extra[i] + sigma * rng.standard_normal(2)
-        lat, lon, alt = origin.from_enu(en[0], en[1], 100.0 + 2 * sigma * rng.standard_normal())
-        reported = cfg.gnss_sigma_m * (1.5 if canyon else 1.0)  # receivers under-report multipath
-        fixes.append(GnssFix(float(stamps[i]), lat, lon, alt, diagonal_covariance(reported, reported, 2 * reported),
-                             CovarianceType.DIAGONAL_KNOWN, num_satellites=9))
+        err = track.error_enu_m[k]
+        lat, lon, alt = origin.from_enu(truth[i, 0] + err[0], truth[i, 1] + err[1], 100.0 + err[2])
+        fixes.append(GnssFix(float(stamps[i]), lat, lon, alt, diagonal_covariance(*track.sigma_enu_m[k]),
+                             CovarianceType.DIAGONAL_KNOWN, num_satellites=int(track.num_satellites[k]),
+                             hdop=float(track.hdop[k])))
     return fixes
 
 

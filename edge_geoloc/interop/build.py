@@ -73,9 +73,12 @@ def build_pipeline(settings: NodeSettings) -> Any:
     return Pipeline.from_config(retrieval, localizer, settings.tile_index_path, runtime_config(settings))
 
 
-def backend_description(settings: NodeSettings) -> dict[str, str]:
-    """What ``/diagnostics`` says about the inference set-up."""
-    return {"backend": settings.backend, "device": settings.device,
+def backend_description(settings: NodeSettings, pipeline: Any = None) -> dict[str, str]:
+    """What ``/diagnostics`` says about the inference set-up: the settings, and the backends really loaded."""
+    loaded = {f"{name}_backend_loaded": type(backend).__name__ for name, backend in (
+        ("retrieval", getattr(getattr(pipeline, "encoder", None), "backend", None)),
+        ("localizer", getattr(getattr(pipeline, "localizer", None), "backend", None))) if backend is not None}
+    return {**loaded, "backend": settings.backend, "device": settings.device,
             "engine_file_path": settings.engine_file_path, "model_file_path": settings.model_file_path,
             "retrieval_engine_file_path": settings.retrieval_engine_file_path,
             "retrieval_model_file_path": settings.retrieval_model_file_path,

@@ -61,7 +61,7 @@ class NodeSettings:
     engine_file_path: str = _param("", "localizer TensorRT engine, used when the file exists; else model_file_path "
                                    "runs (build engines on the device: edge-geoloc build-engine)", "path", "engine")
     retrieval_model_file_path: str = _param("", "retrieval encoder ONNX model or checkpoint", "path", "engine")
-    retrieval_engine_file_path: str = _param("", "retrieval encoder TensorRT engine (built like engine_file_path)",
+    retrieval_engine_file_path: str = _param("", "retrieval encoder TensorRT engine, used like engine_file_path",
                                              "path", "engine")
     force_engine_update: bool = _param(False, "ignore existing engine files and run the models (until the engines "
                                        "are rebuilt)", "", "engine")

@@ -71,10 +71,10 @@ def replay_bag(in_bag: str | Path, out_bag: str | Path, pipeline: SupportsProces
 
     out_bag = Path(out_bag)
     check_paths(in_bag, out_bag)
-    with AnyReader([Path(in_bag)], default_typestore=_typestore(options.distro)) as reader:
+    with AnyReader([Path(in_bag)], default_typestore=typestore_for(options.distro)) as reader:
         topics = _pick_topics(reader.connections, options)
         report = ReplayReport(*topics)
-        with _open_writer(out_bag, options.storage) as writer:
+        with open_bag_writer(out_bag, options.storage) as writer:
             _Replay(reader, writer, pipeline, options, report, backend or {}).run()
     return report
 
@@ -87,7 +87,7 @@ def check_paths(in_bag: str | Path, out_bag: str | Path) -> None:
         raise ReplayError(f"input bag {in_bag} not found (give the rosbag2 folder with metadata.yaml)")
 
 
-def _typestore(distro: str) -> Any:
+def typestore_for(distro: str) -> Any:
     from rosbags.typesys import Stores, get_typestore
 
     stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
@@ -96,7 +96,7 @@ def _typestore(distro: str) -> Any:
     return get_typestore(stores[distro])
 
 
-def _open_writer(path: Path, storage: str) -> Any:
+def open_bag_writer(path: Path, storage: str) -> Any:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -141,7 +141,7 @@ class _Replay:
         self.reader, self.writer, self.options, self.report = reader, writer, options, report
         self.backend = backend
         self.runner = GeolocRunner(pipeline, options.max_rate_hz)
-        self.ts = _typestore(options.distro)
+        self.ts = typestore_for(options.distro)
         self.factory = RosbagsFactory(self.ts)
         self.out_connections = {topic: writer.add_connection(_absolute(topic), msgtype, typestore=self.ts)
                                 for topic, msgtype in OUTPUT_TYPES.items()}
@@ -257,7 +257,8 @@ def main(argv: list[str]) -> int:
                                 altitude_agl_m=settings.camera_altitude_agl_m or None,
                                 frames=OutputFrames(settings.map_frame, settings.base_frame,
                                                     settings.publish_visual_fix))
-        report = replay_bag(args.bag, args.output, build_pipeline(settings), options, backend_description(settings))
+        pipeline = build_pipeline(settings)
+        report = replay_bag(args.bag, args.output, pipeline, options, backend_description(settings, pipeline))
     except (ReplayError, ParameterError) as err:
         print(f"edge-geoloc replay-bag: {err}", file=sys.stderr)
         return 2

@@ -34,7 +34,15 @@ from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.models.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
-from edge_geoloc.types import CameraFrame, FusedState, GnssFix, PipelineCounters, StageLatency, VisualFix
+from edge_geoloc.types import (
+    CameraFrame,
+    FixStatus,
+    FusedState,
+    GnssFix,
+    PipelineCounters,
+    StageLatency,
+    VisualFix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +129,7 @@ class Pipeline:
         self.counters.frames += 1
         gnss_used = self._fuse_gnss(gnss) if gnss is not None else False
         self.fusion.predict_to(frame.stamp_s)
-        prior = self._prior()
+        prior = self._prior(frame.stamp_s)
         if prior is None:
             self.counters.no_prior_frames += 1
         times: dict[str, float] = {}
@@ -140,7 +148,8 @@ class Pipeline:
 
     def _fuse_gnss(self, gnss: GnssFix) -> bool:
         self._bump("gnss_received")
-        self._last_gnss = gnss
+        if gnss.status != FixStatus.NO_FIX and gnss.fix_quality != 0:
+            self._last_gnss = gnss  # a bound for the search before the filter starts
         result = self.fusion.update_gnss(gnss)
         if result.accepted:
             self.counters.gnss_fixes += 1
@@ -161,15 +170,16 @@ class Pipeline:
             self._bump(f"visual_{result.reason}")
         return result.accepted
 
-    def _prior(self) -> _Prior | None:
+    def _prior(self, stamp_s: float) -> _Prior | None:
         """Where to search: the fused estimate, else a recent raw GNSS fix, else nowhere (all tiles)."""
         pc = self.cfg.pipeline
+        gnss = self._last_gnss
         if self.fusion.initialized:
             lat, lon, _ = self.fusion.position_latlon()
             cov = self.fusion.state.P[:2, :2]
             sigma = math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0))
-        elif pc.use_gnss_prior and self._last_gnss is not None:
-            lat, lon, sigma = self._last_gnss.lat_deg, self._last_gnss.lon_deg, self._last_gnss.horizontal_sigma_m
+        elif pc.use_gnss_prior and gnss is not None and abs(stamp_s - gnss.stamp_s) <= pc.gnss_prior_max_age_s:
+            lat, lon, sigma = gnss.lat_deg, gnss.lon_deg, gnss.horizontal_sigma_m
         else:
             return None
         radius = max(pc.min_search_radius_m, pc.search_sigma_factor * sigma + pc.search_margin_m)

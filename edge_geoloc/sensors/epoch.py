@@ -10,9 +10,11 @@ Covariance (row-major 3x3 ENU, NavSatFix meaning):
   ``vertical_factor * sigma_E``; type ``APPROXIMATED``. Without HDOP: ``unknown_sigma_m`` and ``UNKNOWN``.
 * GST altitude sigma, when given, is the vertical sigma in every case.
 
-Time stamps are UTC seconds since the epoch (date from RMC, rolled over at midnight). A stamp that does not
-advance, or jumps forward by more than ``max_time_jump_s``, is rejected, unless ``resync_epochs`` consecutive
-epochs agree on the new time base (a receiver restart, a replayed log), which is then accepted.
+Time stamps are UTC seconds since the epoch (date from RMC, rolled over at midnight; epochs before the first
+RMC date are rejected as ``no_date``; a receiver that never sends RMC falls back to the host's date). A stamp
+that does not advance, or jumps forward by more than ``max_time_jump_s``, is rejected, unless
+``resync_epochs`` consecutive epochs agree on the new time base (a receiver restart, a replayed log), which is
+then accepted.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class EpochAssembler:
         self._date: dt.date | None = None
         self._last_stamp_s: float | None = None
         self._resync: list[float] = []
+        self._dateless_epochs = 0
         self._expected = set(config.epoch_sentences)
         self.time_resyncs = 0
         self.late_sentences = 0
@@ -112,6 +115,8 @@ class EpochAssembler:
         if problem is not None:
             return problem
         stamp_s = self._stamp_s(epoch.time_utc)
+        if stamp_s is None:
+            return Rejected("no_date", f"epoch {epoch.time_utc}: no RMC date yet")
         time_problem = self._check_time(stamp_s)
         if time_problem is not None:
             return time_problem
@@ -120,10 +125,18 @@ class EpochAssembler:
         except (ValueError, OverflowError) as err:  # e.g. sigmas so large their squares overflow
             return Rejected("non_finite", str(err))
 
-    def _stamp_s(self, time_utc: dt.time) -> float:
+    def _stamp_s(self, time_utc: dt.time) -> float | None:
+        """UTC seconds of this epoch; None while the date is unknown (the first RMC may just have been lost).
+
+        A receiver that sends no RMC at all gets the host's UTC date after ``resync_epochs`` dateless epochs.
+        """
         if self._date is None:
+            self._dateless_epochs += 1
+            if self._dateless_epochs <= self.config.resync_epochs:
+                return None
             self._date = dt.datetime.now(dt.timezone.utc).date()
-            log.warning("no RMC date yet: time-stamping GNSS fixes with the host's UTC date %s", self._date)
+            log.warning("no RMC date from the receiver: time-stamping GNSS fixes with the host's UTC date %s",
+                        self._date)
         moment = dt.datetime.combine(self._date, time_utc.replace(tzinfo=dt.timezone.utc))
         stamp_s = moment.timestamp()
         if self._last_stamp_s is not None and stamp_s < self._last_stamp_s - 43200.0:

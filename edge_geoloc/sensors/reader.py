@@ -77,7 +77,10 @@ class NmeaReader:
             del self._buffer[: end + 1]
             if self._overflowing:  # the tail of a line already rejected as too long
                 self._overflowing = False
-                continue
+                start = line.rfind(b"$")
+                if start < 0:
+                    continue
+                line = line[start:]  # a sentence began inside the overlong run
             fixes += self.feed_line(line)
         self._guard_overflow()
         return fixes
@@ -109,9 +112,18 @@ class NmeaReader:
         return fixes + self._collect(self._assembler.flush())
 
     def _guard_overflow(self) -> None:
-        if len(self._buffer) > self.config.max_sentence_len + 2:
+        """Bound the buffer when no line end comes; keep a sentence that started near its end."""
+        limit = self.config.max_sentence_len + 2
+        if len(self._buffer) <= limit:
+            return
+        if not self._overflowing:
             self._reject(Rejected("too_long", f"{len(self._buffer)} bytes without a line end"))
             self.counters.lines += 1
+        start = self._buffer.rfind(b"$")
+        if start > 0 and len(self._buffer) - start <= limit:
+            del self._buffer[:start]
+            self._overflowing = False
+        else:
             self._buffer.clear()
             self._overflowing = True
 

@@ -42,7 +42,7 @@ class VigorConfig:
     panos_per_city: int = 40
     pano_px: tuple[int, int] = (1024, 512)
     satellite_px: int = 640
-    satellite_m_per_px: float = 0.125
+    satellite_m_per_px: float | None = None  # None: the real VIGOR city's resolution
     test_fraction: float = 0.5
     random_heading: bool = False
     seed: int = 0

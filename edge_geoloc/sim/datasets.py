@@ -10,14 +10,14 @@ University-1652 (drone <-> satellite retrieval)::
 VIGOR (ground panorama <-> aerial, metric localisation)::
 
     ROOT/<City>/panorama/<panoid>,<lat>,<lon>,.jpg       ROOT/<City>/satellite/satellite_<lat>_<lon>.png
-    ROOT/splits[__corrected]/<City>/satellite_list.txt, same_area_balanced_{train,test}[__corrected].txt,
-                                    pano_label_balanced[__corrected].txt
+    ROOT/splits/<City>/satellite_list.txt, same_area_balanced_{train,test}.txt, pano_label_balanced.txt
+    (the labels are exact, so there is no separate ``splits__corrected``)
     ROOT/synthetic_meta.json  (extra: metres per pixel per city, image sizes, pano headings)
 
 A VIGOR label line is ``pano sat0 a0 b0 sat1 a1 b1 sat2 a2 b2 sat3 a3 b3``: ``sat0`` is the positive tile (the
 pano lies in its central quarter), the others semi-positives; ``(a, b)`` are the pixel offsets
-``(row_centre - row_pano, col_pano - col_centre)`` negated the VIGOR way, i.e. the panorama is at
-``row = H/2 + a, col = W/2 - b`` of that tile (``a`` = tile latitude minus pano latitude in pixels).
+``a = (tile_north - pano_north) / m_per_px`` and ``b = (tile_east - pano_east) / m_per_px``: the panorama is at
+``row = H/2 + a, col = W/2 - b`` of that tile (VIGOR's convention).
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from edge_geoloc.sim.render import render_drone_view
 log = logging.getLogger(__name__)
 
 
-def write_image(path: Path, image_rgb: np.ndarray, jpeg_quality: int = 92) -> Path:
+def write_image(path: Path, image_rgb: np.ndarray, jpeg_quality: int = 92, png_compression: int = 3) -> Path:
     """Write an RGB image (JPEG or PNG by suffix), creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if jpeg else [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
     if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params):
         raise OSError(f"could not write {path}")
     return path
@@ -171,23 +172,35 @@ def vigor_labels(pano_en: np.ndarray, tiles_en: np.ndarray, tile_size_m: float,
     return [int(i) for i in covering], offsets
 
 
+# VIGOR's four cities and the ground resolution of their 640 px zoom-20 tiles (the corrected labels' values)
+VIGOR_CITY_M_PER_PX = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
+
+
 def write_vigor_tree(root: str | Path, areas: Area | Sequence[Area], cities: Sequence[str] | None = None,
                      panos_per_city: int = 40, pano_px: tuple[int, int] = (1024, 512), satellite_px: int = 640,
-                     satellite_m_per_px: float = 0.125, test_fraction: float = 0.5, random_heading: bool = False,
-                     seed: int = 0) -> Path:
-    """A VIGOR-like tree (see the module docstring); one city per area. Panoramas are north-aligned (centre
-    column = north) unless ``random_heading``, whose headings are then listed in ``synthetic_meta.json``."""
+                     satellite_m_per_px: float | None = None, test_fraction: float = 0.5,
+                     random_heading: bool = False, seed: int = 0) -> Path:
+    """A VIGOR-like tree (see the module docstring); one city per area.
+
+    Cities default to VIGOR's names in the order NewYork, Seattle, SanFrancisco, Chicago (cross-area: the first
+    two train, the last two test), so readers of the real tree read it unchanged; with 4 areas (e.g. 2 source
+    + 2 target style) every real split exists. ``satellite_m_per_px`` defaults to the real city's ground
+    resolution. Panoramas are north-aligned (centre column = north) unless ``random_heading``; headings and
+    resolutions are also listed in ``synthetic_meta.json``.
+    """
     root, areas = Path(root), _as_list(areas)
-    cities = list(cities) if cities is not None else [f"{a.style_name.capitalize()}{a.seed}" for a in areas]
+    cities = list(cities) if cities is not None else list(VIGOR_CITY_M_PER_PX)[: len(areas)]
     if len(cities) != len(areas):
-        raise ValueError(f"got {len(cities)} city names for {len(areas)} areas; give one name per area")
+        raise ValueError(f"got {len(cities)} city names for {len(areas)} areas; give one name per area "
+                         f"(the default names cover at most 4 areas)")
     rng = np.random.default_rng(seed)
     meta = {"format": "edge_geoloc.sim.vigor", "version": 1, "satellite_px": satellite_px,
             "panorama_px": list(pano_px), "offset_convention": "pano at row = H/2 + a, col = W/2 - b",
             "cities": {}}
     for city, area in zip(cities, areas, strict=True):
+        m_per_px = satellite_m_per_px or VIGOR_CITY_M_PER_PX.get(city, 0.125)
         meta["cities"][city] = _write_vigor_city(root, city, area, rng, panos_per_city, pano_px, satellite_px,
-                                                 satellite_m_per_px, test_fraction, random_heading)
+                                                 m_per_px, test_fraction, random_heading)
     (root / "synthetic_meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     log.info("wrote VIGOR-like tree at %s: %s", root, ", ".join(cities))
     return root
@@ -208,7 +221,7 @@ def _write_vigor_city(root: Path, city: str, area: Area, rng: np.random.Generato
         write_image(root / city / "satellite" / name, area.aerial_patch(east, north, tile_m, sat_px)[0])
         sat_names.append(name)
     lines, headings = [], {}
-    candidates = sample_street_points(area, count * 4, rng, margin_m=5.0)
+    candidates = sample_street_points(area, count * 20, rng, margin_m=6.0 + tile_m / 2)
     for east, north in candidates:
         covering, offsets = vigor_labels(np.array([east, north]), tiles, tile_m, m_per_px)
         if len(covering) != 4 or len(lines) >= count:
@@ -235,10 +248,7 @@ def _write_vigor_splits(root: Path, city: str, sat_names: list[str], lines: list
     files = {"satellite_list.txt": sat_names, "pano_label_balanced.txt": lines,
              "same_area_balanced_train.txt": [ln for ln, t in zip(lines, is_test, strict=True) if not t],
              "same_area_balanced_test.txt": [ln for ln, t in zip(lines, is_test, strict=True) if t]}
-    for folder, suffix in (("splits", ""), ("splits__corrected", "__corrected")):
-        for name, content in files.items():
-            if name != "satellite_list.txt":
-                name = name.replace(".txt", f"{suffix}.txt")
-            path = root / folder / city / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{ln}\n" for ln in content), encoding="utf-8")
+    for name, content in files.items():
+        path = root / "splits" / city / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{ln}\n" for ln in content), encoding="utf-8")

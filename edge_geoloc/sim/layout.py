@@ -197,8 +197,10 @@ def _place_buildings(scene: Scene, style: Style, rng: np.random.Generator, grid_
 
 def _try_building(scene: Scene, style: Style, rng: np.random.Generator, occupied: np.ndarray, xy: tuple,
                   orientation: tuple, tall_field: np.ndarray, bid: int) -> list | None:
-    gsd, half_size = scene.gsd_m, scene.size_m / 2
+    """Place one building at ``xy`` (pixels) if a footprint fits there (full size, else 70 %); its table row."""
     x, y = xy
+    if occupied[int(y), int(x)]:
+        return None
     grad_x, grad_y, grid_angle = orientation
     gx, gy = grad_x[int(y), int(x)], grad_y[int(y), int(x)]
     # long axis along the street = perpendicular to the direction towards it; clockwise from north
@@ -208,26 +210,45 @@ def _try_building(scene: Scene, style: Style, rng: np.random.Generator, occupied
     axis += rng.normal(0, 0.015 if grid_angle is not None else 0.03)
     length, width = sorted(rng.uniform(*style.building_size_m, 2), reverse=True)
     width = max(width, 0.45 * length)
-    east, north = x * gsd - half_size, half_size - y * gsd
+    east, north = x * scene.gsd_m - scene.size_m / 2, scene.size_m / 2 - y * scene.gsd_m
+    for shrink in (1.0, 0.7):
+        if length * shrink < style.building_size_m[0]:
+            break
+        fit = _fit_footprint(scene, occupied, east, north, length * shrink, width * shrink, axis)
+        if fit is not None:
+            length, width = length * shrink, width * shrink
+            break
+    if fit is None:
+        return None
+    local, origin, corners = fit
+    height = _building_height(style, rng, float(tall_field[int(y), int(x)]))
+    gabled = width <= 16.0 and rng.random() < style.gabled_fraction
+    ridge = height + (width / 2 * math.tan(math.radians(32)) if gabled else 0.0)
+    _stamp_building(scene, local, origin, corners, axis, height, ridge, bid)
+    x0, y0 = origin
+    occupied[y0:y0 + local.shape[0], x0:x0 + local.shape[1]] |= cv2.dilate(local, np.ones((5, 5), np.uint8))
+    roof = _jitter_color(style.roof_colors[rng.integers(len(style.roof_colors))], rng)
+    facade = _jitter_color(style.facade_colors[rng.integers(len(style.facade_colors))], rng)
+    return [east, north, length, width, axis % (2 * math.pi), height, ridge, *roof, *facade]
+
+
+def _fit_footprint(scene: Scene, occupied: np.ndarray, east: float, north: float, length: float, width: float,
+                   axis: float) -> tuple | None:
+    """(local mask, (x0, y0), corners) of a free rectangle, or None (corners checked first: cheap)."""
+    gsd, half = scene.gsd_m, scene.size_m / 2
     corners = _rect_corners(east, north, length, width, axis)
-    pts = np.stack([(corners[:, 0] + half_size) / gsd, (half_size - corners[:, 1]) / gsd], -1)
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    pts = np.stack([(corners[:, 0] + half) / gsd, (half - corners[:, 1]) / gsd], -1)
+    x0, y0 = (int(v) - 1 for v in np.floor(pts.min(0)))
+    x1, y1 = (int(v) + 2 for v in np.ceil(pts.max(0)))
     if x0 < 0 or y0 < 0 or x1 > occupied.shape[1] or y1 > occupied.shape[0]:
+        return None
+    if occupied[pts[:, 1].astype(int), pts[:, 0].astype(int)].any():
         return None
     local = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(local, [_cv_points(pts - (x0, y0))], 1, cv2.LINE_8, _SHIFT)
     if np.any(occupied[y0:y1, x0:x1] & local):
         return None
-    height = _building_height(style, rng, float(tall_field[int(y), int(x)]))
-    gabled = width <= 16.0 and rng.random() < style.gabled_fraction
-    ridge = height + (width / 2 * math.tan(math.radians(32)) if gabled else 0.0)
-    _stamp_building(scene, local, (x0, y0), corners, axis, height, ridge, bid)
-    gap = cv2.dilate(local, np.ones((5, 5), np.uint8))
-    occupied[y0:y1, x0:x1] |= gap
-    roof = _jitter_color(style.roof_colors[rng.integers(len(style.roof_colors))], rng)
-    facade = _jitter_color(style.facade_colors[rng.integers(len(style.facade_colors))], rng)
-    return [east, north, length, width, axis % (2 * math.pi), height, ridge, *roof, *facade]
+    return local, (x0, y0), corners
 
 
 def _building_height(style: Style, rng: np.random.Generator, tall_noise: float) -> float:
@@ -243,11 +264,10 @@ def _jitter_color(rgb: tuple, rng: np.random.Generator) -> list[float]:
 
 
 def _rect_corners(east: float, north: float, length: float, width: float, axis: float) -> np.ndarray:
-    a = np.array([math.sin(axis), math.cos(axis)])
-    c = np.array([a[1], -a[0]])
-    ctr = np.array([east, north])
-    return np.stack([ctr + a * length / 2 + c * width / 2, ctr + a * length / 2 - c * width / 2,
-                     ctr - a * length / 2 - c * width / 2, ctr - a * length / 2 + c * width / 2])
+    ae, an = math.sin(axis) * length / 2, math.cos(axis) * length / 2
+    ce, cn = math.cos(axis) * width / 2, -math.sin(axis) * width / 2
+    return np.array([[east + ae + ce, north + an + cn], [east + ae - ce, north + an - cn],
+                     [east - ae - ce, north - an - cn], [east - ae + ce, north - an + cn]])
 
 
 def _stamp_building(scene: Scene, local: np.ndarray, origin: tuple, corners: np.ndarray, axis: float,

@@ -8,16 +8,22 @@ import numpy as np
 
 def random_photometric(image: np.ndarray, rng: np.random.Generator, blur_prob: float = 0.3,
                        max_noise_sigma: float = 6.0) -> np.ndarray:
-    """A copy of an (H, W, 3) uint8 image under other light and camera: ``out = gain * wb * in^gamma`` (0..1
-    scale), optional Gaussian blur (defocus / motion) and Gaussian noise of random sigma."""
-    x = image.astype(np.float32) / 255.0
+    """A copy of an (H, W, 3) uint8 image under other light and camera.
+
+    Per channel ``c`` (values on a 0..1 scale): ``out = (gain * wb_c * in^gamma - 0.5) * contrast + 0.5``,
+    applied as a lookup table; then, with probability ``blur_prob``, a Gaussian blur (defocus / motion), and
+    Gaussian sensor noise of a random sigma up to ``max_noise_sigma`` grey levels.
+    """
     gamma = rng.uniform(0.8, 1.25)
     gain = rng.uniform(0.75, 1.25)
-    white_balance = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    white_balance = rng.uniform(0.9, 1.1, 3)
     contrast = rng.uniform(0.8, 1.2)
-    x = np.power(x, gamma) * gain * white_balance
-    x = (x - x.mean()) * contrast + x.mean()
+    levels = np.arange(256) / 255.0
+    lut = np.stack([((levels**gamma * gain * wb - 0.5) * contrast + 0.5) for wb in white_balance], -1)
+    lut = np.clip(lut * 255.0 + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    out = cv2.LUT(np.ascontiguousarray(image), lut)
     if rng.random() < blur_prob:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
-    x = x * 255.0 + rng.normal(0.0, rng.uniform(0, max_noise_sigma), x.shape).astype(np.float32)
-    return np.clip(x, 0, 255).astype(np.uint8)
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
+    sigma = rng.uniform(0, max_noise_sigma)
+    noise = rng.standard_normal(out.shape, dtype=np.float32) * sigma
+    return np.clip(out + noise, 0, 255).astype(np.uint8)

@@ -248,7 +248,8 @@ def facade_colour(area: Area, points: np.ndarray, dirs: np.ndarray) -> np.ndarra
     base[window] = base[window] * 0.3 + np.array([40, 55, 75], np.float32)
     cls = area.scene.classes[row, col]
     tree = (cls == TREE) | ((cls != BUILDING) & (ids == 0))
-    base[tree] = np.asarray(area.style.tree_color, np.float32) * (0.6 + 0.2 * np.sin(points[tree, 2] * 3.0))[:, None]
+    leaves = np.modf(np.abs(np.sin(points[tree] @ np.array([12.9898, 78.233, 37.719])) * 43758.5453))[0]
+    base[tree] = np.asarray(area.style.tree_color, np.float32) * (0.45 + 0.35 * leaves)[:, None]
     return base * light[:, None] * np.asarray(area.style.tint, np.float32)
 
 

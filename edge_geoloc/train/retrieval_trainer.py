@@ -194,6 +194,14 @@ def gather_outputs(out: StageOutputs) -> StageOutputs:
                         [gather_with_grad(e.float()) for e in out.stage_embeddings], out.feature_maps)
 
 
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Logged values averaged over ranks (terms such as HCD's attention part are computed per rank)."""
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    t /= torch.distributed.get_world_size()
+    return dict(zip(values, t.tolist(), strict=True))
+
+
 class MetricsLogger:
     """``metrics.csv`` (one row per logged step) and, if asked and installed, TensorBoard."""
 
@@ -330,7 +338,7 @@ class RetrievalTrainer:
                 self.amp.scaler.scale(loss / len(drone)).backward()
             for key, value in logs.items():
                 totals[key] = totals.get(key, 0.0) + value / len(drone)
-        return totals
+        return mean_over_ranks(totals, self.device) if self.info.enabled else totals
 
     def clip_and_step(self) -> float:
         o = self.cfg.optim

@@ -1,26 +1,19 @@
-"""The edge_geoloc ROS 2 node: a thin adapter over edge_geoloc's runtime.
+"""
+The edge_geoloc ROS 2 node: a thin adapter over edge_geoloc's runtime.
 
 Callbacks convert a message to a library dataclass and hand it over; a worker thread runs
-``Pipeline.process(frame, gnss)`` on the newest frame (older ones are dropped and counted) and the results
-are converted back to messages. No math and no state machine here: see edge_geoloc.interop.
+``Pipeline.process(frame, gnss)`` on the newest frame (older ones are dropped and counted) and
+the results are converted back to messages. No math and no state machine here: see
+edge_geoloc.interop.
 
-Subscribes: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), sensor-data QoS;
-``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float64) or ``imu`` (sensor_msgs/Imu).
+Subscribes: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), with
+sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float64) or ``imu``
+(sensor_msgs/Imu).
 Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``.
 Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 """
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.logging import get_logger
-from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, Imu, NavSatFix
-from std_msgs.msg import Float64
-from std_srvs.srv import Trigger
-
 from edge_geoloc.interop import (
     AsyncRunner,
     ConversionError,
@@ -36,16 +29,37 @@ from edge_geoloc.interop import (
 from edge_geoloc.interop.build import backend_description, build_pipeline
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds
 from edge_geoloc.interop.fieldlog_bridge import open_field_logger
-from edge_geoloc.interop.outputs import OUTPUT_TYPES, TOPIC_DIAGNOSTICS, OutputFrames, state_to_messages
+from edge_geoloc.interop.outputs import (
+    OUTPUT_TYPES,
+    TOPIC_DIAGNOSTICS,
+    OutputFrames,
+    state_to_messages,
+)
 from edge_geoloc.interop.params import ParameterError
 from edge_geoloc.interop.stamps import header_stamp_s
+from geometry_msgs.msg import PoseWithCovarianceStamped
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, Imu, NavSatFix
+from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
+
 from edge_geoloc_ros.parameters import declare_settings
 
-_MSG_CLASSES = {"sensor_msgs/msg/NavSatFix": NavSatFix,
-                "geometry_msgs/msg/PoseWithCovarianceStamped": PoseWithCovarianceStamped,
-                "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray}
-_RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-_LATEST_IMAGE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+_MSG_CLASSES = {
+    "sensor_msgs/msg/NavSatFix": NavSatFix,
+    "geometry_msgs/msg/PoseWithCovarianceStamped": PoseWithCovarianceStamped,
+    "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
+}
+_RELIABLE = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
+_LATEST_IMAGE = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
+)
 
 
 def _qos(name: str, sensor_profile: QoSProfile) -> QoSProfile:
@@ -53,23 +67,37 @@ def _qos(name: str, sensor_profile: QoSProfile) -> QoSProfile:
 
 
 class GeolocNode(Node):
-    """Wires topics and services to edge_geoloc; ``pipeline`` and ``field_logger`` may be injected (tests)."""
+    """
+    Wire topics and services to edge_geoloc.
+
+    ``pipeline`` and ``field_logger`` may be injected (tests).
+    """
 
     def __init__(self, pipeline=None, field_logger=None, **kwargs) -> None:
         super().__init__("edge_geoloc", **kwargs)
         self.settings = declare_settings(self)
         self.factory = PythonMessageFactory()
-        self.frames = OutputFrames(self.settings.map_frame, self.settings.base_frame,
-                                   self.settings.publish_visual_fix)
+        self.frames = OutputFrames(
+            self.settings.map_frame, self.settings.base_frame, self.settings.publish_visual_fix
+        )
         self.heading_rad = None
         self.last_state = None
         self.field_logger = field_logger or open_field_logger(self.settings)
-        runner = GeolocRunner(build_pipeline(self.settings) if pipeline is None else pipeline,
-                              self.settings.max_inference_rate_hz)
-        self.worker = AsyncRunner(runner, self._publish_result, prepare=self._to_frame, clock=self._now_s,
-                                  max_age_s=self.settings.max_image_age_s)
-        self.outputs = {topic: self.create_publisher(_MSG_CLASSES[msgtype], topic, _RELIABLE)
-                            for topic, msgtype in OUTPUT_TYPES.items()}
+        runner = GeolocRunner(
+            build_pipeline(self.settings) if pipeline is None else pipeline,
+            self.settings.max_inference_rate_hz,
+        )
+        self.worker = AsyncRunner(
+            runner,
+            self._publish_result,
+            prepare=self._to_frame,
+            clock=self._now_s,
+            max_age_s=self.settings.max_image_age_s,
+        )
+        self.outputs = {
+            topic: self.create_publisher(_MSG_CLASSES[msgtype], topic, _RELIABLE)
+            for topic, msgtype in OUTPUT_TYPES.items()
+        }
         self._subscribe()
         self.create_service(Trigger, "geoloc/start_logging", self._start_logging)
         self.create_service(Trigger, "geoloc/stop_logging", self._stop_logging)
@@ -82,10 +110,14 @@ class GeolocNode(Node):
         s = self.settings
         image_qos = _qos(s.image_qos, _LATEST_IMAGE)
         if s.image_transport == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, image_qos)
+            self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, image_qos
+            )
         else:
             self.create_subscription(Image, "image", self._on_image, image_qos)
-        self.create_subscription(NavSatFix, "gnss/fix", self._on_gnss, _qos(s.gnss_qos, qos_profile_sensor_data))
+        self.create_subscription(
+            NavSatFix, "gnss/fix", self._on_gnss, _qos(s.gnss_qos, qos_profile_sensor_data)
+        )
         if s.heading_source == "float64":
             self.create_subscription(Float64, "heading", self._on_heading, qos_profile_sensor_data)
         elif s.heading_source == "imu":
@@ -110,7 +142,11 @@ class GeolocNode(Node):
             self.field_logger.on_gnss(fix)
 
     def _on_heading(self, msg) -> None:
-        convert = imu_msg_to_heading_rad if self.settings.heading_source == "imu" else float64_msg_to_heading_rad
+        convert = (
+            imu_msg_to_heading_rad
+            if self.settings.heading_source == "imu"
+            else float64_msg_to_heading_rad
+        )
         try:
             self.heading_rad = convert(msg)
         except ConversionError as err:
@@ -122,7 +158,9 @@ class GeolocNode(Node):
 
     # -- worker thread --
     def _to_frame(self, msg):
-        return image_msg_to_frame(msg, self.heading_rad, self.settings.camera_altitude_agl_m or None)
+        return image_msg_to_frame(
+            msg, self.heading_rad, self.settings.camera_altitude_agl_m or None
+        )
 
     def _publish_result(self, frame, state) -> None:
         self.last_state = state
@@ -136,12 +174,20 @@ class GeolocNode(Node):
         state = self.last_state
         pipeline = self.worker.runner.pipeline
         entries = build_diagnostics(
-            backend_description(self.settings), getattr(state, "latency", None), getattr(pipeline, "counters", {}),
-            bool(state is not None and state.initialized), self.worker.counters.snapshot(),
+            backend_description(self.settings, pipeline),
+            getattr(state, "latency", None),
+            getattr(pipeline, "counters", {}),
+            bool(state is not None and state.initialized),
+            self.worker.counters.snapshot(),
             None if self.field_logger is None else self.field_logger.status(),
-            DiagnosticThresholds(latency_warn_ms=self.settings.latency_warn_ms,
-                                 min_free_disk_gb=self.settings.log_min_free_gb))
-        self.outputs[TOPIC_DIAGNOSTICS].publish(diagnostics_to_msg(self.factory, entries, self._now_s()))
+            DiagnosticThresholds(
+                latency_warn_ms=self.settings.latency_warn_ms,
+                min_free_disk_gb=self.settings.log_min_free_gb,
+            ),
+        )
+        self.outputs[TOPIC_DIAGNOSTICS].publish(
+            diagnostics_to_msg(self.factory, entries, self._now_s())
+        )
 
     def _start_logging(self, request, response):
         return self._logging_call(response, start=True)
@@ -151,7 +197,10 @@ class GeolocNode(Node):
 
     def _logging_call(self, response, start: bool):
         if self.field_logger is None:
-            response.success, response.message = False, "field logging is disabled: set the log_dir parameter"
+            response.success, response.message = (
+                False,
+                "field logging is disabled: set the log_dir parameter",
+            )
             return response
         try:
             response.message = self.field_logger.start() if start else self.field_logger.stop()

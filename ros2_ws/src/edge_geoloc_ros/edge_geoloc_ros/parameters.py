@@ -1,9 +1,10 @@
-"""Declares the node's ROS parameters from the library schema (edge_geoloc.interop.params.NodeSettings).
+"""
+Declare the node's ROS parameters from the library schema.
+
+The schema is edge_geoloc.interop.params.NodeSettings.
 
 Nothing is restated here: names, defaults, units, ranges and validation all come from the schema.
 """
-
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
 
 from edge_geoloc.interop.params import (
     NodeSettings,
@@ -11,6 +12,12 @@ from edge_geoloc.interop.params import (
     parameter_specs,
     settings_from_parameters,
     validate_parameter,
+)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
 )
 
 _ROS_TYPES = {
@@ -33,12 +40,14 @@ def make_descriptor(spec) -> ParameterDescriptor:
     )
     if "floating_point_range" in fields:
         low, high = fields["floating_point_range"]
-        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=low, to_value=high, step=0.0)
+        ]
     return descriptor
 
 
 def _on_set(parameters) -> SetParametersResult:
-    """Refuse values the schema refuses, with its reason (also applies to values from params.yaml)."""
+    """Refuse values the schema refuses, with its reason (also values from params.yaml)."""
     for parameter in parameters:
         value = parameter.value
         if value is None:  # declared by type only (empty string array): the schema default applies
@@ -58,8 +67,9 @@ def declare_settings(node) -> NodeSettings:
         default, descriptor = spec.default, make_descriptor(spec)
         if spec.type_name == "string_array":
             default = list(default)
-            # rclpy types an empty list as BYTE_ARRAY (ros2/rclpy#912) and declaring by type alone fails on
-            # Jazzy (ros2/rclpy#1460): allow the YAML's string list in; _on_set still checks the values
+            # rclpy types an empty list as BYTE_ARRAY (ros2/rclpy#912) and declaring by type
+            # alone fails on Jazzy (ros2/rclpy#1460): let the YAML's string list in; _on_set
+            # still checks the values
             descriptor.dynamic_typing = not default
         node.declare_parameter(spec.name, default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in parameter_specs()}

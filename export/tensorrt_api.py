@@ -1,0 +1,143 @@
+"""The calls into TensorRT itself (10.x / 11.x Python API); imported only when a build runs.
+
+Not executed on the development machines (TensorRT and pycuda are not installable there); the decisions
+these functions follow (:class:`BuildPlan`, profiles, cache paths, calibration batches) are unit-tested in
+:mod:`edge_geoloc.export.tensorrt_build` and :mod:`edge_geoloc.export.calibration`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_geoloc.artifacts import atomic_write_bytes
+from edge_geoloc.export.calibration import CalibrationStream, batch_feeds, calibration_feeds
+from edge_geoloc.export.config import EngineConfig
+
+logger = logging.getLogger(__name__)
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise ImportError("building engines needs the `tensorrt` Python package on the target device: on a Jetson "
+                          "install JetPack's python3-libnvinfer (use a venv with --system-site-packages); PyPI "
+                          "has no Tegra wheels. Export the ONNX anywhere, build the engine on the device.") from err
+    return trt
+
+
+def run_tensorrt_build(onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineConfig, plan: Any,
+                       profiles: Mapping[str, Any]) -> tuple[bytes, str | None]:
+    """Parse, configure and build; returns (serialized plan, calibration id or None)."""
+    trt = import_tensorrt()
+    logger_trt = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger_trt)
+    network = _parse_network(trt, builder, logger_trt, onnx_path, plan.strongly_typed)
+    config = builder.create_builder_config()
+    _configure(trt, builder, config, cfg, plan, profiles)
+    timing_cache = _attach_timing_cache(config, cfg.timing_cache)
+    calibration_id, keep_alive = None, None
+    if plan.use_calibrator:
+        calibrator, calibration_id = _make_calibrator(trt, onnx_path, sidecar, cfg)
+        config.int8_calibrator = calibrator
+        keep_alive = calibrator  # TensorRT holds a raw pointer; keep the Python object alive during the build
+    serialized = builder.build_serialized_network(network, config)
+    del keep_alive
+    if serialized is None:
+        from edge_geoloc.export.tensorrt_build import EngineBuildError
+
+        raise EngineBuildError(f"TensorRT failed to build {onnx_path.name} ({cfg.precision}); see the TensorRT "
+                               "log above. `edge-geoloc export check` lists unsupported operators.")
+    if timing_cache is not None:
+        atomic_write_bytes(cfg.timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized), calibration_id
+
+
+def _parse_network(trt: Any, builder: Any, logger_trt: Any, onnx_path: Path, strongly_typed: bool) -> Any:
+    flags = 0
+    if strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)  # explicit batch is the only mode in TensorRT 10+
+    parser = trt.OnnxParser(network, logger_trt)
+    if not parser.parse_from_file(str(onnx_path)):
+        from edge_geoloc.export.tensorrt_build import EngineBuildError
+
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n  " + "\n  ".join(errors))
+    return network
+
+
+def _configure(trt: Any, builder: Any, config: Any, cfg: EngineConfig, plan: Any,
+               profiles: Mapping[str, Any]) -> None:
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
+    config.builder_optimization_level = cfg.optimization_level
+    for flag in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profiles.items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+    if cfg.dla_core >= 0:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = cfg.dla_core
+
+
+def _attach_timing_cache(config: Any, path: Path | None) -> Any:
+    """Load the timing cache (or start an empty one) so tactic timings are reused across builds."""
+    if path is None:
+        return None
+    path = Path(path)
+    previous = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(previous)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    logger.info("timing cache %s (%s)", path, "reused" if previous else "new")
+    return cache
+
+
+def _make_calibrator(trt: Any, onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineConfig) -> tuple[Any, str]:
+    """A TensorRT 10 ``IInt8MinMaxCalibrator`` over the calibration frames, with a cache next to the ONNX."""
+    from edge_geoloc.export.tensorrt_build import calibration_cache_path
+
+    feeds, calibration_id = calibration_feeds(sidecar, cfg.calibration_dir, cfg.calibration_images)
+    stream = CalibrationStream(batch_feeds(feeds, cfg.calibration_batch, drop_last=True))
+    cache = calibration_cache_path(onnx_path, calibration_id, trt.__version__)
+    return _calibrator_class(trt)(stream, cache), calibration_id
+
+
+def _calibrator_class(trt: Any) -> type:
+    import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffers)
+    import pycuda.driver as cuda
+
+    class MinMaxCalibrator(trt.IInt8MinMaxCalibrator):
+        """MinMax (not entropy): the calibrator ultralytics moved to after INT8 accuracy complaints."""
+
+        def __init__(self, stream: CalibrationStream, cache: Path) -> None:
+            trt.IInt8MinMaxCalibrator.__init__(self)
+            self.stream, self.cache = stream, cache
+            self.device: dict[str, Any] = {}
+
+        def get_batch_size(self) -> int:
+            return self.stream.batch_size
+
+        def get_batch(self, names: Sequence[str]) -> list[int] | None:
+            arrays = self.stream.next_batch(names)
+            if arrays is None:
+                return None
+            for name, array in zip(names, arrays, strict=True):
+                if name not in self.device:
+                    self.device[name] = cuda.mem_alloc(array.nbytes)
+                cuda.memcpy_htod(self.device[name], np.ascontiguousarray(array))
+            return [int(self.device[n]) for n in names]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return self.cache.read_bytes() if self.cache.is_file() else None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            atomic_write_bytes(self.cache, bytes(data))
+
+    return MinMaxCalibrator
