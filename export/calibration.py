@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edge_geoloc.export.sidecar import input_preprocessing
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from edge_geoloc.export.calibration import CalibrationError
+
 from edge_geoloc.artifacts import ArtifactError
 from edge_geoloc.config import ConfigError, add_config_arguments, load_config
-from edge_geoloc.export.calibration import CalibrationError
 
 
 def main(argv: list[str]) -> int:

@@ -11,12 +11,13 @@ from typing import Literal
 class ParityConfig:
     """Tolerances of the ONNX-vs-PyTorch gate.
 
-    Element test (Polygraphy's rule, atol scaled by the output's range when that exceeds 1): an element fails
-    only if ``|a - b| > atol * max(1, max|b|)`` **and** ``|a - b| > rtol * |b|``. Task test: the fraction of samples whose top-1 tile (retrieval; top-1 of the
-    reference must be within the candidate's ``top_k``) or heat-map argmax (localizer; within
-    ``argmax_radius_px``) agrees must reach ``min_task_agreement``. With ``excuse_ties`` (fp32), a disagreement
-    the reference itself calls a tie (score gap below the measured numerical error) is not counted; the int8
-    gate counts every flip and allows ``top_k`` / ``argmax_radius_px`` slack instead.
+    Element test (Polygraphy's rule, atol scaled by the output's range when that exceeds 1): an element
+    fails only if ``|a - b| > atol * max(1, max|b|)`` **and** ``|a - b| > rtol * |b|``.
+    Task test: the fraction of samples whose top-1 tile (retrieval: the reference's top-1 within the
+    candidate's ``top_k``) or heat-map argmax (localizer: within ``argmax_radius_px``) agrees must reach
+    ``min_task_agreement``. With ``excuse_ties`` (fp32), a disagreement the reference itself calls a tie
+    (score gap below the measured numerical error) is not counted; the int8 gate counts every flip and
+    allows ``top_k`` / ``argmax_radius_px`` slack instead.
     """
 
     atol: float = 1e-3

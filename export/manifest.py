@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_geoloc.artifacts import ArtifactError
 from edge_geoloc.export.sidecar import read_sidecar
+
+from edge_geoloc.artifacts import ArtifactError
 
 # L4T release -> JetPack (NVIDIA's JetPack archive; the mapping is many-to-one across minor L4T revisions).
 _L4T_TO_JETPACK = {"35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2", "35.5": "5.1.3",

@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from edge_geoloc.artifacts import package_versions, read_checkpoint_meta, sha256_file
-from edge_geoloc.config import to_dict
 from edge_geoloc.export.config import ExportConfig, ParityConfig
 from edge_geoloc.export.parity import ParityError, run_parity
 from edge_geoloc.export.samples import random_feeds, real_feeds
 from edge_geoloc.export.sidecar import ModelDescription, build_sidecar, sidecar_path, write_sidecar
 from edge_geoloc.export.wrappers import example_inputs, wrap_for_export
+from torch import nn
+
+from edge_geoloc.artifacts import package_versions, read_checkpoint_meta, sha256_file
+from edge_geoloc.config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def state_dict_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_checkpoint(checkpoint: str | Path, out_path: str | Path, cfg: ExportConfig = ExportConfig()) -> ExportResult:
+def export_checkpoint(checkpoint: str | Path, out_path: str | Path, cfg: ExportConfig | None = None) -> ExportResult:
     """Rebuild a checkpoint's model from the registry and export it (see :func:`export_model`)."""
     from edge_geoloc.runtime.backends.torch_backend import model_from_checkpoint
 
@@ -58,10 +58,11 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, cfg: ExportC
                         model_config=meta.config)
 
 
-def export_model(model: nn.Module, out_path: str | Path, cfg: ExportConfig = ExportConfig(), *,
+def export_model(model: nn.Module, out_path: str | Path, cfg: ExportConfig | None = None, *,
                  checkpoint: Path | None = None, preprocessing: dict[str, Any] | None = None,
                  model_config: dict[str, Any] | None = None) -> ExportResult:
     """Export ``model`` to ``out_path`` (.onnx) with its sidecar; raises ParityError if the gate fails."""
+    cfg = cfg or ExportConfig()
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ValueError(f"the output must be a .onnx file, got {out_path.name}")
@@ -139,6 +140,7 @@ def simplify_onnx(model: Any) -> tuple[Any, str | None]:
 def _gate(wrapper: nn.Module, onnx_path: Path, cfg: ExportConfig) -> dict[str, Any]:
     """Run the parity gate (and the TensorRT audit), store both in the sidecar and return it."""
     from edge_geoloc.export.sidecar import read_sidecar
+
     from edge_geoloc.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge_geoloc.runtime.backends.torch_backend import TorchBackend
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 from edge_geoloc.export.config import ParityConfig
 
 logger = logging.getLogger(__name__)
@@ -90,8 +89,9 @@ def argmax_agreement(ref_maps: np.ndarray, cand_maps: np.ndarray, radius_px: flo
             "max_peak_distance_px": float(dist.max()), "tie_margin": tie_eps}
 
 
-def compare_runs(kind: str, reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[Mapping[str, np.ndarray]],
-                 cfg: ParityConfig, task_from: int = 0) -> dict[str, Any]:
+def compare_runs(kind: str, reference: Sequence[Mapping[str, np.ndarray]],
+                 candidate: Sequence[Mapping[str, np.ndarray]], cfg: ParityConfig,
+                 task_from: int = 0) -> dict[str, Any]:
     """Compare two lists of output dicts; samples from index ``task_from`` on feed the task check."""
     report: dict[str, Any] = {"samples": len(reference), "outputs": {}}
     for name in reference[0]:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge_geoloc.artifacts import sha256_file
-from edge_geoloc.config import to_dict
 from edge_geoloc.export.config import QuantizeConfig
 from edge_geoloc.export.parity import ParityError
 from edge_geoloc.export.sidecar import read_sidecar, sidecar_path, write_sidecar
+
+from edge_geoloc.artifacts import sha256_file
+from edge_geoloc.config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def quantize_onnx(onnx_path: str | Path, calibration: Sequence[dict[str, np.ndar
     Raises :class:`ParityError` (and removes the int8 file) when the task-level gate fails.
     """
     from edge_geoloc.export.onnx_export import parity_report
+
     from edge_geoloc.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     src = Path(onnx_path)

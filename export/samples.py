@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 from edge_geoloc.export.sidecar import input_preprocessing, tensor_specs
 
 logger = logging.getLogger(__name__)

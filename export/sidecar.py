@@ -66,6 +66,7 @@ class InputPreprocessing:
     interpolation: str = "bilinear"
     scale: float = 1.0 / 255.0
     layout: str = "NCHW"
+    alignment: str | None = None  # localizer query: "north_up" = rotate the view to north-up before the model
 
     def __post_init__(self) -> None:
         if self.color_order not in COLOR_ORDERS:
@@ -79,7 +80,7 @@ class InputPreprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputPreprocessing:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge_geoloc.artifacts import atomic_write_bytes
 from edge_geoloc.export.calibration import CalibrationStream, batch_feeds, calibration_feeds
 from edge_geoloc.export.config import EngineConfig
+
+from edge_geoloc.artifacts import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

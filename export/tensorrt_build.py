@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes, sha256_file
 from edge_geoloc.export.config import EngineConfig
 from edge_geoloc.export.manifest import DeviceInfo, build_engine_manifest, engine_mismatches
 from edge_geoloc.export.sidecar import read_sidecar, sidecar_path, tensor_specs, write_sidecar
+
+from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 

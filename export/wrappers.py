@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
 from edge_geoloc.export.sidecar import InputPreprocessing, ModelDescription, TensorSpec
+from torch import nn
 
 KINDS = ("retrieval", "localizer")
 VIEWS = ("drone", "satellite")
@@ -69,8 +68,14 @@ def _hw(size: Any) -> tuple[int, int]:
 def _prep(model: nn.Module, size_hw: tuple[int, int], overrides: dict[str, Any]) -> InputPreprocessing:
     mean = tuple(float(v) for v in getattr(model, "mean", (0.485, 0.456, 0.406)))
     std = tuple(float(v) for v in getattr(model, "std", (0.229, 0.224, 0.225)))
-    known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale")}
+    known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale", "alignment")}
     return InputPreprocessing(size_hw=size_hw, mean=mean, std=std, **known)
+
+
+def _input_overrides(preprocessing: dict[str, Any], input_name: str) -> dict[str, Any]:
+    """A checkpoint's preprocessing block is flat (retrieval) or per input (localizer: query / aerial)."""
+    nested = preprocessing.get(input_name)
+    return dict(nested) if isinstance(nested, dict) else preprocessing
 
 
 def wrap_for_export(model: nn.Module, *, view: str = "drone", finest_only: bool = False,
@@ -84,12 +89,13 @@ def wrap_for_export(model: nn.Module, *, view: str = "drone", finest_only: bool 
         size = _hw(model.input_size)
         inputs = (TensorSpec("image", (batch, 3, *size)),)
         wrapper: nn.Module = RetrievalBranch(model, view)
-        prep = {"image": _prep(model, size, overrides)}
+        prep = {"image": _prep(model, size, _input_overrides(overrides, "image"))}
     else:
         q, a = _hw(model.query_size), _hw(model.aerial_size)
         inputs = (TensorSpec("query", (batch, 3, *q)), TensorSpec("aerial", (batch, 3, *a)))
         wrapper = LocalizerHeads(model, finest_only)
-        prep = {"query": _prep(model, q, overrides), "aerial": _prep(model, a, overrides)}
+        prep = {"query": _prep(model, q, _input_overrides(overrides, "query")),
+                "aerial": _prep(model, a, _input_overrides(overrides, "aerial"))}
     wrapper.eval()
     outputs = _output_specs(wrapper, inputs, kind, batch)
     desc = ModelDescription(kind, str(getattr(model, "model_name", type(model).__name__)),

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from export_tiny_models import TinyLocalizer, TinyRetrieval
-
-from edge_geoloc.artifacts import ArtifactError, CheckpointMeta, save_checkpoint
 from edge_geoloc.export.config import ExportConfig
 from edge_geoloc.export.onnx_export import export_model
 from edge_geoloc.export.sidecar import InputPreprocessing, sidecar_path
+from export_tiny_models import TinyLocalizer, TinyRetrieval
+
+from edge_geoloc.artifacts import ArtifactError, CheckpointMeta, save_checkpoint
 from edge_geoloc.models import registry
 from edge_geoloc.runtime.backends import BackendInputError, LatencyRecorder, load_backend, preprocess_image
 from edge_geoloc.runtime.backends.torch_backend import TorchBackend
@@ -148,6 +148,13 @@ def test_garbage_sidecar_is_a_clear_error(exported, tmp_path):
     sidecar_path(path).write_text("{not json")
     with pytest.raises(ArtifactError, match="not readable JSON"):
         load_backend(path)
+
+
+def test_device_auto_resolves_and_bad_devices_are_rejected(exported):
+    backend = load_backend(exported["retrieval"][1], device="auto")
+    assert backend.run({"image": np.zeros((1, 3, 32, 32), np.float32)})["embedding"].shape == (1, 16)
+    with pytest.raises(ValueError, match="device must be"):
+        load_backend(exported["retrieval"][1], device="gpu0")
 
 
 def test_load_backend_rejects_unknown_files_and_kinds(tmp_path):

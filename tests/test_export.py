@@ -9,9 +9,6 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from export_tiny_models import TinyLocalizer, TinyRetrieval
-
-from edge_geoloc.artifacts import CheckpointMeta, save_checkpoint, sha256_file
 from edge_geoloc.export import cli
 from edge_geoloc.export.calibration import CalibrationError, calibration_feeds
 from edge_geoloc.export.config import ExportConfig, ParityConfig, QuantizeConfig
@@ -20,6 +17,9 @@ from edge_geoloc.export.parity import ParityError, argmax_agreement, element_err
 from edge_geoloc.export.quantize import quantize_onnx
 from edge_geoloc.export.sidecar import read_sidecar, sidecar_path
 from edge_geoloc.export.trt_check import audit_onnx
+from export_tiny_models import TinyLocalizer, TinyRetrieval
+
+from edge_geoloc.artifacts import CheckpointMeta, save_checkpoint, sha256_file
 from edge_geoloc.models import registry
 from edge_geoloc.runtime.backends import load_backend
 
@@ -125,13 +125,17 @@ def test_export_cli_from_checkpoint_and_check(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(registry._REGISTRY, "tiny_loc_test",
                         registry.ModelEntry("tiny_loc_test", "localizer", lambda: TinyLocalizer(), "test"))
     ckpt = save_checkpoint(tmp_path / "loc.safetensors", TinyLocalizer().state_dict(),
-                           CheckpointMeta("localizer", "tiny_loc_test", {}, preprocessing={"interpolation": "area"}))
+                           CheckpointMeta("localizer", "tiny_loc_test", {}, preprocessing={
+                               "query": {"interpolation": "area", "alignment": "north_up"},
+                               "aerial": {"interpolation": "bilinear"}}))  # the localizer trainer's layout
     out = tmp_path / "models" / "loc.onnx"
     assert cli.main(["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out), "--no-simplify",
                      "--finest-only", "--set", "parity.real_samples=3"]) == 0
     side = read_sidecar(out)
     assert side["sha256"]["checkpoint"] == sha256_file(ckpt)
     assert side["preprocessing"]["query"]["interpolation"] == "area"  # from the checkpoint's metadata
+    assert side["preprocessing"]["query"]["alignment"] == "north_up"
+    assert side["preprocessing"]["aerial"]["interpolation"] == "bilinear"
     assert side["export"]["parity"]["real_samples"] == 3
     assert cli.main(["check", str(out)]) == 0
     assert "OK: every operator" in capsys.readouterr().out

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from edge_geoloc.export.config import ExportConfig, ParityConfig
 from edge_geoloc.export.onnx_export import export_model
+
 from edge_geoloc.models import create_model, get_entry, list_models
 
 # Lean gate for CI: no simplification, one random and three synthetic samples per model.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,12 +18,13 @@ from edge_geoloc.interop.build import (
 from edge_geoloc.interop.params import NodeSettings, ParameterError
 
 
-def test_engine_is_used_when_present_else_the_model_with_a_warning(tmp_path, caplog):
+def test_without_tensorrt_an_existing_engine_is_used_else_the_model(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("edge_geoloc.interop.build.tensorrt_available", lambda: False)
     engine, model = tmp_path / "loc.engine", tmp_path / "loc.onnx"
     model.write_bytes(b"onnx")
     with caplog.at_level(logging.WARNING):
         assert choose_model_file(str(model), str(engine), False) == str(model)  # engine not built yet
-    assert "build-engine" in caplog.text
+    assert "TensorRT is not installed" in caplog.text
     engine.write_bytes(b"plan")
     assert choose_model_file(str(model), str(engine), False) == str(engine)
     assert choose_model_file(str(model), str(engine), True) == str(model)  # forced: not the old engine
@@ -30,6 +32,25 @@ def test_engine_is_used_when_present_else_the_model_with_a_warning(tmp_path, cap
         choose_model_file("", str(tmp_path / "missing.engine"), False)
     with pytest.raises(ParameterError, match="does not exist"):
         choose_model_file(str(tmp_path / "missing.onnx"), "", False)
+
+
+def test_with_tensorrt_the_engine_is_built_or_reused_isaac_style(tmp_path):
+    model, engine = tmp_path / "loc.onnx", tmp_path / "loc.plan"
+    model.write_bytes(b"onnx")
+    calls = []
+
+    def fake_build(onnx, cfg, out_path):
+        calls.append((onnx, cfg.precision, cfg.force, out_path))
+        return Path(out_path)
+
+    assert choose_model_file(str(model), str(engine), True, False, build_engine=fake_build) == str(engine)
+    assert calls == [(str(model), "fp32", True, str(engine))]
+
+    def failing_build(onnx, cfg, out_path):
+        raise RuntimeError("parser: unsupported op")
+
+    with pytest.raises(ParameterError, match="cannot build engine.*unsupported op.*clear engine_file_path"):
+        choose_model_file(str(model), str(engine), False, build_engine=failing_build)
 
 
 def test_params_file_sections_merge_node_name_last(tmp_path):

@@ -182,7 +182,9 @@ def test_raw_image_encodings_with_padded_rows_decode_to_rgb(ts, encoding):
                "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]),
                "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 9, np.uint8)])}
     msg = cdr_round_trip(ts, _raw_image(ts, np.ascontiguousarray(buffers[encoding]), encoding, pad=3))
-    np.testing.assert_array_equal(image_msg_to_rgb(msg), rgb)
+    decoded = image_msg_to_rgb(msg)
+    np.testing.assert_array_equal(decoded, rgb)
+    assert decoded.flags.writeable and not np.shares_memory(decoded, msg.data)
 
 
 def test_image_round_trip_exact_and_frame_keeps_stamp_and_frame_id(ts):

@@ -14,6 +14,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Humble/Jazzy) is not installed; source ROS 2 to run")
 
+from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
@@ -23,7 +24,7 @@ from rosbags.typesys import Stores  # noqa: E402
 from sensor_msgs.msg import CompressedImage, NavSatFix  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from test_replay_bag import N_FRAMES, FakePipeline, write_flight_bag  # noqa: E402
+from test_replay_bag import N_FRAMES, T0, FakePipeline, write_flight_bag  # noqa: E402
 
 from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch  # noqa: E402
 
@@ -37,7 +38,7 @@ DEADLINE_S = 30.0
 
 @pytest.fixture
 def context():
-    ctx = rclpy.context.Context()
+    ctx = Context()
     rclpy.init(context=ctx)
     yield ctx
     rclpy.shutdown(context=ctx)
@@ -71,14 +72,22 @@ def test_node_publishes_geoloc_fix_for_a_played_bag(tmp_path, context):
         assert spin_until(executor, future.done) and future.result().success
         with AnyReader([bag]) as reader:
             for conn, _, raw in reader.messages():
-                pubs[conn.topic].publish(deserialize_message(raw, TYPES[conn.topic][1]))
-                if conn.topic == "/camera/image/compressed":  # one frame at a time: nothing is dropped
-                    n = len(pipeline.seen) + 1
+                msg = deserialize_message(raw, TYPES[conn.topic][1])
+                pubs[conn.topic].publish(msg)
+                # wait until the node has it, so the pairing does not depend on DDS delivery order
+                if conn.topic == "/camera/image/compressed":
+                    n = len(fixes) + 1
                     assert spin_until(executor, lambda n=n: len(fixes) >= n)
+                elif conn.topic == "/gnss/fix":
+                    n = node.worker.counters.snapshot()["gnss_received"] + 1
+                    assert spin_until(executor, lambda n=n: node.worker.counters.snapshot()["gnss_received"] >= n)
+                else:
+                    assert spin_until(executor, lambda v=msg.data: node.heading_rad == pytest.approx(v))
         assert len(fixes) == N_FRAMES
         assert [f.status.status for f in fixes[:2]] == [-1, -1] and fixes[-1].status.status == 0
         assert fixes[-1].position_covariance_type == 3 and fixes[-1].header.frame_id == "base_link"
-        assert pipeline.seen[-1][2] is not None and pipeline.seen[-1][3] is not None  # GNSS and heading reached it
+        assert [g for _, _, g, _ in pipeline.seen] == [None, None] + [T0 + 0.5 * i - 0.1 for i in range(2, N_FRAMES)]
+        assert [h for *_, h in pipeline.seen] == pytest.approx([0.1 * i for i in range(N_FRAMES)])
         assert node.field_logger.status()["active"]
     finally:
         node.destroy_node()

@@ -172,6 +172,7 @@ def test_callbacks_feed_the_pipeline_and_results_are_published(node_module, tmp_
         assert pipeline.seen[0][2] == 1.0 and np.array_equal(pipeline.seen[0][1], frame_pixels(0))
         sent = fix_pub.sent[0]
         assert sent.status.status == 0 and sent.header.frame_id == "base_link" and sent.latitude == 52.0
+        assert node.pubs["geoloc/pose"].event.wait(WAIT_S)  # published right after the fix, same thread
         assert node.pubs["geoloc/pose"].sent[0].header.frame_id == "map"
         node.timers[0][1]()  # the diagnostics timer
         entries = {e.name: e for e in msg_to_diagnostics(node.pubs["/diagnostics"].sent[-1])[1]}
@@ -181,6 +182,15 @@ def test_callbacks_feed_the_pipeline_and_results_are_published(node_module, tmp_
     finally:
         node.destroy_node()
     assert node.field_logger.active is False
+
+
+def test_parameter_callback_judges_only_the_schema_parameters(node_module):
+    module, _ = node_module
+    on_set = importlib.import_module("edge_geoloc_ros.parameters")._on_set
+    assert on_set([Param("use_sim_time", True)]).successful  # ROS's own parameter
+    refused = on_set([Param("max_inference_rate_hz", 500.0)])
+    assert not refused.successful and "[0.0, 100.0] Hz" in refused.reason
+    assert on_set([Param("runtime_overrides", ["fusion.uere_m=3.0"])]).successful
 
 
 def test_bad_parameter_and_missing_models_stop_the_node_with_the_reason(node_module):

@@ -16,8 +16,9 @@ from edge_geoloc.runtime.tile_index import SpatialBuckets, TileIndex, TileIndexE
 LAT0, LON0 = 52.0, 4.36
 
 
-def make_ortho(path, size_m: float = 300.0, gsd_m: float = 0.5, seed: int = 0) -> PatchGeoref:
-    """A textured north-up RGB GeoTIFF in UTM centred on (LAT0, LON0); returns its georef."""
+def make_ortho(path, size_m: float = 300.0, gsd_m: float = 0.5, seed: int = 0, east_offset_m: float = 0.0
+               ) -> PatchGeoref:
+    """A textured north-up RGB GeoTIFF in UTM centred ``east_offset_m`` east of (LAT0, LON0); returns its georef."""
     rng = np.random.default_rng(seed)
     px = int(round(size_m / gsd_m))
     noise = rng.random((px // 8, px // 8, 3)).astype(np.float32)
@@ -25,7 +26,8 @@ def make_ortho(path, size_m: float = 300.0, gsd_m: float = 0.5, seed: int = 0) -
     image = np.clip(image * 255, 0, 255).astype(np.uint8)
     zone = utm_zone_for(LAT0, LON0)
     east, north, _ = latlon_to_utm(LAT0, LON0, zone)
-    georef = PatchGeoref(zone.epsg, (gsd_m, 0.0, east - size_m / 2, 0.0, -gsd_m, north + size_m / 2), px, px)
+    left = east + east_offset_m - size_m / 2
+    georef = PatchGeoref(zone.epsg, (gsd_m, 0.0, left, 0.0, -gsd_m, north + size_m / 2), px, px)
     write_geotiff(path, image, georef)
     return georef
 
@@ -181,3 +183,18 @@ def test_patch_cache_keeps_recent_patches_read_only(ortho):
     index.read_patch(5)  # evicts tile 3 (least recently used)
     again = index.read_patch(3)
     assert again is not first and np.array_equal(again.image, first.image)
+
+
+def test_index_over_two_rasters_reads_patches_from_the_right_one(tmp_path, ortho):
+    second = tmp_path / "east.tif"
+    make_ortho(second, size_m=120.0, seed=7, east_offset_m=400.0)
+    cfg = TileIndexConfig(tile_size_m=60.0, stride_m=30.0, tile_px=32)
+    index = build_tile_index([ortho, second], ThumbnailEncoder(), cfg, out_dir=tmp_path / "index")
+    assert len(index) == 81 + 9 and set(index.tiles["source"][81:]) == {1}
+    assert len(index.manifest["sources"]) == 2
+    loaded = TileIndex.load(tmp_path / "index")
+    east0, _ = loaded.latlon_to_utm(LAT0, LON0)
+    assert loaded.tiles["utm_east_m"][85] == pytest.approx(east0 + 400.0, abs=0.01)  # centre of the 3x3
+    with GeoRaster(second) as raster:
+        direct = raster.read_around_latlon(*loaded.tile_latlon(85), 60.0, 32).image
+    assert np.array_equal(loaded.read_patch(85).image, direct)

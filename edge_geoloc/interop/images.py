@@ -43,10 +43,11 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
 
 
 def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+    """An owned, writable RGB array: the frame must not alias the message buffer (read-only, reused)."""
     if order == "mono":
-        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
-    rgb = pixels[..., 2::-1] if order.startswith("bgr") else pixels[..., :3]
-    return np.ascontiguousarray(rgb)
+        return np.repeat(pixels, 3, axis=2)
+    rgb = np.ascontiguousarray(pixels[..., 2::-1] if order.startswith("bgr") else pixels[..., :3])
+    return rgb if rgb.flags.owndata else rgb.copy()
 
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:

@@ -58,13 +58,14 @@ class NodeSettings:
     # -- engine: the names Isaac ROS users know (isaac_ros_tensor_rt) --
     model_file_path: str = _param("", "localizer ONNX model (JSON sidecar next to it) or checkpoint", "path",
                                   "engine")
-    engine_file_path: str = _param("", "localizer TensorRT engine, used when the file exists; else model_file_path "
-                                   "runs (build engines on the device: edge-geoloc build-engine)", "path", "engine")
+    engine_file_path: str = _param("", "localizer TensorRT engine; built from model_file_path (ONNX) on this "
+                                   "device when missing or stale if TensorRT is installed", "path", "engine")
     retrieval_model_file_path: str = _param("", "retrieval encoder ONNX model or checkpoint", "path", "engine")
-    retrieval_engine_file_path: str = _param("", "retrieval encoder TensorRT engine, used like engine_file_path",
+    retrieval_engine_file_path: str = _param("", "retrieval encoder TensorRT engine, handled like engine_file_path",
                                              "path", "engine")
-    force_engine_update: bool = _param(False, "ignore existing engine files and run the models (until the engines "
-                                       "are rebuilt)", "", "engine")
+    force_engine_update: bool = _param(False, "rebuild the TensorRT engines at start-up even when they match this "
+                                       "device and model", "", "engine")
+    enable_fp16: bool = _param(True, "build engines in FP16 (else FP32)", "", "engine")
     backend: str = _param("auto", "inference backend; auto = TensorRT engine if present, else ONNX Runtime", "",
                           "engine", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     device: str = _param("auto", "device for ONNX Runtime / PyTorch backends", "", "engine",

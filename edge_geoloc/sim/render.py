@@ -21,9 +21,8 @@ from edge_geoloc.sim.ortho import sun_vector
 from edge_geoloc.sim.photometric import random_photometric
 
 _BISECTIONS = 4
-_BLOCK = 4  # coarse cells, in ortho pixels
-_CHUNK = 8  # coarse steps per round
-_MAX_ROUNDS = 64
+_LEVELS = (8,)  # block sizes of the conservative height maps, in ortho pixels, coarse to fine
+_CHUNK = 8  # steps per round at the coarsest level
 MAX_RANGE_M = 600.0  # horizontal reach of a ray; beyond it, haze
 
 
@@ -67,29 +66,22 @@ def cast_rays(area: Area, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndar
     """Ray parameter ``t`` of the first surface hit (inf: sky or beyond ``MAX_RANGE_M``) and whether the hit
     is on a side (facade).
 
-    Two levels: rays march in coarse steps of one block over a conservative block-max height map (an upper
-    bound of the surface within one block); where a ray may meet a surface, a fine march over the next two
-    coarse steps finds the hit (bisected to sub-cell precision), or the coarse march resumes after it.
+    Hierarchical march: at each level (blocks of ``_LEVELS`` pixels, coarse to fine) a ray steps one block at
+    a time over a conservative block-max height map (an upper bound of the surface within one block of any
+    point); where it may meet a surface, the next finer level searches the two steps around that sample, and
+    if it finds nothing the march resumes after them. The finest search samples every cell and bisects.
     """
     o = np.asarray(origin, np.float32)
     t_hit = np.full(len(dirs), np.inf, np.float32)
     facade = np.zeros(len(dirs), bool)
     down = np.nonzero(dirs[:, 2] < -1e-6)[0]
     d = dirs[down]
-    speed_h = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
+    speed_h = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6).astype(np.float32)
     z_top = min(float(o[2]), _max_height_under(area, o, d) + 0.01)
     start = (np.maximum(o[2] - z_top, 0) / -d[:, 2]).astype(np.float32)
     t_end = np.minimum(o[2] / -d[:, 2], MAX_RANGE_M / speed_h).astype(np.float32)
-    step = (_BLOCK * area.gsd_m / speed_h).astype(np.float32)
-    result = np.full(len(d), np.inf, np.float32)
-    active = np.arange(len(d))
-    for _ in range(_MAX_ROUNDS):
-        if active.size == 0:
-            break
-        found, t, resume = _march_chunk(area, o, d[active], start[active], step[active], t_end[active])
-        result[active[found]] = t[found]
-        start[active] = resume
-        active = active[~found & (resume < t_end[active])]
+    found, result = _search(area, o, d, speed_h, start, t_end, 0)
+    result[~found] = np.inf
     ok = np.isfinite(result)
     points = o + result[ok, None] * d[ok]
     surface = _lookup(_padded(area, "height", area.scene.height_m), area, 1, points[:, 0], points[:, 1])
@@ -98,48 +90,61 @@ def cast_rays(area: Area, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndar
     return t_hit, facade
 
 
-def _march_chunk(area: Area, o: np.ndarray, d: np.ndarray, t0: np.ndarray, step: np.ndarray,
-                 t_end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to ``_CHUNK`` coarse steps from ``t0``; fine search around the first step under the block max.
-
-    Returns (found, t_hit, resume): where the march goes on for rays without a hit.
-    """
-    coarse = _coarse_max(area)
-    ts = np.minimum(t0 + np.arange(1, _CHUNK + 1, dtype=np.float32)[:, None] * step, t_end)  # (C, M)
-    fires = o[2] + ts * d[:, 2] <= _lookup(coarse, area, _BLOCK, o[0] + ts * d[:, 0], o[1] + ts * d[:, 1]) + 1e-3
-    fires |= ts >= t_end
-    fired = fires.any(axis=0)
-    j = np.argmax(fires, axis=0)
-    resume = ts[-1].copy()
+def _search(area: Area, o: np.ndarray, d: np.ndarray, speed_h: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+            level: int) -> tuple[np.ndarray, np.ndarray]:
+    """(found, t) of the first hit of each ray in (lo, hi], marching at ``_LEVELS[level]``."""
+    if level == len(_LEVELS):
+        return _fine_hit(area, o, d, lo, hi, _LEVELS[-1])
+    block = _LEVELS[level]
+    grid = _block_max(area, block)
+    step = block * area.gsd_m / speed_h
+    chunk = _CHUNK if level == 0 else 2 * _LEVELS[level - 1] // block + 1  # a window is two parent steps
     found = np.zeros(len(d), bool)
     t_hit = np.full(len(d), np.inf, np.float32)
-    idx = np.nonzero(fired)[0]
-    if idx.size:
-        lo = np.where(j[idx] > 0, ts[np.maximum(j[idx] - 1, 0), idx], t0[idx])
-        hi = np.minimum(ts[j[idx], idx] + step[idx], t_end[idx])
-        hit, t = _fine_hit(area.scene.height_m, area, o, d[idx], lo, hi)
-        found[idx], t_hit[idx], resume[idx] = hit, t, hi
-    return found, t_hit, resume
+    cur = lo.copy()
+    active = np.arange(len(d))
+    while active.size:
+        da, sa, ha = d[active], step[active], hi[active]
+        ts = np.minimum(cur[active] + np.arange(1, chunk + 1, dtype=np.float32)[:, None] * sa, ha)  # (C, M)
+        under = _lookup(grid, area, block, o[0] + ts * da[:, 0], o[1] + ts * da[:, 1]) + 1e-3
+        fires = (o[2] + ts * da[:, 2] <= under) | (ts >= ha)
+        resume = ts[-1].copy()
+        idx = np.nonzero(fires.any(axis=0))[0]
+        if idx.size:
+            j = np.argmax(fires[:, idx], axis=0)
+            sub_lo = np.where(j > 0, ts[np.maximum(j - 1, 0), idx], cur[active[idx]])
+            sub_hi = np.minimum(ts[j, idx] + sa[idx], ha[idx])
+            hit, t = _search(area, o, da[idx], speed_h[active[idx]], sub_lo, sub_hi, level + 1)
+            found[active[idx]], t_hit[active[idx]] = hit, t
+            resume[idx] = sub_hi
+        cur[active] = resume
+        active = active[~found[active] & (resume < ha)]
+    return found, t_hit
 
 
-def _fine_hit(height: np.ndarray, area: Area, o: np.ndarray, d: np.ndarray, lo: np.ndarray,
-              hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each ray meets the surface in (lo, hi], and where (bisected), sampling every <= 1 cell."""
-    grid = _padded(area, "height", height)
-    k = 2 * _BLOCK + 1
+def _fine_hit(area: Area, o: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              parent_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each ray meets the surface in (lo, hi] (two parent steps), and where (bisected), sampling
+    every <= 1 cell."""
+    grid = _padded(area, "height", area.scene.height_m)
+    k = 2 * parent_block + 1
     frac = (np.arange(1, k + 1, dtype=np.float32) / k)[:, None]
     ts = lo + frac * (hi - lo)
     below = o[2] + ts * d[:, 2] <= _lookup(grid, area, 1, o[0] + ts * d[:, 0], o[1] + ts * d[:, 1]) + 1e-3
     hit = below.any(axis=0)
-    j = np.argmax(below, axis=0)
-    cols = np.arange(len(d))
-    b = ts[j, cols]
-    a = np.where(j > 0, ts[np.maximum(j - 1, 0), cols], lo)
+    t = np.full(len(d), np.inf, np.float32)
+    idx = np.nonzero(hit)[0]
+    j = np.argmax(below[:, idx], axis=0)
+    b = ts[j, idx]
+    a = np.where(j > 0, ts[np.maximum(j - 1, 0), idx], lo[idx])
+    o_h, d_h = o, d[idx]
     for _ in range(_BISECTIONS):
         mid = 0.5 * (a + b)
-        inside = o[2] + mid * d[:, 2] <= _lookup(grid, area, 1, o[0] + mid * d[:, 0], o[1] + mid * d[:, 1]) + 1e-3
+        surface = _lookup(grid, area, 1, o_h[0] + mid * d_h[:, 0], o_h[1] + mid * d_h[:, 1]) + 1e-3
+        inside = o_h[2] + mid * d_h[:, 2] <= surface
         a, b = np.where(inside, a, mid), np.where(inside, mid, b)
-    return hit, b
+    t[idx] = b
+    return hit, t
 
 
 def _lookup(grid: np.ndarray, area: Area, cell_px: int, east: np.ndarray, north: np.ndarray) -> np.ndarray:
@@ -163,25 +168,27 @@ def _padded(area: Area, key: str, grid: np.ndarray) -> np.ndarray:
     return area._cache[key]
 
 
-def _coarse_max(area: Area) -> np.ndarray:
-    """Block-max heights (``_BLOCK`` px blocks) dilated by one block: an upper bound within one block of a point."""
-    if "coarse" not in area._cache:
+def _block_max(area: Area, block: int) -> np.ndarray:
+    """Block-max heights (``block`` px blocks) dilated by one block, zero-padded: an upper bound of the surface
+    within ``block`` pixels of any point of a block."""
+    key = ("block_max", block)
+    if key not in area._cache:
         h = area.scene.height_m
-        n = -(-h.shape[0] // _BLOCK) * _BLOCK
+        n = -(-max(h.shape) // block) * block
         padded = np.zeros((n, n), np.float32)
         padded[: h.shape[0], : h.shape[1]] = h
-        blocks = padded.reshape(n // _BLOCK, _BLOCK, n // _BLOCK, _BLOCK).max(axis=(1, 3))
-        area._cache["coarse"] = np.pad(cv2.dilate(blocks, np.ones((3, 3), np.uint8)), 1)
-    return area._cache["coarse"]
+        blocks = padded.reshape(n // block, block, n // block, block).max(axis=(1, 3))
+        area._cache[key] = np.pad(cv2.dilate(blocks, np.ones((3, 3), np.uint8)), 1)
+    return area._cache[key]
 
 
 def _max_height_under(area: Area, origin: np.ndarray, dirs: np.ndarray) -> float:
     """Tallest surface inside the bounding box of the rays' ground points and the camera."""
     if len(dirs) == 0:
         return 0.0
-    blocks = _coarse_max(area)
+    blocks = _block_max(area, _LEVELS[-1])
     ground = origin[:2] + (origin[2] / -dirs[:, 2])[:, None] * dirs[:, :2]
-    half, step = area.size_m / 2, area.gsd_m * _BLOCK
+    half, step = area.size_m / 2, area.gsd_m * _LEVELS[-1]
     east = np.r_[ground[:, 0], origin[0]]
     north = np.r_[ground[:, 1], origin[1]]
     c0, c1 = (int(np.clip((v + half) // step + 1, 0, blocks.shape[1] - 1)) for v in (east.min(), east.max()))

@@ -25,7 +25,7 @@ BACKEND_KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
 _SUFFIX_KIND = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime", ".safetensors": "torch"}
 
 __all__ = ["BACKEND_KINDS", "Backend", "BackendInputError", "LatencyRecorder", "available_backends", "load_backend",
-           "preprocess_image"]
+           "preprocess_image", "resolve_device"]
 
 
 def available_backends() -> list[str]:
@@ -40,6 +40,7 @@ def load_backend(path: str | Path, kind: str = "auto", device: str = "cpu", **op
     path = Path(path)
     if kind not in BACKEND_KINDS:
         raise ValueError(f"kind must be one of {BACKEND_KINDS}, got {kind!r}")
+    device = resolve_device(device)
     if kind == "auto":
         kind, path = _auto_kind(path, device)
     logger.info("loading %s with the %s backend on %s", path, kind, device)
@@ -54,6 +55,27 @@ def load_backend(path: str | Path, kind: str = "auto", device: str = "cpu", **op
     from edge_geoloc.runtime.backends.torch_backend import TorchBackend
 
     return TorchBackend.from_checkpoint(path, device=device, **options)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a CUDA device is usable (torch or onnxruntime-gpu), else ``"cpu"``."""
+    if device != "auto":
+        if not (device == "cpu" or device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+        return device
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        return "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    except ImportError:
+        return "cpu"
 
 
 def _auto_kind(path: Path, device: str) -> tuple[str, Path]:

@@ -45,7 +45,8 @@ class TorchBackend(Backend):
         """Wrap an in-memory model (as the exporter would) and describe it with an in-memory sidecar."""
         wrapper, desc = wrap_for_export(model.eval(), view=view, finest_only=finest_only, dynamic_batch=True,
                                         preprocessing=preprocessing)
-        return cls(wrapper, build_sidecar(desc, versions=package_versions()), device)
+        extra = {"export": {"view": view, "finest_only": finest_only}}
+        return cls(wrapper, build_sidecar(desc, versions=package_versions(), extra=extra), device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", view: str = "drone",
@@ -53,7 +54,8 @@ class TorchBackend(Backend):
         model, meta = model_from_checkpoint(path)
         wrapper, desc = wrap_for_export(model, view=view, finest_only=finest_only, dynamic_batch=True,
                                         preprocessing=meta.preprocessing, model_config=meta.config)
-        sidecar = build_sidecar(desc, hashes={"checkpoint": sha256_file(path)}, versions=package_versions())
+        sidecar = build_sidecar(desc, hashes={"checkpoint": sha256_file(path)}, versions=package_versions(),
+                                extra={"export": {"view": view, "finest_only": finest_only}})
         return cls(wrapper, sidecar, device)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -30,6 +30,7 @@ _ROS_TYPES = {
 
 
 def make_descriptor(spec) -> ParameterDescriptor:
+    """Build the ParameterDescriptor of one schema entry (type, description, range, choices)."""
     fields = descriptor_fields(spec)
     descriptor = ParameterDescriptor(
         name=fields["name"],
@@ -48,9 +49,12 @@ def make_descriptor(spec) -> ParameterDescriptor:
 
 def _on_set(parameters) -> SetParametersResult:
     """Refuse values the schema refuses, with its reason (also values from params.yaml)."""
+    known = {spec.name for spec in parameter_specs()}
     for parameter in parameters:
         value = parameter.value
-        if value is None:  # declared by type only (empty string array): the schema default applies
+        if parameter.name not in known:  # ROS's own (use_sim_time, ...): not ours to judge
+            continue
+        if value is None:  # not set: the schema default applies
             continue
         if isinstance(value, list):
             value = tuple(value)
