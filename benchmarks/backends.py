@@ -23,15 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-
 from edge_geoloc.export.calibration import calibration_feeds
 from edge_geoloc.export.config import ExportConfig, QuantizeConfig
 from edge_geoloc.export.onnx_export import export_model
 from edge_geoloc.export.parity import ParityError
 from edge_geoloc.export.quantize import quantize_onnx
 from edge_geoloc.export.samples import real_feeds
+
 from edge_geoloc.models import create_model
 from edge_geoloc.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge_geoloc.runtime.backends.torch_backend import TorchBackend, model_from_checkpoint
@@ -83,16 +82,17 @@ def bench_model(name: str, model: torch.nn.Module, work: Path, args: argparse.Na
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("| model | kind | torch p50 ms | ORT fp32 p50 ms | ORT int8 p50 ms | fp32/torch x | int8/torch x | "
-          "int8/fp32 x | int8 task agree | MB fp32 -> int8 |")
+    print("| model | kind | torch p50 ms | ORT fp32 p50 ms | ORT int8 p50 ms | torch/fp32 x | torch/int8 x | "
+          "fp32/int8 x | int8 task agree | MB fp32 -> int8 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lat = r["latency"]
         i8 = lat.get("ort_int8", {}).get("p50_ms")
+        nan = float("nan")
         print(f"| {r['model']} | {r['kind']} | {lat['torch']['p50_ms']:.2f} | {lat['ort_fp32']['p50_ms']:.2f} | "
               f"{i8 and f'{i8:.2f}' or 'gate failed'} | {r['speedup_ort_fp32_vs_torch']:.2f} | "
-              f"{r.get('speedup_ort_int8_vs_torch', float('nan')):.2f} | {r.get('speedup_int8_vs_fp32', float('nan')):.2f} | "
-              f"{r['int8_task_agreement']:.2f} | {r['fp32_mb']:.1f} -> {r.get('int8_mb', float('nan')):.1f} |")
+              f"{r.get('speedup_ort_int8_vs_torch', nan):.2f} | {r.get('speedup_int8_vs_fp32', nan):.2f} | "
+              f"{r['int8_task_agreement']:.2f} | {r['fp32_mb']:.1f} -> {r.get('int8_mb', nan):.1f} |")
 
 
 def models_to_run(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
@@ -107,7 +107,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="2 models, 20 rounds")
     p.add_argument("--models", nargs="*", help="registered model names (default sizes)")
     p.add_argument("--checkpoint", nargs="*", help="checkpoints to benchmark instead of random-weight models")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and ONNX Runtime (1: on a "
+                   "shared, oversubscribed machine PyTorch's OpenMP pool collapses with more)")
     p.add_argument("--rounds", type=int)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--calib-images", type=int, default=32)
@@ -115,7 +116,7 @@ def main() -> None:
     args = p.parse_args()
     args.rounds = args.rounds or (20 if args.quick else 60)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, load_start = [], os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models_to_run(args):
             print(f"# {name} ...", flush=True)
@@ -123,7 +124,7 @@ def main() -> None:
     print_table(rows)
     doc = {"benchmark": "backends", "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                       "load_avg_start_end": list(os.getloadavg())},
+                       "load_avg_1_5_15min_start": list(load_start), "load_avg_1_5_15min_end": list(os.getloadavg())},
            "settings": {"rounds": args.rounds, "warmup": args.warmup, "calib_images": args.calib_images,
                         "quick": args.quick, "weights": "checkpoints" if args.checkpoint else "random init"},
            "rows": rows}

@@ -127,7 +127,7 @@ def test_report_numbers_match_the_trajectories(tmp_path):
                "heatmap_adapted": np.random.rand(2, 16, 16), "peak_px_adapted": np.full((2, 2), 7.0)}
     inputs = ReportInputs(trajectories, outages_s=[(8.0, 12.0)], ortho_rgb=ortho,
                           latlon_to_pixel=lambda lat, lon: ((lat - 52.0) * 1e5, (lon - 4.36) * 1e5 + 30),
-                          heatmap_samples=samples, metrics={"retrieval": {"recall_at_1 (target)": 0.5}},
+                          heatmap_samples=samples, metrics={"retrieval": {"recall_at_1 (target)": 50.0}},
                           steps=[{"step": 1, "name": "x", "status": "ran", "duration_s": 1.0}])
     summary = build_report(inputs, tmp_path / "report")
     expected = haversine_m(52.0, 4.36, 52.0 + 3e-5, 4.36)
@@ -136,9 +136,20 @@ def test_report_numbers_match_the_trajectories(tmp_path):
     assert summary["flight"]["runtime"]["teacher"]["rate_hz"] == pytest.approx(1000 / 19.5)
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page
-    assert "Retrieval recall_at_1 (target)" in format_table(summary) and "50.0 %" in format_table(summary)
+    table = format_table(summary)
+    assert "Retrieval drone->satellite recall_at_1 (target)" in table and "50.0 %" in table
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["figures"]["heatmaps"] == "heatmaps.png"
 
 
 def test_outage_mask_is_half_open():
     assert outage_mask(np.array([0.0, 1.0, 2.0, 3.0]), [(1.0, 3.0)]).tolist() == [False, True, True, False]
+
+
+def test_cli_rejects_bad_arguments_before_creating_a_run(tmp_path, capsys):
+    from edge_geoloc.demo.cli import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--from-step", "3"]) == 2
+    assert "run the whole demo once" in capsys.readouterr().err
+    assert main(["--quick", "--out", str(tmp_path), "--set", "retreival.x=1"]) == 2
+    assert "valid keys" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder was started

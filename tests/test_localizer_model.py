@@ -100,13 +100,13 @@ def test_onnx_export_matches_pytorch(tmp_path):
     model = create_model("ccvpe_drone_tiny", **TINY, num_orientations=4).eval()
     wrapper = LocalizerExportWrapper(model)
     q, a = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = wrapper(q, a)
     path = tmp_path / "loc.onnx"
     torch.onnx.export(wrapper, (q, a), str(path), input_names=["query", "aerial"],
                       output_names=wrapper.output_names, opset_version=17, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"query": q.numpy(), "aerial": a.numpy()})
-    with torch.no_grad():
-        ref = wrapper(q, a)
     assert [o.name for o in session.get_outputs()] == ["heatmap", "orientation", "level_0", "level_1", "level_2",
                                                        "level_3"]
     for g, r in zip(got, ref, strict=True):

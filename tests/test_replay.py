@@ -203,3 +203,11 @@ def test_run_cli_reports_missing_models_clearly(world, tmp_path, capsys):
     _, flight_dir = world
     assert replay_cli.main(["--flight", str(flight_dir), "--models", str(tmp_path)]) == 2
     assert "no retrieval model" in capsys.readouterr().out
+
+
+def test_build_index_cli_reports_a_model_without_sidecar(world, tmp_path, capsys):
+    ortho, _ = world
+    (tmp_path / "retrieval.onnx").write_bytes(b"not a model")
+    assert index_cli.main(["--ortho", str(ortho), "--model", str(tmp_path / "retrieval.onnx"),
+                           "--out", str(tmp_path / "index")]) == 2
+    assert "sidecar" in capsys.readouterr().out

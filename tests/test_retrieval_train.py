@@ -3,6 +3,7 @@ resume equals an uninterrupted run. Sized for a 2-core CPU."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -10,20 +11,29 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_retrieval_data import write_tiny_university
 
 from edge_geoloc.artifacts import load_checkpoint
 from edge_geoloc.config import load_config
+from edge_geoloc.evaluate import retrieval_cli as eval_cli
 from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
+from edge_geoloc.train import retrieval_cli
 from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig, RetrievalTrainer, open_folders, train_retrieval
-from test_retrieval_data import write_tiny_university
 
 
-def tiny_config(root: Path, out_dir: Path, *overrides: str) -> RetrievalTrainConfig:
-    base = [f"data.root={root}", "data.num_workers=0", "model.name=cspdh_convnext_atto", "model.img_size=32",
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cspdh_synthetic.yaml"
+
+
+def tiny_overrides(root: Path, out_dir: Path) -> list[str]:
+    return [f"data.root={root}", "data.num_workers=0", "model.name=cspdh_convnext_atto", "model.img_size=32",
             "model.embed_dim=32", "optim.batch_size=8", "optim.epochs=2", "optim.max_steps=4",
             f"run.out_dir={out_dir}", "run.progress=false", "run.log_every=1", "run.eval_at_end=false",
             "run.device=cpu", "run.multi_view=false"]
-    return load_config(RetrievalTrainConfig, Path("configs/cspdh_synthetic.yaml"), [*base, *overrides])
+
+
+def tiny_config(root: Path, out_dir: Path, *overrides: str) -> RetrievalTrainConfig:
+    base = tiny_overrides(root, out_dir)
+    return load_config(RetrievalTrainConfig, CONFIG, [*base, *overrides])
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +95,8 @@ def test_ddp_two_gloo_processes_match_single_process(tiny_tree: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tiny_tree: Path, tmp_path: Path) -> None:
-    train_retrieval(tiny_config(tiny_tree, tmp_path / "straight"))
+    argv = ["--config", str(CONFIG), *tiny_overrides(tiny_tree, tmp_path / "straight")]
+    assert retrieval_cli.main(argv) == 0
     initial = RetrievalTrainer(tiny_config(tiny_tree, tmp_path / "init")).model.state_dict()
     w_straight = weights(tmp_path / "straight" / "final.safetensors")
     assert max_abs_diff(w_straight, initial) > 1e-3  # training changed the weights
@@ -96,6 +107,15 @@ def test_resume_matches_an_uninterrupted_run(tiny_tree: Path, tmp_path: Path) ->
     rows = logged(tmp_path / "resumed" / "metrics.csv")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert {"hcd_weight", "w_d2s", "w_s2d", "conf_d2s"} <= rows[0].keys()  # PALW and CSDA logged every step
+    out = tmp_path / "eval.json"
+    argv = ["--checkpoint", str(tmp_path / "resumed" / "final.safetensors"), "--root", str(tiny_tree),
+            "--dataset", "synthetic", "--multi-view", "--output", str(out)]
+    assert eval_cli.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert {"drone_to_satellite/distractors", "satellite_to_drone/junk_filtered",
+            "drone_to_satellite_multiview/distractors"} <= results.keys()
+    assert results["drone_to_satellite/distractors"]["num_gallery"] == 5  # 4 test locations + 1 distractor
+    assert retrieval_cli.main(["--config", str(CONFIG), "optim.lr=fast"]) == 2
     with pytest.raises(FileNotFoundError, match="resume"):
         RetrievalTrainer(tiny_config(tiny_tree, tmp_path / "fresh", "run.resume=true"))
 

@@ -113,6 +113,9 @@ def test_drone_flight_folder(tmp_path, small_area):
     assert [e["kind"] for e in flight.events] == ["outage"]
     again = load_flight(tmp_path / "f")
     assert again.meta["area_dir"] and np.array_equal(again.truth["stamp_s"], truth["stamp_s"])
+    simulate_flight(small_area, tmp_path / "g", cfg)  # same config and seed: same bytes
+    for name in ("gnss.nmea", "truth.csv", "frames/000003.jpg"):
+        assert (tmp_path / "f" / name).read_bytes() == (tmp_path / "g" / name).read_bytes(), name
 
 
 def test_car_drives_on_roads_and_config_yaml(tmp_path, small_area):

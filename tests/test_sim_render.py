@@ -187,3 +187,17 @@ def test_bad_camera_parameters_name_the_parameter():
         DronePose(0.0, 0.0, 50.0, 0.0, pitch_rad=-0.2)
     with pytest.raises(ValueError, match="height_m"):
         render_ground_panorama(_box_area(), 0.0, 0.0, 0.0, height_m=-1.0)
+
+
+def test_low_drone_sees_facade_above_its_horizon():
+    area = _box_area()
+    camera = PinholeCamera(96, 96, 60.0)
+    pitch = math.radians(3.0)
+    pose = DronePose(BOX["east"], BOX["north"] - BOX["half"] - 30.0, 8.0, 0.0, pitch)  # 30 m from the south wall
+    facade = _facade_mask(render_drone_view(area, pose, camera))
+    f = camera.focal_px
+    horizon_row = 48 - f * math.tan(pitch)
+    top_row = 48 - f * math.tan(math.atan((BOX["height"] - 8.0) / 30.0) + pitch)  # rising rays hit the wall top
+    column = facade[:, 48]
+    assert column[: int(horizon_row) - 2].any()  # the wall continues above the horizon
+    assert abs(np.argmax(column) - top_row) < 2.0

@@ -20,7 +20,7 @@ from edge_geoloc.config import ConfigError, load_config, save_config
 from edge_geoloc.demo.components import ComponentUnavailableError
 from edge_geoloc.demo.config import DemoConfig, default_config_path
 from edge_geoloc.demo.runfolder import StepOutputError, latest_run_with, new_run_dir, step_dir_name
-from edge_geoloc.demo.runner import Step, run_steps
+from edge_geoloc.demo.runner import Step, check_from_step, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run_demo(args: argparse.Namespace) -> Path:
     config = resolve_config(args)
     steps = demo_steps()
     reuse = find_reuse_run(args, steps) if args.from_step > 1 else None
+    check_from_step(steps, args.from_step, reuse)
     run_dir = new_run_dir(args.out)
     handler = _attach_log_file(run_dir)
     try:

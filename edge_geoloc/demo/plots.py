@@ -89,7 +89,7 @@ def plot_heatmaps(path: Path, samples: dict[str, np.ndarray], dpi: int = 110) ->
     ``heatmap_<name> (N, h, w)`` and ``peak_px_<name> (N, 2)`` in aerial-patch pixels (row, col).
     """
     plt = _pyplot()
-    models = sorted(k.removeprefix("heatmap_") for k in samples if k.startswith("heatmap_"))
+    models = [k.removeprefix("heatmap_") for k in samples if k.startswith("heatmap_")]  # insertion order
     n = len(samples["query"])
     fig, axes = plt.subplots(n, 1 + len(models), figsize=(3.0 * (1 + len(models)), 3.0 * n), squeeze=False)
     for i in range(n):

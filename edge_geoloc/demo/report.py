@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.demo import plots
+from edge_geoloc.demo.runfolder import json_safe
 from edge_geoloc.demo.trajectory import error_stats, position_errors_m, read_trajectory
 
 FLIGHTS = ("teacher", "adapted")  # the flight before and after adaptation
@@ -81,8 +82,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(what, mean, p95, max) rows of the headline table, in metres."""
     labels = [("gnss_only", "GNSS only (last fix held)"), ("fused_teacher", "Fused, before adaptation"),
-              ("fused_adapted", "Fused, after adaptation"), ("visual_teacher", "Visual fixes, before adaptation"),
-              ("visual_adapted", "Visual fixes, after adaptation")]
+              ("fused_adapted", "Fused, after adaptation"),
+              ("visual_teacher", "Visual fixes (any confidence), before adaptation"),
+              ("visual_adapted", "Visual fixes (any confidence), after adaptation")]
     rows = []
     for scope, suffix in (("all", ""), ("outage", " [GNSS outage]")):
         for key, label in labels:
@@ -95,14 +97,20 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows: retrieval recall, localizer errors, runtime rates."""
     rows = []
-    for key, value in sorted(summary.get("retrieval", {}).items()):
-        rows.append((f"Retrieval {key}", _fmt(100.0 * value, 1) + " %" if "recall" in key else _fmt(value, 3)))
+    for key, value in sorted(summary.get("retrieval", {}).items()):  # recall in percent, as the metrics report it
+        rows.append((f"Retrieval drone->satellite {key}", _fmt(float(value), 1) + " %"))
     for model in ("teacher", "adapted"):
         loc = summary.get("localizer", {}).get(model)
         if loc:
             count = loc.get("count", loc.get("n", "?"))
             rows.append((f"Localizer {model}: mean / median error (target pairs)",
                          f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={count})"))
+    for flight, counters in summary.get("counters", {}).items():
+        if counters:
+            rows.append((f"Visual fixes fused ({flight} models)",
+                         f"{counters.get('visual_fixes', 0)} of {counters.get('frames', 0)} frames "
+                         f"({counters.get('low_confidence', 0)} low confidence, "
+                         f"{counters.get('visual_rejected', 0)} gated out)"))
     for flight, rate in summary["flight"].get("runtime", {}).items():
         rows.append((f"Runtime ({flight} models, ONNX Runtime CPU)",
                      f"{_fmt(rate['rate_hz'])} Hz ({_fmt(rate['mean_ms'])} ms/frame mean)"))
@@ -111,11 +119,12 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 def format_table(summary: dict[str, Any]) -> str:
     """The terminal summary: a fixed-width table of measured numbers."""
-    head = f"{'horizontal error (m)':<46}{'mean':>9}{'p95':>9}{'max':>9}"
+    width = max(len(what) for what, *_ in [*summary_rows(summary), *other_rows(summary)]) + 2
+    head = f"{'horizontal error (m)':<{width}}{'mean':>8}{'p95':>8}{'max':>8}"
     lines = [head, "-" * len(head)]
-    lines += [f"{what:<46}{mean:>9}{p95:>9}{mx:>9}" for what, mean, p95, mx in summary_rows(summary)]
+    lines += [f"{what:<{width}}{mean:>8}{p95:>8}{mx:>8}" for what, mean, p95, mx in summary_rows(summary)]
     lines.append("-" * len(head))
-    lines += [f"{what:<46}{value}" for what, value in other_rows(summary)]
+    lines += [f"{what:<{width}}{value}" for what, value in other_rows(summary)]
     return "\n".join(lines)
 
 
@@ -126,6 +135,7 @@ def build_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Any]:
                "outages_s": [list(o) for o in inputs.outages_s]}
     images = write_figures(inputs, out_dir)
     summary["figures"] = {name: path.name for name, path in images.items()}
+    summary = json_safe(summary)
     atomic_write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.txt").write_text(format_table(summary) + "\n", encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(inputs, summary, images), encoding="utf-8")

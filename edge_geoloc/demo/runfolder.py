@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -104,10 +105,23 @@ def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by ``None`` and tuples by lists (strict JSON, readable anywhere)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
 def write_step_manifest(step_dir: Path, number: int, name: str, metrics: dict[str, Any],
                         duration_s: float) -> StepManifest:
     """Seal a finished step: hash everything it wrote and record its metrics."""
-    manifest = StepManifest(step=number, name=name, files=hash_tree(step_dir), metrics=metrics,
+    manifest = StepManifest(step=number, name=name, files=hash_tree(step_dir), metrics=json_safe(metrics),
                             duration_s=round(duration_s, 3), finished_utc=utc_stamp())
     atomic_write_json(step_dir / MANIFEST_NAME, manifest.to_json())
     return manifest

@@ -90,7 +90,7 @@ def train_retrieval_model(ctx: StepContext, data_root: Path) -> dict[str, Any]:
                      "resume": False}}
     cfg = from_dict(cfg_cls, deep_merge(ctx.config.retrieval, fixed))
     results = train(cfg)
-    return {"source": _recall_summary(results.get("eval", {})), "train_steps": results.get("steps")}
+    return {"source": _recall_summary(results.get("eval", {}))}
 
 
 def _recall_summary(results: dict[str, dict]) -> dict[str, float]:

@@ -182,6 +182,7 @@ class LocalizerExportWrapper(nn.Module):
         n_levels = len(model.level_sizes)
         self.output_names = ["heatmap", "orientation"] + ([] if finest_only else
                                                           [f"level_{k}" for k in range(n_levels)])
+        self.eval()  # inference only; also keeps torch.onnx.export from restoring the wrapped model to training
 
     def forward(self, query: torch.Tensor, aerial: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(query, aerial)
@@ -219,4 +220,13 @@ def ccvpe_kitti_b0(**kwargs) -> CoarseToFineLocalizer:
     defaults = dict(backbone="efficientnet_b0", query_kind="ground_pinhole", query_size=(256, 1024),
                     aerial_size=512, num_orientations=16, coarse_grid=8, level_channels=(16, 8, 4, 2, 1, 1),
                     final_channels=16, orientation_channels=32, query_alignment="none")
+    return CoarseToFineLocalizer(**{**defaults, **kwargs})
+
+
+@register_model("ccvpe_drone_micro", kind="localizer")
+def ccvpe_drone_micro(**kwargs) -> CoarseToFineLocalizer:
+    """Test/benchmark-sized drone localizer: MobileNetV3-small-0.5, 64 px drone view and aerial patch, 4->32."""
+    defaults = dict(backbone="mobilenetv3_small_050", query_kind="drone", query_size=(64, 64), aerial_size=64,
+                    num_orientations=1, coarse_grid=4, level_channels=(8, 4, 2, 1), final_channels=8,
+                    orientation_channels=8)
     return CoarseToFineLocalizer(**{**defaults, **kwargs})

@@ -27,7 +27,7 @@ class TileIndexConfig:
     bucket_m: float = 250.0  # spatial grid cell used to find the tiles inside a prior's radius
     search: SearchMethod = "auto"  # "auto": exact inside a prior radius or below faiss_min_tiles, faiss above
     faiss_min_tiles: int = 50_000
-    faiss_nlist: int = 0  # inverted lists of the IVF index; 0 = 4 * sqrt(N)
+    faiss_nlist: int = 0  # inverted lists of the IVF index; 0 = sqrt(N) (1000 lists for 1M tiles)
     faiss_nprobe: int = 16
     faiss_store: Literal["fp16", "flat", "pq"] = "fp16"  # vectors inside the IVF lists
     exact_max_candidates: int = 200_000  # above this many tiles in the radius, faiss with an ID selector

@@ -44,7 +44,15 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"edge-geoloc build-index: orthophoto(s) not found: {', '.join(missing)}")
         return 2
-    index = build(args.ortho, args.model, args.out, cfg, args.faiss)
+    from edge_geoloc.artifacts import ArtifactError
+    from edge_geoloc.geo import RasterError
+    from edge_geoloc.runtime.tile_index import TileIndexError
+
+    try:
+        index = build(args.ortho, args.model, args.out, cfg, args.faiss)
+    except (ArtifactError, RasterError, TileIndexError, ValueError) as err:
+        print(f"edge-geoloc build-index: {err}")
+        return 2
     memory = index.memory_bytes()
     print(f"index: {len(index)} tiles x {index.embed_dim} dims (float16) in {args.out}; "
           f"embeddings {memory['embeddings'] / 2**20:.1f} MiB, faiss {memory['faiss'] / 2**20:.1f} MiB")

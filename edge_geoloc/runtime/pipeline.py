@@ -223,7 +223,7 @@ class Pipeline:
                 continue
             heatmap = np.asarray(self.localizer.locate(frame.image_rgb, patch.image), dtype=np.float64)
             pre_ms += getattr(self.localizer, "preprocess_ms", 0.0)
-            estimate = self._estimate(heatmap, patch)
+            estimate = self._estimate(heatmap, patch, int(result.ids[rank]))
             if estimate is not None and (best is None or estimate.peak_mass > best[1].peak_mass):
                 best = (rank, estimate)
             if best is not None and best[1].peak_mass >= pc.min_confidence:
@@ -233,7 +233,7 @@ class Pipeline:
     def _aerial_px(self) -> int | None:
         return getattr(self.localizer, "aerial_px", None)
 
-    def _estimate(self, heatmap: np.ndarray, patch: Patch) -> HeatmapEstimate | None:
+    def _estimate(self, heatmap: np.ndarray, patch: Patch, tile_id: int) -> HeatmapEstimate | None:
         georef = patch.georef.resized(*heatmap.shape)
         try:
             estimate = estimate_from_heatmap(heatmap, georef, self.cfg.pipeline.heatmap_radius_m)
@@ -241,9 +241,8 @@ class Pipeline:
             log.warning("unusable heat map (%s); no visual fix for this tile", err)
             self._bump("bad_heatmap")
             return None
-        row = min(int(estimate.row / heatmap.shape[0] * patch.image.shape[0]), patch.image.shape[0] - 1)
-        col = min(int(estimate.col / heatmap.shape[1] * patch.image.shape[1]), patch.image.shape[1] - 1)
-        if not patch.image[row, col].any():  # the mode lies on the black outside of the map
+        x, y = georef.pixel_to_crs(estimate.row, estimate.col)
+        if not self.index.covers(tile_id, float(x), float(y)):  # the mode lies on the black outside of the map
             self._bump("mode_outside_map")
             return None
         return estimate

@@ -81,9 +81,11 @@ def _flight_ortho(flight: Path, meta: dict) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from edge_geoloc.artifacts import ArtifactError
     from edge_geoloc.runtime.config import RuntimeConfig
     from edge_geoloc.runtime.pipeline import Pipeline
     from edge_geoloc.runtime.replay import FlightError, format_error_table, read_flight, replay, write_outputs
+    from edge_geoloc.runtime.tile_index import TileIndexError
 
     try:
         cfg = config_from_args(RuntimeConfig, args)
@@ -95,7 +97,11 @@ def main(argv: list[str]) -> int:
         print(f"edge-geoloc run: {err}")
         return 2
     save_config(cfg, out / "config.yaml")
-    pipeline = Pipeline.from_config(retrieval, localizer, index_dir, cfg)
+    try:
+        pipeline = Pipeline.from_config(retrieval, localizer, index_dir, cfg)
+    except (ArtifactError, TileIndexError, ValueError) as err:
+        print(f"edge-geoloc run: {err}")
+        return 2
     speed = 1.0 if args.realtime else args.speed
     result = replay(pipeline, flight, speed=speed, max_frames=args.max_frames)
     errors = write_outputs(result, out, cfg.pipeline.min_confidence, flight.truth is not None)

@@ -182,7 +182,7 @@ class TileIndex:
         scores, ids = self._flat.search(q[None], min(k, len(self)))
         return ids[0].astype(np.int64), scores[0].astype(np.float32)
 
-    def build_faiss(self, nlist: int | None = None, train_size: int = 100_000, seed: int = 0) -> None:
+    def build_faiss(self, nlist: int | None = None, train_size: int = 50_000, seed: int = 0) -> None:
         """Build the IVF index (``faiss_store``: fp16 scalar quantiser, flat float32, or PQ) over all tiles."""
         self._faiss = build_faiss_ivf(self.embeddings, nlist or self.cfg.faiss_nlist, self.cfg.faiss_store,
                                       train_size, seed)
@@ -215,6 +215,11 @@ class TileIndex:
         while len(self._patches) > self.cfg.patch_cache:
             self._patches.pop(next(iter(self._patches)))
         return patch
+
+    def covers(self, tile_id: int, x: float, y: float) -> bool:
+        """Whether a point in the tile's source CRS lies on that source raster (not on the black outside)."""
+        left, bottom, right, top = self._raster(int(self.tiles["source"][tile_id])).bounds_crs
+        return left <= x <= right and bottom <= y <= top
 
     def _raster(self, source: int) -> GeoRaster:
         if source not in self._rasters:
@@ -279,7 +284,7 @@ def build_faiss_ivf(embeddings: np.ndarray, nlist: int, store: str, train_size: 
     import faiss
 
     n, d = embeddings.shape
-    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    nlist = nlist or max(1, min(int(math.sqrt(n)), n // 39))
     quantizer = faiss.IndexFlatIP(d)
     if store == "flat":
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -33,7 +33,7 @@ MAX_AREA_PX = 12000 * 12000  # ~1.7 GB of scene + ortho arrays; beyond this, use
 _NPZ_DATE = (2020, 1, 1, 0, 0, 0)  # fixed zip timestamps so that scene.npz is byte-identical per seed
 
 
-@dataclass
+@dataclass(eq=False)
 class Area:
     """A generated area. See the module docstring for the frames; ``scene`` holds what renderers need."""
 

@@ -6,7 +6,7 @@ resolved config next to its output. Examples::
     edge-geoloc sim area --out runs/areas/source_1 style=source seed=1
     edge-geoloc sim views --area runs/areas/source_1 --out runs/views
     edge-geoloc sim university --area runs/areas/source_1 --out runs/U1652 n_train=50
-    edge-geoloc sim vigor --area runs/areas/source_1 --area runs/areas/target_2 --out runs/VIGOR
+    edge-geoloc sim vigor --area A1 --area A2 --area A3 --area A4 --out runs/VIGOR   # NewYork..Chicago
     edge-geoloc sim flight --area runs/areas/target_2 --out runs/flight --gnss-preset urban_multipath kind=car
 """
 

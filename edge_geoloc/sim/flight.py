@@ -120,8 +120,10 @@ def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------------ paths
 
 
-def drone_path(area: Area, length_m: float, rng: np.random.Generator, margin_m: float = 80.0) -> np.ndarray:
-    """(K, 2) dense local points of a smooth closed loop through random waypoints (repeated if needed)."""
+def drone_path(area: Area, length_m: float, rng: np.random.Generator, margin_m: float | None = None) -> np.ndarray:
+    """(K, 2) dense local points of a smooth closed loop through random waypoints (repeated if needed),
+    ``margin_m`` (default: 80 m, or a fifth of a small area) inside the border."""
+    margin_m = min(80.0, 0.2 * area.size_m) if margin_m is None else margin_m
     half = area.size_m / 2 - margin_m
     if half <= 20:
         raise ValueError(f"area of {area.size_m} m is too small for a drone loop {margin_m} m inside its border")
@@ -157,10 +159,14 @@ def car_path(area: Area, length_m: float, rng: np.random.Generator, cell_m: floa
     if len(cells) < 10:
         raise ValueError(f"area {area.style_name}/{area.seed} has too few road cells for a car path")
     path = [tuple(cells[rng.integers(len(cells))])]
-    total = 0.0
+    total, failures = 0.0, 0
     while total < length_m:
         leg = _bfs(grid, path[-1], tuple(cells[rng.integers(len(cells))]))
         if len(leg) < 2:
+            failures += 1
+            if failures > 50:
+                raise ValueError(f"no connected road route of {length_m:.0f} m in area {area.style_name}/"
+                                 f"{area.seed}; use a shorter duration_s or another area seed")
             continue
         path += leg[1:]
         total += (len(leg) - 1) * cell_m

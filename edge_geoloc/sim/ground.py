@@ -102,8 +102,8 @@ def _colour_hits(area: Area, points: np.ndarray, dirs: np.ndarray, dist: np.ndar
 def sample_street_points(area: Area, count: int, rng: np.random.Generator, margin_m: float = 60.0) -> np.ndarray:
     """(count, 2) local (east_m, north_m) pixel centres on roads, at least ``margin_m`` inside the border."""
     classes = area.scene.classes
-    margin = int(margin_m / area.gsd_m)
-    inner = classes[margin:-margin, margin:-margin]
+    margin = max(0, int(margin_m / area.gsd_m))
+    inner = classes[margin:classes.shape[0] - margin, margin:classes.shape[1] - margin]
     rows, cols = np.nonzero(inner == ROAD)
     if rows.size == 0:
         raise ValueError(f"area {area.style_name}/{area.seed} has no road pixels {margin_m} m inside its border")

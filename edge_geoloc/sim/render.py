@@ -1,10 +1,11 @@
 """Drone views of an area by ray casting its 2.5D height map (facades, occlusion and parallax included).
 
-Each pixel's ray is marched front to back between the height of the tallest surface under the view and the
-ground, with a fixed number of samples per ray; the first sample below the surface is refined by bisection.
-A hit on a surface top takes the orthophoto colour there (sampled from the ortho pyramid level matching the
-pixel footprint); a hit on a building side takes the building's facade colour with floors and windows, lit
-by the sun according to the facade normal. Vectorised numpy + cv2.remap.
+Each pixel's ray is marched front to back from the height of the tallest surface under the view down to the
+ground (or ``MAX_RANGE_M``): block steps over a conservative block-max height map, a per-cell search where a
+surface may be met, and a bisection of the first cell below the surface (see :func:`cast_rays`). A hit on a
+surface top takes the orthophoto colour there (from the ortho pyramid level matching the pixel footprint); a
+hit on a building side takes the building's facade colour with floors and windows, lit by the sun according
+to the facade normal. Vectorised numpy + cv2.remap.
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def cast_rays(area: Area, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndar
     o = np.asarray(origin, np.float32)
     t_hit = np.full(len(dirs), np.inf, np.float32)
     facade = np.zeros(len(dirs), bool)
-    down = np.nonzero(dirs[:, 2] < -1e-6)[0]
-    d = dirs[down]
-    speed_h = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6).astype(np.float32)
-    z_top = min(float(o[2]), _max_height_under(area, o, d) + 0.01)
-    start = (np.maximum(o[2] - z_top, 0) / -d[:, 2]).astype(np.float32)
-    t_end = np.minimum(o[2] / -d[:, 2], MAX_RANGE_M / speed_h).astype(np.float32)
+    speed_h = np.hypot(dirs[:, 0], dirs[:, 1]).astype(np.float32)
+    going_down = dirs[:, 2] < -1e-6
+    below_roofs = o[2] < float(_block_max(area, _LEVELS[-1]).max())  # rising rays can still hit a facade
+    down = np.nonzero(going_down | (below_roofs & (speed_h > 1e-3)))[0]
+    d, speed_h = dirs[down], np.maximum(speed_h[down], 1e-6)
+    falling = d[:, 2] < -1e-6
+    z_top = min(float(o[2]), _max_height_under(area, o, d[falling]) + 0.01)
+    with np.errstate(divide="ignore"):
+        start = np.where(falling, np.maximum(o[2] - z_top, 0) / -d[:, 2], 0.0).astype(np.float32)
+        t_ground = np.where(falling, o[2] / -d[:, 2], np.inf)
+    t_end = np.minimum(t_ground, MAX_RANGE_M / speed_h).astype(np.float32)
     found, result = _search(area, o, d, speed_h, start, t_end, 0)
     result[~found] = np.inf
     ok = np.isfinite(result)

@@ -134,14 +134,14 @@ class LocalizerLoss(nn.Module):
         nce = torch.stack([self.infonce(s, t) for s, t in zip(output.levels[:k], targets.levels[:k],
                                                               strict=True)]).mean()
         total = self.cfg.infonce_weight * nce
-        parts = {"infonce": float(nce)}
+        parts = {"infonce": float(nce.detach())}
         if self.cfg.ce_weight:
             ce = heatmap_cross_entropy(output.heatmap, targets.heatmap)
             total = total + self.cfg.ce_weight * ce
-            parts["ce"] = float(ce)
+            parts["ce"] = float(ce.detach())
         if self.cfg.orientation_weight and targets.heading_rad is not None:
             ori = orientation_loss(output.orientation, targets.heatmap, targets.heading_rad)
             total = total + self.cfg.orientation_weight * ori
-            parts["orientation"] = float(ori)
-        parts["total"] = float(total)
+            parts["orientation"] = float(ori.detach())
+        parts["total"] = float(total.detach())
         return total, parts

@@ -28,12 +28,16 @@ def ort_providers(device: str) -> list[str]:
 
 
 class OnnxRuntimeBackend(Backend):
-    """An ONNX file + its sidecar, run by ``onnxruntime.InferenceSession``."""
+    """An ONNX file + its sidecar, run by ``onnxruntime.InferenceSession``.
+
+    ``num_threads``: intra-op threads (ORT's default: one per core); ``spin``: let idle worker threads
+    busy-wait (ORT's default; off here so the rest of the process keeps its CPU).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "cpu", num_threads: int | None = None,
-                 verify_hash: bool = True) -> None:
+                 verify_hash: bool = True, spin: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -42,6 +46,9 @@ class OnnxRuntimeBackend(Backend):
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
         options.log_severity_level = 3
+        # ORT's worker threads busy-wait after each call by default: a little faster back to back, but it
+        # steals the CPU from everything else on board (camera, ROS, fusion; PyTorch in a benchmark).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=ort_providers(device))
         except Exception as err:  # onnxruntime raises InvalidProtobuf / Fail / InvalidGraph

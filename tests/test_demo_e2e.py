@@ -1,0 +1,115 @@
+"""The quick demo profile end to end: every step runs on the real components, and the report's numbers are
+recomputed here from the artifacts the run wrote (trajectory CSVs, step manifests), not trusted.
+
+One full quick run (about 2 minutes on 2 cores) is shared by the tests of this module; the reuse tests then
+only re-run the report step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_geoloc.demo.cli import main
+from edge_geoloc.demo.runfolder import hash_tree, list_runs, verify_step
+from edge_geoloc.geo import haversine_m
+
+pytestmark = pytest.mark.slow
+STEPS = ("01_areas", "02_train", "03_export", "04_fly", "05_adapt", "06_report")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["--quick", "--out", str(out / "runs"), "--cache", str(out / "cache")]) == 0
+    (run,) = list_runs(out / "runs")
+    return out, run
+
+
+def _errors_from_csv(path, prefix):
+    """Haversine error of ``<prefix>_lat/lon_deg`` vs the truth columns, recomputed from the CSV text."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    errors = [haversine_m(float(r["truth_lat_deg"]), float(r["truth_lon_deg"]), float(r[f"{prefix}_lat_deg"]),
+                          float(r[f"{prefix}_lon_deg"])) for r in rows if r[f"{prefix}_lat_deg"] != ""]
+    stamps = np.array([float(r["stamp_s"]) for r in rows if r[f"{prefix}_lat_deg"] != ""])
+    return np.array(errors), stamps, rows
+
+
+def test_every_step_is_sealed_and_the_report_is_self_contained(quick_run):
+    _, run = quick_run
+    for folder in STEPS:
+        number, name = int(folder[:2]), folder[3:]
+        assert verify_step(run / folder, number, name).files, folder
+    page = (run / "06_report" / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3 and "src=\"http" not in page
+    for png in ("trajectories.png", "errors.png", "heatmaps.png"):
+        assert (run / "06_report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "04_fly" / "fieldlog").is_dir() and any((run / "04_fly" / "fieldlog").rglob("*.mcap"))
+
+
+def test_report_numbers_match_the_written_trajectories(quick_run):
+    _, run = quick_run
+    summary = json.loads((run / "06_report" / "summary.json").read_text())
+    for flight, folder in (("teacher", "04_fly/replay_teacher"), ("adapted", "05_adapt/replay_adapted")):
+        errors, _, rows = _errors_from_csv(run / folder / "trajectory.csv", "fused")
+        stats = summary["flight"]["all"][f"fused_{flight}"]
+        assert stats["n"] == len(errors) > 0
+        assert stats["mean_m"] == pytest.approx(errors.mean(), rel=1e-9)
+        assert stats["p95_m"] == pytest.approx(np.percentile(errors, 95), rel=1e-9)
+        assert stats["max_m"] == pytest.approx(errors.max(), rel=1e-9)
+        total_ms = np.array([float(r["total_ms"]) for r in rows])
+        assert summary["flight"]["runtime"][flight]["rate_hz"] == pytest.approx(1000.0 / total_ms.mean())
+    gnss, _, _ = _errors_from_csv(run / "04_fly/replay_teacher/trajectory.csv", "gnss_held")
+    assert summary["flight"]["all"]["gnss_only"]["mean_m"] == pytest.approx(gnss.mean(), rel=1e-9)
+
+
+def test_report_copies_measured_metrics_from_the_step_manifests(quick_run):
+    _, run = quick_run
+    summary = json.loads((run / "06_report" / "summary.json").read_text())
+    adapt = json.loads((run / "05_adapt" / "manifest.json").read_text())["metrics"]
+    train = json.loads((run / "02_train" / "manifest.json").read_text())["metrics"]
+    assert summary["localizer"] == adapt["localizer_eval"]
+    assert summary["localizer"]["teacher"]["count"] == summary["localizer"]["adapted"]["count"] > 0
+    assert summary["retrieval"]["recall_at_1 (target)"] == train["retrieval"]["target"]["recall_at_1"]
+    assert 0.0 <= summary["retrieval"]["recall_at_1 (target)"] <= 100.0
+    text = (run / "06_report" / "summary.txt").read_text()
+    assert f"{summary['flight']['all']['fused_teacher']['mean_m']:.1f}" in text
+
+
+def test_fusion_carries_the_estimate_through_the_gnss_outage(quick_run):
+    """During the outage the held GNSS fix goes stale; the runtime's fused estimate must stay far closer."""
+    _, run = quick_run
+    outage = json.loads((run / "06_report" / "summary.json").read_text())["flight"]["outage"]
+    assert outage["gnss_only"]["n"] > 0
+    assert outage["fused_teacher"]["mean_m"] < 0.5 * outage["gnss_only"]["mean_m"]
+
+
+def test_from_step_reuses_a_run_without_touching_it(quick_run):
+    out, run = quick_run
+    before = hash_tree(run)
+    assert main(["--quick", "--out", str(out / "runs"), "--cache", str(out / "cache"), "--from-step", "6",
+                 "--reuse", str(run)]) == 0
+    new_run = [r for r in list_runs(out / "runs") if r != run][-1]
+    assert hash_tree(run) == before
+    record = json.loads((new_run / "run.json").read_text())
+    assert [s["status"] for s in record["steps"]] == ["reused"] * 5 + ["ran"]
+    old, new = (json.loads((r / "06_report" / "summary.json").read_text()) for r in (run, new_run))
+    assert new["flight"] == old["flight"] and new["localizer"] == old["localizer"]
+
+
+def test_a_corrupt_artifact_stops_the_next_run_with_a_clear_message(quick_run, capsys):
+    out, run = quick_run
+    broken = out / "broken"
+    shutil.copytree(run, broken)
+    csv_path = broken / "04_fly" / "replay_teacher" / "trajectory.csv"
+    data = bytearray(csv_path.read_bytes())
+    data[-5] = ord("7") if data[-5] != ord("7") else ord("8")
+    csv_path.write_bytes(bytes(data))
+    code = main(["--quick", "--out", str(out / "runs2"), "--from-step", "5", "--reuse", str(broken)])
+    err = capsys.readouterr().err
+    assert code == 2 and "corrupt" in err and "trajectory.csv" in err and "--from-step 4" in err
