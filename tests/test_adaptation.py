@@ -51,7 +51,8 @@ def test_garbage_target_ground_truth_gives_the_identical_student(tmp_path):
     assert students[0].keys() == students[1].keys()
     for key in students[0]:
         assert torch.equal(students[0][key], students[1][key]), key
-    assert not torch.equal(students[0]["loc_out.weight"], teacher.state_dict()["loc_out.weight"])  # it trained
+    assert not torch.equal(students[0]["aerial_descriptor.mix.weight"],
+                           teacher.state_dict()["aerial_descriptor.mix.weight"])  # it trained
     assert reports[0]["kept"] == reports[1]["kept"] == 9
     saved = json.loads((tmp_path / "out_true" / "report.json").read_text())
     assert saved["samples"] == n and sum(saved["distance_histogram"]["counts"]) == n

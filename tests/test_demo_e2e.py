@@ -81,12 +81,19 @@ def test_report_copies_measured_metrics_from_the_step_manifests(quick_run):
     assert f"{summary['flight']['all']['fused_teacher']['mean_m']:.1f}" in text
 
 
-def test_fusion_carries_the_estimate_through_the_gnss_outage(quick_run):
-    """During the outage the held GNSS fix goes stale; the runtime's fused estimate must stay far closer."""
+def test_the_second_flight_used_the_model_adapted_from_the_first_flights_logs(quick_run):
+    """Fly, log, adapt, redeploy: the logs became the adaptation set, and the re-exported student flew."""
     _, run = quick_run
-    outage = json.loads((run / "06_report" / "summary.json").read_text())["flight"]["outage"]
-    assert outage["gnss_only"]["n"] > 0
-    assert outage["fused_teacher"]["mean_m"] < 0.5 * outage["gnss_only"]["mean_m"]
+    fly = json.loads((run / "04_fly" / "manifest.json").read_text())["metrics"]
+    adapt = json.loads((run / "05_adapt" / "manifest.json").read_text())["metrics"]
+    dataset = json.loads((run / "05_adapt" / "adapt_dataset" / "dataset.json").read_text())
+    assert dataset["count"] == adapt["dataset"]["samples"] == fly["frames"] > 0  # one pair per logged frame
+    with open(run / "05_adapt" / "adapt_dataset" / "samples.jsonl", encoding="utf-8") as f:
+        assert not any("gt_row" in json.loads(line) for line in f)  # no ground truth came from the logs
+    teacher, student = (json.loads((run / path).read_text())
+                        for path in ("03_export/localizer.json", "05_adapt/localizer_adapted.json"))
+    assert teacher["sha256"]["weights"] != student["sha256"]["weights"]
+    assert adapt["flight"]["frames"] == fly["frames"]
 
 
 def test_from_step_reuses_a_run_without_touching_it(quick_run):

@@ -12,9 +12,12 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from edge_geoloc.fieldlog import FieldLogConfig, FieldLogger, ReadReport, read_log
+from edge_geoloc.fieldlog import logger as logger_module
 from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.storage import BagPart
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.interop.navsat import navsatfix_to_gnss
+from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc.types import CameraFrame, CovarianceType, FixStatus, FusedState, GnssFix
 
 WAIT_S = 10.0
@@ -23,7 +26,7 @@ WAIT_S = 10.0
 def gnss(i: int, t0: float = 1.7e9) -> GnssFix:
     return GnssFix(stamp_s=t0 + 0.1 * i, lat_deg=52.0 + 1e-5 * i, lon_deg=4.36, alt_m=40.0 + i,
                    position_covariance_m2=(4.0, 0.5, 0.0, 0.5, 3.0, 0.0, 0.0, 0.0, 9.0),
-                   covariance_type=CovarianceType.KNOWN, status=FixStatus.SBAS_FIX)
+                   covariance_type=CovarianceType.KNOWN, status=FixStatus.SBAS_FIX, fix_quality=2)
 
 
 def image(i: int) -> np.ndarray:
@@ -61,13 +64,18 @@ def test_round_trip_of_every_topic_and_the_bag_opens_in_rosbags(tmp_path):
     records = list(read_log(tmp_path / "log"))
     by_topic = {t: [r for r in records if r.topic == t] for t in m.TOPIC_TYPES}
     assert [len(by_topic[t]) for t in m.TOPIC_TYPES] == [4, 20, 1, 1, 1, 1]
-    assert [m.msg_to_gnss_fix(r.msg) for r in by_topic[m.GNSS_FIX]] == [gnss(i) for i in range(20)]
+    assert [navsatfix_to_gnss(r.msg) for r in by_topic[m.GNSS_FIX]] == [gnss(i) for i in range(20)]
     frame = by_topic[m.CAMERA][1]
-    assert frame.msg.format == "jpeg" and m.header_stamp_s(frame.msg) == pytest.approx(1.7e9 + 0.5)
+    assert frame.msg.format == "jpeg" and header_stamp_s(frame.msg) == pytest.approx(1.7e9 + 0.5)
     decoded = cv2.cvtColor(cv2.imdecode(frame.msg.data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.abs(decoded.astype(int) - image(5)).mean() < 3.0
     pose = by_topic[m.FUSED_POSE][0].msg.pose
     assert (pose.pose.position.x, pose.pose.position.y) == (12.5, -3.0) and pose.covariance[7] == 3.0
+    assert pose.pose.position.z == 41.0 and pose.pose.orientation.w == 1.0  # z = alt_m, orientation unknown
+    assert (pose.covariance[21], pose.covariance[28], pose.covariance[35]) == (1e6, 1e6, 1e6)
+    fused = by_topic[m.FUSED_FIX][0].msg
+    assert (fused.header.frame_id, by_topic[m.FUSED_POSE][0].msg.header.frame_id) == ("gnss", "map")
+    assert (fused.status.status, fused.status.service, fused.position_covariance_type) == (0, 1, 3)
     assert by_topic[m.HEADING][0].msg.data == 1.25
     ref = json.loads(by_topic[m.PATCH_REF][0].msg.data)
     assert ref["raster_sha256"] == hashlib.sha256(raster.read_bytes()).hexdigest()
@@ -159,14 +167,14 @@ def test_a_write_error_is_counted_and_logging_continues_in_a_new_part(tmp_path, 
 
 
 def test_a_record_that_cannot_be_encoded_is_counted_and_the_logger_goes_on(tmp_path, monkeypatch):
-    real = m.float64_msg
+    real = logger_module.heading_to_float64_msg
 
-    def fragile_float64_msg(value):
+    def fragile_float64_msg(factory, value):
         if value >= 1.0:
             raise TypeError("cannot encode")
-        return real(value)
+        return real(factory, value)
 
-    monkeypatch.setattr(m, "float64_msg", fragile_float64_msg)
+    monkeypatch.setattr(logger_module, "heading_to_float64_msg", fragile_float64_msg)
     with FieldLogger(tmp_path / "log") as logger:
         for i in range(4):
             logger.log_heading(1.7e9 + i, 0.5 * i)  # 1.0 and 1.5 fail to encode

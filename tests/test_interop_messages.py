@@ -18,9 +18,12 @@ from edge_geoloc.interop import (
     RosbagsFactory,
     build_diagnostics,
     diagnostics_to_msg,
+    encoded_to_compressed_msg,
+    float64_msg_to_heading_rad,
     fused_to_navsatfix,
     fused_to_pose,
     gnss_to_navsatfix,
+    heading_to_float64_msg,
     image_msg_to_frame,
     image_msg_to_rgb,
     imu_msg_to_heading_rad,
@@ -31,7 +34,7 @@ from edge_geoloc.interop import (
     rgb_to_image_msg,
     visual_fix_to_navsatfix,
 )
-from edge_geoloc.interop.navsat import UNKNOWN_ALTITUDE_VARIANCE_M2
+from edge_geoloc.interop.navsat import SERVICE_GPS, SERVICE_NONE, UNKNOWN_ALTITUDE_VARIANCE_M2
 from edge_geoloc.types import (
     CovarianceType,
     FixStatus,
@@ -120,6 +123,14 @@ def test_fused_state_to_navsatfix_full_covariance_and_status(ts):
     assert math.isnan(not_ready.latitude) and not any(not_ready.position_covariance)
 
 
+def test_fused_navsatfix_service_defaults_to_none_and_can_be_set(ts):
+    factory = RosbagsFactory(ts)
+    assert cdr_round_trip(ts, fused_to_navsatfix(factory, fused_state())).status.service == SERVICE_NONE
+    for initialized in (True, False):
+        msg = fused_to_navsatfix(factory, fused_state(initialized), service=SERVICE_GPS)
+        assert cdr_round_trip(ts, msg).status.service == SERVICE_GPS
+
+
 def test_visual_fix_covariance_fills_en_block_and_marks_altitude_unknown(ts):
     vf = VisualFix(stamp_s=STAMP_S, lat_deg=52.0, lon_deg=4.0, east_m=1.0, north_m=2.0,
                    covariance_en_m2=(2.0, 0.5, 0.5, 3.0), confidence=0.8, entropy_nats=2.0, tile_id=3,
@@ -149,6 +160,19 @@ def test_pose_without_heading_has_unknown_yaw_variance(ts):
     msg = cdr_round_trip(ts, fused_to_pose(RosbagsFactory(ts), fused_state()))
     cov = np.asarray(msg.pose.covariance).reshape(6, 6)
     assert cov[5, 5] >= 1e6 and msg.pose.pose.orientation.w == 1.0
+
+
+def test_pose_z_is_zero_unless_up_m_is_given(ts):
+    factory = RosbagsFactory(ts)
+    assert cdr_round_trip(ts, fused_to_pose(factory, fused_state())).pose.pose.position.z == 0.0
+    msg = cdr_round_trip(ts, fused_to_pose(factory, fused_state(), up_m=45.5))
+    assert pose_msg_to_local(msg).up_m == 45.5 and msg.pose.pose.position.x == 12.5
+
+
+def test_heading_float64_round_trip_keeps_the_value_as_written(ts):
+    msg = cdr_round_trip(ts, heading_to_float64_msg(RosbagsFactory(ts), 7.5))
+    assert msg.data == 7.5  # written as given; the reader wraps to [0, 2 pi)
+    assert math.isclose(float64_msg_to_heading_rad(msg), 7.5 - 2 * math.pi, abs_tol=1e-12)
 
 
 def test_imu_heading_follows_rep103_enu_yaw(ts):
@@ -206,6 +230,14 @@ def test_compressed_png_is_lossless_and_jpeg_close(ts):
     jpeg = cdr_round_trip(ts, rgb_to_compressed_msg(factory, rgb, STAMP_S, "cam", fmt="jpeg", jpeg_quality=95))
     decoded = image_msg_to_frame(jpeg).image_rgb
     assert np.abs(decoded.astype(int) - rgb).mean() < 3.0 and jpeg.format == "jpeg"
+
+
+def test_encoded_bytes_are_wrapped_byte_for_byte(ts):
+    rgb = np.full((8, 8, 3), 90, np.uint8)
+    jpeg = bytes(rgb_to_compressed_msg(RosbagsFactory(ts), rgb, STAMP_S, "cam").data)
+    msg = cdr_round_trip(ts, encoded_to_compressed_msg(RosbagsFactory(ts), jpeg, STAMP_S, "cam"))
+    assert bytes(msg.data) == jpeg and msg.format == "jpeg" and msg.header.frame_id == "cam"
+    assert image_msg_to_frame(msg).stamp_s == STAMP_S
 
 
 def test_bad_images_are_refused_with_reason(ts):

@@ -132,7 +132,7 @@ def build_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Any]:
     """Write ``summary.json``, ``summary.txt``, the PNGs and ``report.html`` into ``out_dir``; return the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"flight": flight_summary(inputs.trajectories, inputs.outages_s), **inputs.metrics,
-               "outages_s": [list(o) for o in inputs.outages_s]}
+               "outages_s": [list(o) for o in inputs.outages_s], "steps": list(inputs.steps)}
     images = write_figures(inputs, out_dir)
     summary["figures"] = {name: path.name for name, path in images.items()}
     summary = json_safe(summary)
@@ -179,8 +179,8 @@ def render_html(inputs: ReportInputs, summary: dict[str, Any], images: dict[str,
     figures = "".join(f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{_b64(path)}">'
                       f"<figcaption>{esc(name)}</figcaption></figure>" for name, path in images.items())
     steps = "".join(f"<tr><td>{s['step']}</td><td>{esc(s.get('title', s['name']))}</td><td>{esc(s['status'])}</td>"
-                    f"<td>{_fmt(s.get('duration_s'))} s</td><td><code>{esc(str(s.get('folder', '')))}</code></td></tr>"
-                    for s in inputs.steps)
+                    f"<td>{_fmt(s.get('duration_s'))} s</td><td>{_fmt(s.get('cpu_s'))} s</td>"
+                    f"<td><code>{esc(str(s.get('folder', '')))}</code></td></tr>" for s in inputs.steps)
     return _PAGE.format(title=esc(inputs.title), table=table, others=others, figures=figures, steps=steps)
 
 
@@ -204,6 +204,6 @@ the trajectory CSVs in the run folder (haversine distance to the simulator's gro
 <table><tr><th>horizontal error (m)</th><th>mean</th><th>p95</th><th>max</th></tr>{table}{others}</table>
 <h2>Figures</h2>{figures}
 <h2>Steps</h2>
-<table><tr><th>#</th><th>step</th><th>status</th><th>time</th><th>folder</th></tr>{steps}</table>
+<table><tr><th>#</th><th>step</th><th>status</th><th>wall</th><th>CPU</th><th>folder</th></tr>{steps}</table>
 </body></html>
 """

@@ -44,12 +44,13 @@ class StepManifest:
     files: dict[str, dict[str, Any]]
     metrics: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the process (all threads) during the step: comparable on a busy machine
     finished_utc: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "step": self.step, "name": self.name,
                 "files": self.files, "metrics": self.metrics, "duration_s": self.duration_s,
-                "finished_utc": self.finished_utc}
+                "cpu_s": self.cpu_s, "finished_utc": self.finished_utc}
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -119,10 +120,10 @@ def json_safe(value: Any) -> Any:
 
 
 def write_step_manifest(step_dir: Path, number: int, name: str, metrics: dict[str, Any],
-                        duration_s: float) -> StepManifest:
+                        duration_s: float, cpu_s: float = 0.0) -> StepManifest:
     """Seal a finished step: hash everything it wrote and record its metrics."""
     manifest = StepManifest(step=number, name=name, files=hash_tree(step_dir), metrics=json_safe(metrics),
-                            duration_s=round(duration_s, 3), finished_utc=utc_stamp())
+                            duration_s=round(duration_s, 3), cpu_s=round(cpu_s, 3), finished_utc=utc_stamp())
     atomic_write_json(step_dir / MANIFEST_NAME, manifest.to_json())
     return manifest
 
@@ -140,7 +141,8 @@ def read_step_manifest(step_dir: Path, number: int, name: str) -> StepManifest:
     if data.get("format") != MANIFEST_FORMAT or data.get("step") != number or data.get("name") != name:
         raise StepOutputError(f"{path} is not the manifest of step {number} ({name}); {hint}")
     return StepManifest(step=number, name=name, files=data["files"], metrics=data.get("metrics", {}),
-                        duration_s=data.get("duration_s", 0.0), finished_utc=data.get("finished_utc", ""))
+                        duration_s=data.get("duration_s", 0.0), cpu_s=data.get("cpu_s", 0.0),
+                        finished_utc=data.get("finished_utc", ""))
 
 
 def verify_step(step_dir: Path, number: int, name: str) -> StepManifest:
@@ -176,12 +178,13 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 class StepTimer:
-    """Wall time of a step, for its manifest."""
+    """Wall time and process CPU time of a step, for its manifest."""
 
     def __enter__(self) -> StepTimer:
-        self.start_s = time.perf_counter()
-        self.elapsed_s = 0.0
+        self.start_s, self.start_cpu_s = time.perf_counter(), time.process_time()
+        self.elapsed_s = self.cpu_s = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.elapsed_s = time.perf_counter() - self.start_s
+        self.cpu_s = time.process_time() - self.start_cpu_s

@@ -83,7 +83,8 @@ def run_steps(steps: Sequence[Step], run_dir: Path, config: DemoConfig, cache_di
             ctx = StepContext(run_dir, step_dir, config, cache_dir, manifests, names)
             manifests[step.number] = _execute_recorded(step, ctx, len(steps), record)
             record["steps"].append({"step": step.number, "name": step.name, "status": "ran",
-                                    "duration_s": manifests[step.number].duration_s})
+                                    "duration_s": manifests[step.number].duration_s,
+                                    "cpu_s": manifests[step.number].cpu_s})
         atomic_write_json(run_dir / RUN_RECORD_NAME, record)
     record["finished_utc"] = utc_stamp()
     atomic_write_json(run_dir / RUN_RECORD_NAME, record)
@@ -133,7 +134,7 @@ def _execute(step: Step, ctx: StepContext, total: int) -> StepManifest:
     ctx.step_dir.mkdir(parents=True, exist_ok=False)
     with StepTimer() as timer:
         metrics = step.run(ctx)
-    manifest = write_step_manifest(ctx.step_dir, step.number, step.name, metrics, timer.elapsed_s)
+    manifest = write_step_manifest(ctx.step_dir, step.number, step.name, metrics, timer.elapsed_s, timer.cpu_s)
     verify_step(ctx.step_dir, step.number, step.name)
     _log_written(step, ctx.step_dir, manifest, timer.elapsed_s)
     return manifest
@@ -141,8 +142,8 @@ def _execute(step: Step, ctx: StepContext, total: int) -> StepManifest:
 
 def _log_written(step: Step, step_dir: Path, manifest: StepManifest, elapsed_s: float) -> None:
     total_bytes = sum(info["bytes"] for info in manifest.files.values())
-    log.info("step %d (%s) done in %.1f s: wrote %d files (%.1f MB) to %s", step.number, step.name, elapsed_s,
-             len(manifest.files), total_bytes / 1e6, step_dir)
+    log.info("step %d (%s) done in %.1f s (%.1f CPU-s): wrote %d files (%.1f MB) to %s", step.number, step.name,
+             elapsed_s, manifest.cpu_s, len(manifest.files), total_bytes / 1e6, step_dir)
     for rel in _headline_files(manifest.files):
         log.info("    %s", step_dir / rel)
 

@@ -86,5 +86,6 @@ def print_summary(run_dir: Path) -> None:
         print("\n" + summary_txt.read_text(encoding="utf-8"))
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     for step in record["steps"]:
-        took = f"{step['duration_s']:.1f} s" if "duration_s" in step else step["status"]
+        took = (f"{step['duration_s']:.1f} s wall, {step.get('cpu_s', 0.0):.1f} CPU-s" if "duration_s" in step
+                else step["status"])
         print(f"  step {step['step']} {step['name']:<8} {took}")

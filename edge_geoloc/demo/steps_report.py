@@ -71,4 +71,4 @@ def _steps(ctx: StepContext) -> list[dict[str, Any]]:
     record = json.loads((ctx.run_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
     status = {s["step"]: s["status"] for s in record["steps"]}
     return [{"step": n, "name": ctx.names[n], "status": status.get(n, "ran"), "duration_s": m.duration_s,
-             "folder": step_dir_name(n, ctx.names[n])} for n, m in sorted(ctx.manifests.items())]
+             "cpu_s": m.cpu_s, "folder": step_dir_name(n, ctx.names[n])} for n, m in sorted(ctx.manifests.items())]

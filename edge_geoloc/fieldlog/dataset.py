@@ -20,6 +20,7 @@ import numpy as np
 from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.reader import ReadReport, read_log
 from edge_geoloc.geo import GeoRaster, PatchGeoref, RasterError
+from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc.types import FixStatus
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _read_side_channels(log_path: Path, report: FromLogsReport) -> _SideChannels
     read = ReadReport()
     for rec in read_log(log_path, topics=[m.GNSS_FIX, m.HEADING, m.PATCH_REF], report=read):
         if rec.topic == m.GNSS_FIX and int(rec.msg.status.status) != FixStatus.NO_FIX:
-            gnss.append((m.header_stamp_s(rec.msg), rec.msg.latitude, rec.msg.longitude))
+            gnss.append((header_stamp_s(rec.msg), rec.msg.latitude, rec.msg.longitude))
         elif rec.topic == m.HEADING:
             headings.append((rec.stamp_s, rec.msg.data))
         elif rec.topic == m.PATCH_REF:
@@ -161,7 +162,7 @@ def _add_log(writer: _SampleWriter, raster: GeoRaster, log_path: Path, side: _Si
         report.frames += 1
         if k % every_n:
             continue
-        stamp_s = m.header_stamp_s(rec.msg)
+        stamp_s = header_stamp_s(rec.msg)
         coarse = _coarse(side, stamp_s, opts)
         if coarse is None:
             report.no_coarse_position += 1

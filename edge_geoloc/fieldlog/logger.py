@@ -32,6 +32,8 @@ from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.config import FieldLogConfig
 from edge_geoloc.fieldlog.storage import BagPart
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.interop.navsat import gnss_to_navsatfix
+from edge_geoloc.interop.pose import heading_to_float64_msg
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
@@ -224,21 +226,21 @@ class FieldLogger:
         self._rotate_if_due()
 
     def _encode(self, kind: str, stamp_s: float, payload) -> list[tuple[str, bytes]]:
-        cfg = self.config
+        cfg, factory = self.config, m.factory()
         if kind == "frame":
             payload, kind = encode_jpeg(payload, cfg.jpeg_quality), "jpeg"
         if kind == "jpeg":
             msgs = [(m.CAMERA, m.compressed_image(stamp_s, payload, cfg.camera_frame_id))]
         elif kind == "gnss":
-            msgs = [(m.GNSS_FIX, m.gnss_fix_to_msg(payload, cfg.gnss_frame_id))]
+            msgs = [(m.GNSS_FIX, gnss_to_navsatfix(factory, payload, cfg.gnss_frame_id))]
         elif kind == "fused":
             fix, pose = m.fused_state_to_msgs(payload, cfg.gnss_frame_id, cfg.map_frame_id)
             msgs = [(m.FUSED_FIX, fix), (m.FUSED_POSE, pose)]
         elif kind == "heading":
-            msgs = [(m.HEADING, m.float64_msg(payload))]
+            msgs = [(m.HEADING, heading_to_float64_msg(factory, payload))]
         else:
             payload["raster_sha256"] = self._raster_sha256(payload["raster"])
-            msgs = [(m.PATCH_REF, m.string_msg(payload))]
+            msgs = [(m.PATCH_REF, m.patch_ref_msg(payload))]
         return [(topic, m.serialize(msg, m.TOPIC_TYPES[topic])) for topic, msg in msgs]
 
     def _raster_sha256(self, path: str) -> str | None:

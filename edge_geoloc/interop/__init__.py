@@ -17,6 +17,7 @@ from edge_geoloc.interop.factory import ConversionError, MessageFactory, PythonM
 from edge_geoloc.interop.images import (
     any_image_msg_to_rgb,
     compressed_msg_to_rgb,
+    encoded_to_compressed_msg,
     image_msg_to_frame,
     image_msg_to_rgb,
     rgb_to_compressed_msg,
@@ -32,6 +33,7 @@ from edge_geoloc.interop.pose import (
     LocalPose,
     float64_msg_to_heading_rad,
     fused_to_pose,
+    heading_to_float64_msg,
     imu_msg_to_heading_rad,
     pose_msg_to_local,
 )
@@ -42,8 +44,8 @@ __all__ = [
     "AsyncRunner", "ConversionError", "Counters", "DiagnosticEntry", "DiagnosticLevel", "DiagnosticThresholds",
     "GeolocRunner", "LatestSlot", "LocalPose", "MessageFactory", "PythonMessageFactory", "RosbagsFactory",
     "any_image_msg_to_rgb", "build_diagnostics", "compressed_msg_to_rgb", "diagnostics_to_msg",
-    "float64_msg_to_heading_rad", "fused_to_navsatfix", "fused_to_pose", "gnss_to_navsatfix", "image_msg_to_frame",
-    "image_msg_to_rgb", "imu_msg_to_heading_rad", "make_header", "msg_to_diagnostics", "navsatfix_to_gnss",
-    "pose_msg_to_local", "rgb_to_compressed_msg", "rgb_to_image_msg", "s_to_sec_nanosec", "stamp_to_s",
-    "visual_fix_to_navsatfix",
+    "encoded_to_compressed_msg", "float64_msg_to_heading_rad", "fused_to_navsatfix", "fused_to_pose",
+    "gnss_to_navsatfix", "heading_to_float64_msg", "image_msg_to_frame", "image_msg_to_rgb", "imu_msg_to_heading_rad",
+    "make_header", "msg_to_diagnostics", "navsatfix_to_gnss", "pose_msg_to_local", "rgb_to_compressed_msg",
+    "rgb_to_image_msg", "s_to_sec_nanosec", "stamp_to_s", "visual_fix_to_navsatfix",
 ]

@@ -113,8 +113,14 @@ def rgb_to_compressed_msg(factory: MessageFactory, rgb: np.ndarray, stamp_s: flo
     ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:
         raise ConversionError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
+    return encoded_to_compressed_msg(factory, buf.tobytes(), stamp_s, frame_id, fmt)
+
+
+def encoded_to_compressed_msg(factory: MessageFactory, data: bytes, stamp_s: float, frame_id: str,
+                              fmt: str = "jpeg") -> Any:
+    """A ``sensor_msgs/CompressedImage`` around already-encoded bytes (kept byte for byte, no re-encoding)."""
     return factory.new("sensor_msgs/msg/CompressedImage", header=make_header(factory, stamp_s, frame_id),
-                       format=fmt, data=factory.uint8_array(buf.tobytes()))
+                       format=fmt, data=factory.uint8_array(data))
 
 
 def _check_rgb(rgb: np.ndarray) -> None:

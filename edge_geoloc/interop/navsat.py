@@ -74,16 +74,18 @@ def gnss_to_navsatfix(factory: MessageFactory, fix: GnssFix, frame_id: str = "gn
                       fix.alt_m, fix.position_covariance_m2, int(fix.covariance_type))
 
 
-def fused_to_navsatfix(factory: MessageFactory, state: FusedState, frame_id: str = "base_link") -> Any:
+def fused_to_navsatfix(factory: MessageFactory, state: FusedState, frame_id: str = "base_link",
+                       service: int = SERVICE_NONE) -> Any:
     """``geoloc/fix``: the fused position with its full covariance (KNOWN).
 
     Until the filter is initialised: status NO_FIX, NaN position, zero covariance of type UNKNOWN.
+    ``service`` is the NavSatStatus service written (the field log writes :data:`SERVICE_GPS`).
     """
     if not state.initialized:
         nan = math.nan
-        return _navsatfix(factory, state.stamp_s, frame_id, int(FixStatus.NO_FIX), SERVICE_NONE, nan, nan, nan,
+        return _navsatfix(factory, state.stamp_s, frame_id, int(FixStatus.NO_FIX), int(service), nan, nan, nan,
                           (0.0,) * 9, int(CovarianceType.UNKNOWN))
-    return _navsatfix(factory, state.stamp_s, frame_id, int(FixStatus.FIX), SERVICE_NONE, state.lat_deg,
+    return _navsatfix(factory, state.stamp_s, frame_id, int(FixStatus.FIX), int(service), state.lat_deg,
                       state.lon_deg, state.alt_m, state.position_covariance_m2, int(CovarianceType.KNOWN))
 
 

@@ -62,14 +62,19 @@ def pose_covariance(position_covariance_m2: tuple[float, ...], heading_sigma_rad
 
 
 def fused_to_pose(factory: MessageFactory, state: FusedState, frame_id: str = "map",
-                  heading_rad: float | None = None, heading_sigma_rad: float | None = None) -> Any:
-    """``geoloc/pose`` for a fused state; ``heading_rad`` (clockwise from north) sets the yaw if given."""
+                  heading_rad: float | None = None, heading_sigma_rad: float | None = None,
+                  up_m: float = 0.0) -> Any:
+    """``geoloc/pose`` for a fused state; ``heading_rad`` (clockwise from north) sets the yaw if given.
+
+    ``up_m`` is the z written: 0 for the node's horizontal pose, the ellipsoidal ``alt_m`` in field logs.
+    """
     yaw = 0.0 if heading_rad is None else heading_to_enu_yaw(heading_rad)
     qx, qy, qz, qw = yaw_to_quaternion_xyzw(yaw)
     sigma = None if heading_rad is None else heading_sigma_rad
     pose = factory.new(
         "geometry_msgs/msg/Pose",
-        position=factory.new("geometry_msgs/msg/Point", x=float(state.east_m), y=float(state.north_m), z=0.0),
+        position=factory.new("geometry_msgs/msg/Point", x=float(state.east_m), y=float(state.north_m),
+                             z=float(up_m)),
         orientation=factory.new("geometry_msgs/msg/Quaternion", x=qx, y=qy, z=qz, w=qw),
     )
     with_cov = factory.new("geometry_msgs/msg/PoseWithCovariance", pose=pose,
@@ -94,6 +99,11 @@ def imu_msg_to_heading_rad(msg: Any) -> float:
     """Heading (clockwise from north) from a ``sensor_msgs/Imu`` orientation in ENU (REP-103: yaw 0 = east)."""
     q = msg.orientation
     return enu_yaw_to_heading(quaternion_to_yaw(float(q.x), float(q.y), float(q.z), float(q.w)))
+
+
+def heading_to_float64_msg(factory: MessageFactory, heading_rad: float) -> Any:
+    """A ``std_msgs/Float64`` of a heading (rad clockwise from north, the field log's ``/heading``), as given."""
+    return factory.new("std_msgs/msg/Float64", data=float(heading_rad))
 
 
 def float64_msg_to_heading_rad(msg: Any) -> float:

@@ -14,16 +14,18 @@ from edge_geoloc.models.pooling import l2_normalize, make_pool
 
 
 class EmbeddingHead(nn.Module):
-    """Pool -> optional linear projection -> L2 normalisation. ``embed_dim=None`` keeps ``in_channels``."""
+    """Pool -> LayerNorm -> optional linear projection -> L2 normalisation (``embed_dim=None`` keeps
+    ``in_channels``). Pool + LayerNorm is timm's ConvNeXt head without classifier, i.e. Sample4Geo's embedding."""
 
     def __init__(self, in_channels: int, embed_dim: int | None = None, pool: str = "gem") -> None:
         super().__init__()
         self.pool = make_pool(pool)
+        self.norm = nn.LayerNorm(in_channels)
         self.proj = nn.Identity() if embed_dim in (None, in_channels) else nn.Linear(in_channels, embed_dim)
         self.embed_dim = in_channels if embed_dim is None else embed_dim
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
-        return l2_normalize(self.proj(self.pool(feature_map)))
+        return l2_normalize(self.proj(self.norm(self.pool(feature_map))))
 
 
 class StageHead(nn.Module):

@@ -12,6 +12,8 @@ class GeM(nn.Module):
 
     ``p = 1`` is average pooling and ``p -> inf`` max pooling; ``p`` is learnable (init 3), as in
     Radenovic et al. (2018). It keeps strong local responses (roofs, crossings) that averaging dilutes.
+    Meant for non-negative (post-ReLU) features: negative activations are clamped to ``eps``, so on ConvNeXt
+    stage outputs (no activation at the end) use average pooling.
     """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = True) -> None:

@@ -105,22 +105,24 @@ class RetrievalModel(nn.Module):
                 "color_order": "RGB", "interpolation": "bilinear", "scale": 1.0 / 255.0}
 
 
-def _factory(backbone: str, img_size: int):
+def _factory(backbone: str, img_size: int, pool: str):
     def build(**kwargs: Any) -> RetrievalModel:
-        return RetrievalModel(**{"backbone": backbone, "img_size": img_size, **kwargs})
+        return RetrievalModel(**{"backbone": backbone, "img_size": img_size, "pool": pool, **kwargs})
 
     return build
 
 
+# name: (timm backbone, default input size, default pooling, description). ConvNeXt stages end without an
+# activation, so they pool by average (as Sample4Geo); the ReLU-like nets use GeM.
 _BUILTIN = {
-    "cspdh_convnext_base": ("convnext_base", 384, "ConvNeXt-B at 384 px: the Sample4Geo setting for U-1652/SUES-200"),
-    "cspdh_convnext_tiny": ("convnext_tiny", 384, "ConvNeXt-T at 384 px: the MEAN/MobileGeo student size"),
-    "cspdh_convnext_atto": ("convnext_atto", 128, "ConvNeXt-atto: synthetic world, CPU tests, Jetson"),
-    "cspdh_mobilenetv3": ("mobilenetv3_large_100", 224, "MobileNetV3-L: Jetson-sized"),
-    "cspdh_mobilenetv3_small": ("mobilenetv3_small_100", 128, "MobileNetV3-S: the smallest"),
-    "cspdh_efficientnet_b0": ("efficientnet_b0", 224, "EfficientNet-B0: Jetson-sized"),
-    "cspdh_resnet18": ("resnet18", 128, "ResNet-18: small and simple"),
+    "cspdh_convnext_base": ("convnext_base", 384, "avg", "ConvNeXt-B at 384 px: the Sample4Geo setting"),
+    "cspdh_convnext_tiny": ("convnext_tiny", 384, "avg", "ConvNeXt-T at 384 px: the MEAN/MobileGeo student size"),
+    "cspdh_convnext_atto": ("convnext_atto", 128, "avg", "ConvNeXt-atto: synthetic world, CPU tests, Jetson"),
+    "cspdh_mobilenetv3": ("mobilenetv3_large_100", 224, "gem", "MobileNetV3-L: Jetson-sized"),
+    "cspdh_mobilenetv3_small": ("mobilenetv3_small_100", 128, "gem", "MobileNetV3-S: the smallest"),
+    "cspdh_efficientnet_b0": ("efficientnet_b0", 224, "gem", "EfficientNet-B0: Jetson-sized"),
+    "cspdh_resnet18": ("resnet18", 128, "gem", "ResNet-18: small and simple"),
 }
 
-for _name, (_backbone, _size, _doc) in _BUILTIN.items():
-    register_model(_name, kind="retrieval", description=_doc)(_factory(_backbone, _size))
+for _name, (_backbone, _size, _pool, _doc) in _BUILTIN.items():
+    register_model(_name, kind="retrieval", description=_doc)(_factory(_backbone, _size, _pool))

@@ -50,7 +50,7 @@ class RetrievalModelConfig:
     name: str = "cspdh_convnext_base"
     pretrained: bool | str = False
     img_size: int | None = None  # None: the registered model's default
-    pool: str = "gem"
+    pool: str | None = None  # None: the registered model's default ("avg" for ConvNeXt, "gem" otherwise)
     embed_dim: int | None = None
     shared_weights: bool = True
     num_stages: int = 4
@@ -127,11 +127,10 @@ def open_folders(cfg: RetrievalDataConfig) -> CrossViewFolders:
 def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
     """Constructor overrides; per-stage heads exist only when HCD uses them (derived, not configured)."""
     m = cfg.model
-    kwargs = dict(pretrained=m.pretrained, pool=m.pool, embed_dim=m.embed_dim, shared_weights=m.shared_weights,
-                  num_stages=m.num_stages, stage_heads=cfg.loss.hcd.enabled, grad_checkpointing=m.grad_checkpointing)
-    if m.img_size is not None:
-        kwargs["img_size"] = m.img_size
-    return kwargs
+    kwargs = dict(pretrained=m.pretrained, img_size=m.img_size, pool=m.pool, embed_dim=m.embed_dim,
+                  shared_weights=m.shared_weights, num_stages=m.num_stages, stage_heads=cfg.loss.hcd.enabled,
+                  grad_checkpointing=m.grad_checkpointing)
+    return {k: v for k, v in kwargs.items() if v is not None or k == "embed_dim"}
 
 
 def seed_everything(seed: int) -> None:
