@@ -46,7 +46,7 @@ def make_area(work: Path, size_m: float) -> Path:
     """The synthetic world's target-style area as a GeoTIFF."""
     from edge_geoloc.sim import generate_area
 
-    area_dir = work / "area"
+    area_dir = work / f"area_{size_m:.0f}m"
     if not (area_dir / "ortho.tif").is_file():
         generate_area("target", seed=0, size_m=size_m).save(area_dir)
     return area_dir / "ortho.tif"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -155,6 +156,14 @@ def test_device_auto_resolves_and_bad_devices_are_rejected(exported):
     assert backend.run({"image": np.zeros((1, 3, 32, 32), np.float32)})["embedding"].shape == (1, 16)
     with pytest.raises(ValueError, match="device must be"):
         load_backend(exported["retrieval"][1], device="gpu0")
+
+
+def test_available_backends_lists_what_is_installed():
+    from edge_geoloc.runtime.backends import available_backends
+
+    found = available_backends()
+    assert "onnxruntime" in found and "torch" in found
+    assert ("tensorrt" in found) == all(importlib.util.find_spec(m) for m in ("tensorrt", "pycuda"))
 
 
 def test_load_backend_rejects_unknown_files_and_kinds(tmp_path):

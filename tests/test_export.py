@@ -176,3 +176,12 @@ def test_calibration_folder_errors_say_what_to_pass(tmp_path):
     (frames / "broken.jpg").write_bytes(b"not a jpeg")
     feeds, source = calibration_feeds(retrieval_side, frames, 10)
     assert len(feeds) == 3 and feeds[0]["image"].shape == (1, 3, 32, 32) and source.startswith("files:4:")
+
+
+def test_quantize_cli_writes_gated_int8_and_rejects_bad_calibration(tmp_path, capsys):
+    fp32 = export_model(TinyRetrieval(), tmp_path / "r.onnx", FAST).onnx_path
+    assert cli.main(["quantize", str(fp32), "--calib", "synthetic", "--images", "8", "--target", "tensorrt"]) == 0
+    assert "tensorrt int8 QDQ" in capsys.readouterr().out
+    assert read_sidecar(tmp_path / "r.int8.onnx")["quantization"]["target"] == "tensorrt"
+    assert cli.main(["quantize", str(fp32), "--calib", str(tmp_path / "nowhere")]) == 2
+    assert "calibration folder not found" in capsys.readouterr().err

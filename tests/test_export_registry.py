@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from edge_geoloc.export.config import ExportConfig, ParityConfig
 from edge_geoloc.export.onnx_export import export_model
 
@@ -15,13 +16,24 @@ GATE = ExportConfig(simplify=False, check_tensorrt=False, parity=ParityConfig(ra
 
 
 def tiny_overrides(name: str) -> dict[str, Any]:
-    """Constructor overrides that shrink a registered model's inputs (never its architecture)."""
+    """Constructor overrides that shrink a registered model's inputs (never its architecture): 32 px, or the
+    smallest aerial patch its number of levels allows (coarse grid * 2^levels = aerial size)."""
     if get_entry(name).kind == "retrieval":
         return {"img_size": 32}
     default = create_model(name)
-    levels, wide = len(default.level_sizes), default.query_size
-    query = (64, 128) if wide[1] > wide[0] else (64, 64)
-    return {"query_size": query, "aerial_size": 64, "coarse_grid": max(1, 64 // 2**levels)}
+    levels, (qh, qw) = len(default.level_sizes), default.query_size
+    aerial = max(32, 2**levels)
+    return {"query_size": (32, 64) if qw > qh else (32, 32), "aerial_size": aerial,
+            "coarse_grid": aerial // 2**levels}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """On a shared, oversubscribed CPU two OpenMP threads run these forwards 3-10x slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_registry_has_both_kinds():

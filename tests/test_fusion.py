@@ -185,3 +185,14 @@ def test_gnss_noise_adapts_to_unreported_multipath():
     for i in range(20):
         off.update_gnss(gnss_at(0.2 * i, *rng.normal(0, 8.0, 2), sigma=2.0))
     assert off._gnss_noise_scale == 1.0
+
+
+def test_gauss_markov_velocity_prediction():
+    """tau -> inf reproduces constant velocity; a finite tau decays the velocity and bounds the extrapolation."""
+    np.testing.assert_allclose(process_noise(2.0, 1.0, 1.0, velocity_tau_s=1e6), process_noise(2.0, 1.0, 1.0),
+                               rtol=1e-4, atol=1e-9)
+    state = KalmanState(np.array([0, 0, 0, 10.0, 0, 0]), np.eye(6))
+    state.predict(10.0, accel_sigma_mps2=1.0, vertical_accel_sigma_mps2=1.0, velocity_tau_s=10.0)
+    assert state.x[3] == pytest.approx(10.0 / math.e)
+    assert state.x[0] == pytest.approx(100.0 * (1 - 1 / math.e))  # tau (1 - phi) v0
+    assert state.P[3, 3] == pytest.approx(math.exp(-2) + 5.0 * (1 - math.exp(-2)))  # phi^2 + q tau/2 (1 - phi^2)

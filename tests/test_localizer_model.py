@@ -118,3 +118,12 @@ def test_bad_geometry_is_rejected_with_a_hint():
         create_model("ccvpe_drone_tiny", **{**TINY, "level_channels": (8, 4, 2)})
     with pytest.raises(ValueError, match="query_kind"):
         create_model("ccvpe_drone_tiny", query_kind="satellite")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core box two threads per process thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -17,6 +17,7 @@ class FusionConfig:
     world_frame: str = "map"  # REP-105 frame of the fused pose (the ENU frame at ``origin``)
     accel_sigma_mps2: float = 1.5  # white-noise acceleration driving the velocity (process noise)
     vertical_accel_sigma_mps2: float = 0.5
+    velocity_tau_s: float = 0.0  # > 0: Gauss-Markov velocity (bounded extrapolation in outages); 0: constant
     uere_m: float = 4.0  # user equivalent range error: sigma_h = HDOP * UERE when no GST sigmas are given
     vertical_factor: float = 1.7  # sigma_up = vertical_factor * sigma_h when only HDOP is known
     default_gnss_sigma_m: float = 10.0  # a fix with neither covariance nor HDOP
@@ -51,5 +52,5 @@ class FusionConfig:
             raise ValueError("fusion.init_visual_fixes and fusion.init_gnss_fixes must be >= 1")
         if self.recovery_rejections < 2:
             raise ValueError(f"fusion.recovery_rejections must be >= 2, got {self.recovery_rejections}")
-        if self.max_measurement_lag_s < 0 or self.recovery_quiet_s < 0:
-            raise ValueError("fusion.max_measurement_lag_s and fusion.recovery_quiet_s must be >= 0")
+        if self.max_measurement_lag_s < 0 or self.recovery_quiet_s < 0 or self.velocity_tau_s < 0:
+            raise ValueError("fusion.max_measurement_lag_s, recovery_quiet_s and velocity_tau_s must be >= 0")

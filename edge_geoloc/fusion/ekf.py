@@ -9,6 +9,16 @@ Prediction over ``dt`` (per axis, white-noise acceleration with spectral density
 
     F = [[1, dt], [0, 1]],   Q = q * [[dt^3/3, dt^2/2], [dt^2/2, dt]]
 
+With a velocity time constant ``tau`` the velocity is a first-order Gauss-Markov process (``dv = -v/tau dt +
+dw``), so a long prediction without measurements does not extrapolate a straight line forever; with
+``phi = exp(-dt/tau)``::
+
+    F = [[1, tau (1 - phi)], [0, phi]]
+    Q = q * [[tau^2 (dt - 2 tau (1 - phi) + tau/2 (1 - phi^2)), tau^2/2 (1 - phi)^2],
+             [tau^2/2 (1 - phi)^2,                                tau/2 (1 - phi^2)]]
+
+which tends to the constant-velocity matrices as ``tau -> inf`` (``tau = 0`` selects them).
+
 Update with ``z = H x + v``, ``v ~ N(0, R)``::
 
     y = z - H x,   S = H P H^T + R,   d^2 = y^T S^-1 y,   K = P H^T S^-1,
@@ -17,6 +27,7 @@ Update with ``z = H x + v``, ``v ~ N(0, R)``::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,12 +59,13 @@ class KalmanState:
     def copy(self) -> KalmanState:
         return KalmanState(self.x.copy(), self.P.copy())
 
-    def predict(self, dt_s: float, accel_sigma_mps2: float, vertical_accel_sigma_mps2: float) -> None:
+    def predict(self, dt_s: float, accel_sigma_mps2: float, vertical_accel_sigma_mps2: float,
+                velocity_tau_s: float = 0.0) -> None:
         """Propagate mean and covariance ``dt_s`` seconds ahead (no-op for dt <= 0)."""
         if dt_s <= 0:
             return
-        F = transition_matrix(dt_s)
-        Q = process_noise(dt_s, accel_sigma_mps2, vertical_accel_sigma_mps2)
+        F = transition_matrix(dt_s, velocity_tau_s)
+        Q = process_noise(dt_s, accel_sigma_mps2, vertical_accel_sigma_mps2, velocity_tau_s)
         self.x = F @ self.x
         self.P = F @ self.P @ F.T + Q
         self.P = 0.5 * (self.P + self.P.T)
@@ -73,16 +85,34 @@ class KalmanState:
         self.P = 0.5 * (self.P + self.P.T)
 
 
-def transition_matrix(dt_s: float) -> np.ndarray:
+def transition_matrix(dt_s: float, velocity_tau_s: float = 0.0) -> np.ndarray:
     F = np.eye(STATE_DIM)
-    F[0:3, 3:6] = dt_s * np.eye(3)
+    if velocity_tau_s > 0:
+        phi = math.exp(-dt_s / velocity_tau_s)
+        F[0:3, 3:6] = velocity_tau_s * (1.0 - phi) * np.eye(3)
+        F[3:6, 3:6] = phi * np.eye(3)
+    else:
+        F[0:3, 3:6] = dt_s * np.eye(3)
     return F
 
 
-def process_noise(dt_s: float, accel_sigma_mps2: float, vertical_accel_sigma_mps2: float) -> np.ndarray:
-    """Discrete white-noise-acceleration covariance (see module doc), horizontal and vertical densities."""
+def _noise_block(dt: float, tau: float) -> np.ndarray:
+    """Per-axis (position, velocity) noise for unit spectral density (see module doc)."""
+    if tau <= 0:
+        return np.array([[dt**3 / 3.0, dt**2 / 2.0], [dt**2 / 2.0, dt]])
+    x = dt / tau
+    a = -math.expm1(-x)  # 1 - phi, without cancellation
+    # x - 2a + a(2 - a)/2 = x - 3/2 + 2 e^-x - e^-2x / 2, by its series when x is small (cancellation)
+    f = x**3 / 3 - x**4 / 4 + 7 * x**5 / 60 - x**6 / 24 if x < 0.05 else x - a - 0.5 * a * a
+    pv = 0.5 * tau**2 * a * a
+    return np.array([[tau**3 * f, pv], [pv, 0.5 * tau * a * (2.0 - a)]])
+
+
+def process_noise(dt_s: float, accel_sigma_mps2: float, vertical_accel_sigma_mps2: float,
+                  velocity_tau_s: float = 0.0) -> np.ndarray:
+    """Discrete process-noise covariance (see module doc), horizontal and vertical densities."""
     Q = np.zeros((STATE_DIM, STATE_DIM))
-    block = np.array([[dt_s**3 / 3.0, dt_s**2 / 2.0], [dt_s**2 / 2.0, dt_s]])
+    block = _noise_block(dt_s, velocity_tau_s)
     for axis, sigma in ((0, accel_sigma_mps2), (1, accel_sigma_mps2), (2, vertical_accel_sigma_mps2)):
         idx = [axis, axis + 3]
         Q[np.ix_(idx, idx)] = sigma**2 * block

@@ -89,7 +89,8 @@ class FusionFilter:
             log.warning("no accepted measurement for %.0f s: dropping the stale estimate", self.cfg.max_prediction_s)
             self.state, self.stamp_s = None, None
             return
-        self.state.predict(stamp_s - self.stamp_s, self.cfg.accel_sigma_mps2, self.cfg.vertical_accel_sigma_mps2)
+        self.state.predict(stamp_s - self.stamp_s, self.cfg.accel_sigma_mps2, self.cfg.vertical_accel_sigma_mps2,
+                           self.cfg.velocity_tau_s)
         self.stamp_s = stamp_s
 
     def update_gnss(self, fix: GnssFix) -> UpdateResult:

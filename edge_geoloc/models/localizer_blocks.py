@@ -54,11 +54,10 @@ class QueryDescriptorHead(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         x = self.proj(feat)  # (B, c, h, w)
-        if self.row_weights is not None:
-            x = torch.einsum("bchw,h->bwc", x, self.row_weights)  # (B, w, c)
-        else:
-            x = x.permute(0, 3, 2, 1)  # (B, w, h, c)
-        return x.reshape(x.shape[0], -1)
+        if self.row_weights is None:
+            return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)  # column-major (w, h, c)
+        pooled = torch.matmul(x.transpose(2, 3), self.row_weights)  # (B, c, w): weighted sum over rows
+        return pooled.transpose(1, 2).reshape(x.shape[0], -1)  # column-major (w, c)
 
 
 def roll_index(num_orientations: int, aerial_ch: int, step: int) -> torch.Tensor:

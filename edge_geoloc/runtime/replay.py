@@ -50,7 +50,7 @@ class FlightData:
     gnss: list[GnssFix]
     truth: dict[str, np.ndarray] | None  # columns of truth.csv as float arrays
     meta: dict
-    gnss_rejected: dict[str, int]
+    gnss_reader: dict[str, int]  # the NMEA reader's counters (rejected_<reason>, fixes, lines...)
 
 
 def read_flight(flight_dir: str | Path) -> FlightData:
@@ -136,7 +136,7 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
         rows.append(_row(flight, stamp, fixes[-1] if fixes else None, held, state))
         if on_state:
             on_state(i, state)
-    counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_rejected}
+    counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_reader}
     return ReplayResult(rows, counters, clock() - start)
 
 

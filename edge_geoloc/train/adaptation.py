@@ -46,7 +46,6 @@ from edge_geoloc.train.losses_localizer import (
     LocalizerLoss,
     LocalizerLossConfig,
     LocalizerTargets,
-    level_labels,
     make_targets,
     orientation_bin_weights,
 )
@@ -94,6 +93,7 @@ class PseudoLabels:
 class AdaptResult:
     student: torch.nn.Module
     report: dict[str, Any]
+    auxiliary: torch.nn.Module | None = None  # trained on all samples (the "no filtering" ablation row)
 
 
 def open_target(target_dir: str | Path, model: torch.nn.Module, cfg: AdaptConfig) -> PairDataset:
@@ -213,7 +213,7 @@ def adapt(teacher: torch.nn.Module, target: PairDataset, cfg: AdaptConfig,
         _write_outputs(Path(out_dir), student, aux, labels, student_modes, kept, report, cfg)
     log.info("adaptation: kept %d/%d samples, teacher-student median shift %.2f m", len(kept), len(target),
              report["teacher_vs_student"]["median_m"])
-    return AdaptResult(student, report)
+    return AdaptResult(student, report, aux)
 
 
 def _mean_m_per_px(dataset: PairDataset) -> float:

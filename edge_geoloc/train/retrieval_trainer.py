@@ -66,6 +66,7 @@ class OptimConfig:
     epochs: int = 1
     max_steps: int | None = None  # cap on optimizer steps (a fixed budget)
     warmup_epochs: float = 0.1
+    warmup_steps: int | None = None  # overrides warmup_epochs (short runs: epochs may be a handful of steps)
     min_lr_factor: float = 0.0
     clip_grad_value: float | None = 100.0
     clip_grad_norm: float | None = None
@@ -244,7 +245,8 @@ class RetrievalTrainer:
         self.model = create_model(cfg.model.name, **model_kwargs(cfg)).to(self.device)
         self.dataset, self.sampler, self.loader = build_loader(cfg, self.model, self.info)
         self.total_steps = total_steps(cfg.optim, len(self.sampler))
-        self.warmup_steps = round(cfg.optim.warmup_epochs * len(self.sampler))
+        self.warmup_steps = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else \
+            round(cfg.optim.warmup_epochs * len(self.sampler))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         self.criterion = CSPHDLoss(cfg.loss)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from pathlib import Path
 
 from edge_geoloc.runtime.backends.base import Backend, BackendInputError, LatencyRecorder, preprocess_image
@@ -30,9 +31,15 @@ __all__ = ["BACKEND_KINDS", "Backend", "BackendInputError", "LatencyRecorder", "
 
 def available_backends() -> list[str]:
     """Backend kinds whose packages are importable here (TensorRT needs pycuda as well)."""
-    found = [k for k, mods in (("tensorrt", ("tensorrt", "pycuda")), ("onnxruntime", ("onnxruntime",)),
-                               ("torch", ("torch",))) if all(importlib.util.find_spec(m) for m in mods)]
-    return found
+    return [k for k, mods in (("tensorrt", ("tensorrt", "pycuda")), ("onnxruntime", ("onnxruntime",)),
+                              ("torch", ("torch",))) if all(_importable(m) for m in mods)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install, or a module object without a spec
+        return module in sys.modules
 
 
 def load_backend(path: str | Path, kind: str = "auto", device: str = "cpu", **options) -> Backend:

@@ -1,0 +1,222 @@
+"""The TensorRT build and run plumbing against in-memory stand-ins for ``tensorrt`` and ``pycuda``.
+
+The stand-ins record the API calls and move bytes between "host" and "device" dicts; the fake engine's
+output is a known function of its input. This checks our side of the contract (flags, profiles, timing
+cache, manifest, reuse, buffer binding, copies, batch changes, mismatch errors) where TensorRT cannot be
+installed. It does not prove TensorRT behaves as modelled: ``test_tensorrt.py``'s real-engine test does.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from edge_geoloc.export.config import EngineConfig, ExportConfig
+from edge_geoloc.export.manifest import EngineMismatchError
+from edge_geoloc.export.onnx_export import export_model
+from edge_geoloc.export.sidecar import read_sidecar, sidecar_path
+from edge_geoloc.export.tensorrt_build import build_engine
+from export_tiny_models import TinyRetrieval
+
+from edge_geoloc.runtime.backends import load_backend
+
+DEVICE_MEMORY: dict[int, np.ndarray] = {}
+CALLS: list[tuple] = []
+
+
+class _Ptr(int):
+    pass
+
+
+def _fake_pycuda(cc=(8, 7)) -> types.ModuleType:
+    driver = types.ModuleType("pycuda.driver")
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    driver.init = lambda: None
+    driver.Device = lambda i: types.SimpleNamespace(compute_capability=lambda: cc, name=lambda: "Fake Orin",
+                                                   retain_primary_context=lambda: context)
+    driver.get_version = lambda: (12, 6, 0)
+    driver.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: CALLS.append(("sync",)))
+    driver.pagelocked_empty = lambda shape, dtype: np.empty(shape, dtype)
+
+    def mem_alloc(nbytes):
+        ptr = _Ptr(1000 + len(DEVICE_MEMORY))
+        DEVICE_MEMORY[ptr] = np.zeros(nbytes // 4, np.float32)
+        return ptr
+
+    def htod(ptr, host, stream=None):
+        DEVICE_MEMORY[ptr][:] = host.ravel()
+        CALLS.append(("htod", int(ptr)))
+
+    def dtoh(host, ptr, stream=None):
+        host.ravel()[:] = DEVICE_MEMORY[ptr]
+        CALLS.append(("dtoh", int(ptr)))
+
+    driver.mem_alloc, driver.memcpy_htod_async, driver.memcpy_dtoh_async = mem_alloc, htod, dtoh
+    return driver
+
+
+class _Context:
+    """Input ``image (B, 3, H, W)`` -> output ``embedding (B, 16)`` = per-sample mean, repeated."""
+
+    def __init__(self, engine):
+        self.engine, self.shapes, self.addresses = engine, {}, {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        self.shapes["embedding"] = (shape[0], 16)
+
+    def get_tensor_shape(self, name):
+        return self.shapes[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, stream_handle):
+        CALLS.append(("execute", stream_handle))
+        batch = self.shapes["image"][0]
+        x = DEVICE_MEMORY[self.addresses["image"]].reshape(self.shapes["image"])
+        DEVICE_MEMORY[self.addresses["embedding"]][:] = np.repeat(x.mean(axis=(1, 2, 3)), 16).reshape(batch, 16).ravel()
+        return True
+
+
+class _Engine:
+    num_io_tensors = 2
+
+    def __init__(self, max_batch):
+        self.max_batch = max_batch
+
+    def get_tensor_name(self, i):
+        return ["image", "embedding"][i]
+
+    def get_tensor_dtype(self, name):
+        return "float"
+
+    def get_tensor_profile_shape(self, name, profile):
+        return [(1, 3, 32, 32), (1, 3, 32, 32), (self.max_batch, 3, 32, 32)]
+
+    def create_execution_context(self):
+        return _Context(self)
+
+
+def _fake_tensorrt(version="10.3.0") -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
+    trt.nptype = lambda dtype: np.float32
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", VERSION_COMPATIBLE="VC", GPU_FALLBACK="GF")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+    trt.DeviceType = types.SimpleNamespace(DLA="dla")
+    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: _Engine(int(data)))
+    trt.Builder = _Builder
+    trt.OnnxParser = lambda network, logger: types.SimpleNamespace(
+        parse_from_file=lambda path: CALLS.append(("parse", path)) or True, num_errors=0)
+    return trt
+
+
+class _Config:
+    def __init__(self):
+        self.flags, self.cache = [], None
+
+    def set_memory_pool_limit(self, pool, size):
+        CALLS.append(("workspace", size))
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+    def add_optimization_profile(self, profile):
+        CALLS.append(("profile", dict(profile.shapes)))
+
+    def create_timing_cache(self, data):
+        return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+tuned")
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.cache = cache
+
+    def get_timing_cache(self):
+        return self.cache
+
+
+class _Builder:
+    def __init__(self, logger):
+        self.config = _Config()
+
+    def create_network(self, flags):
+        return types.SimpleNamespace(flags=flags)
+
+    def create_builder_config(self):
+        return self.config
+
+    def create_optimization_profile(self):
+        profile = types.SimpleNamespace(shapes={})
+        profile.set_shape = lambda name, low, opt, high: profile.shapes.update({name: (low, opt, high)})
+        return profile
+
+    def build_serialized_network(self, network, config):
+        CALLS.append(("build", tuple(config.flags)))
+        max_batch = CALLS[-2][1]["image"][2][0] if CALLS[-2][0] == "profile" else 1
+        return str(max_batch).encode()  # the "plan": the fake runtime reads the max batch back from it
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    DEVICE_MEMORY.clear()
+    CALLS.clear()
+    driver = _fake_pycuda()
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = driver
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    return sys.modules
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fake") / "r.onnx"
+    return export_model(TinyRetrieval(), path, ExportConfig(simplify=False, check_tensorrt=False,
+                                                            dynamic_batch=True)).onnx_path
+
+
+def test_build_sets_flags_profiles_timing_cache_and_manifest(fake_trt, dynamic_onnx, tmp_path):
+    cache = tmp_path / "timing.cache"
+    cfg = EngineConfig(precision="fp16", max_batch=4, opt_batch=2, workspace_mb=64, timing_cache=cache)
+    engine = build_engine(dynamic_onnx, cfg, tmp_path / "r.fp16.engine")
+    assert ("workspace", 64 << 20) in CALLS and ("build", ("FP16",)) in CALLS
+    profile = next(c[1] for c in CALLS if c[0] == "profile")
+    assert profile["image"] == ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
+    assert cache.read_bytes() == b"+tuned"
+    manifest = read_sidecar(engine)
+    assert manifest["engine"]["gpu_name"] == "Fake Orin" and manifest["engine"]["compute_capability"] == "8.7"
+    assert manifest["sha256"]["onnx"] == read_sidecar(dynamic_onnx)["sha256"]["artifact"]
+    assert "--max-batch 4" in manifest["engine"]["rebuild_command"]
+    CALLS.clear()
+    assert build_engine(dynamic_onnx, cfg, engine) == engine and not CALLS  # reused, nothing rebuilt
+    build_engine(dynamic_onnx, EngineConfig(precision="fp16", max_batch=4, timing_cache=cache, force=True), engine)
+    assert ("build", ("FP16",)) in CALLS and cache.read_bytes() == b"+tuned+tuned"  # cache carried over
+
+
+def test_engine_backend_binds_copies_and_reallocates(fake_trt, dynamic_onnx, tmp_path):
+    engine = build_engine(dynamic_onnx, EngineConfig(precision="fp16", max_batch=4), tmp_path / "r.fp16.engine")
+    backend = load_backend(engine, device="cuda")
+    assert backend.name == "tensorrt" and backend.output_names == ["embedding"]
+    x = np.arange(2 * 3 * 32 * 32, dtype=np.float32).reshape(2, 3, 32, 32)
+    CALLS.clear()
+    out = backend.run({"image": x})["embedding"]
+    np.testing.assert_allclose(out, np.repeat(x.mean(axis=(1, 2, 3)), 16).reshape(2, 16), rtol=1e-6)
+    kinds = [c[0] for c in CALLS]
+    assert kinds == ["htod", "execute", "dtoh", "sync"]  # synchronised after the device -> host copy
+    assert backend.run({"image": x[:1]})["embedding"].shape == (1, 16) and backend.latency_stats()["n"] == 2
+    with pytest.raises(ValueError, match="outside the engine's profile.*--max-batch 5"):
+        backend.run({"image": np.zeros((5, 3, 32, 32), np.float32)})
+
+
+def test_engine_from_another_gpu_is_refused_with_rebuild_command(fake_trt, dynamic_onnx, tmp_path, monkeypatch):
+    engine = build_engine(dynamic_onnx, EngineConfig(precision="fp16"), tmp_path / "r.fp16.engine")
+    monkeypatch.setitem(sys.modules, "pycuda.driver", _fake_pycuda(cc=(7, 2)))
+    sys.modules["pycuda"].driver = sys.modules["pycuda.driver"]
+    with pytest.raises(EngineMismatchError, match=r"8.7 \(Fake Orin\).*7.2.*build-engine r.onnx --precision fp16"):
+        load_backend(engine, device="cuda")
+    assert sidecar_path(engine).is_file()
