@@ -56,7 +56,7 @@ def build_tree(root: Path, s: dict) -> Path:
 def make_config(root: Path, out: Path, s: dict, seed: int, variant: list[str]) -> RetrievalTrainConfig:
     overrides = [f"data.root={root}", "data.num_workers=0", "model.name=cspdh_convnext_atto",
                  f"model.img_size={s['img']}", "model.embed_dim=64", f"optim.batch_size={s['batch']}", "optim.epochs=1000",
-                 f"optim.max_steps={s['steps']}", "optim.lr=2e-3", f"run.seed={seed}", f"run.out_dir={out}",
+                 f"optim.max_steps={s['steps']}", f"optim.warmup_steps={s['steps'] // 10}", "optim.lr=3e-4", f"run.seed={seed}", f"run.out_dir={out}",
                  "run.progress=false", "run.log_every=10", "run.device=cpu", "run.multi_view=false", *variant]
     return load_config(RetrievalTrainConfig, Path(__file__).parents[1] / "configs/cspdh_synthetic.yaml", overrides)
 

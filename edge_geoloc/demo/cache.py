@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_geoloc.artifacts import atomic_write_json, sha256_file
-from edge_geoloc.demo.runfolder import MANIFEST_NAME, StepOutputError, hash_tree
+from edge_geoloc.demo.runfolder import MANIFEST_NAME, hash_tree
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,3 @@ def cached_build(cache_root: str | Path, key: str, build: Callable[[Path], None]
         raise
     log.info("cache miss: built %s", entry)
     return entry, False
-
-
-def require_valid(entry: Path) -> Path:
-    """Fail clearly when a cache entry a step recorded has disappeared or changed."""
-    if not entry_is_valid(entry):
-        raise StepOutputError(f"cached input {entry} is missing or corrupt; delete it and re-run the demo")
-    return entry

@@ -63,7 +63,9 @@ def find_reuse_run(args: argparse.Namespace, steps: list[Step]) -> Path | None:
 
 
 def _limit_threads(threads: int) -> None:
+    """CPU-sized run: few threads, and no model hub access (every model is built with pretrained=False)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     torch.set_num_threads(threads)

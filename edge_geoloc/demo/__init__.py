@@ -1,0 +1,7 @@
+"""``edge-geoloc demo``: the whole product on the synthetic world (fly, log, adapt, redeploy) with a report.
+
+Modules: ``cli`` (the command), ``steps`` / ``steps_train`` / ``steps_fly`` / ``steps_report`` (the six steps,
+calling the components' public APIs), ``runner`` + ``runfolder`` (timestamped run folders, sha256 step
+manifests, ``--from-step`` reuse), ``cache`` (seed-keyed cache of generated inputs), ``flight`` (replay with
+the field logger), ``trajectory`` (the per-frame trajectory table), ``report`` + ``plots`` (summary, PNGs, HTML).
+"""
