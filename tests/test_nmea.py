@@ -227,3 +227,25 @@ def test_an_rmc_with_the_next_date_does_not_restamp_the_epoch_before_it():
     fixes = feed_all(reader, lines)
     assert [f.stamp_s - fixes[0].stamp_s for f in fixes] == [0.0, 1.0, 2.0]
     assert reader.counters.total_rejected == 0
+
+
+
+def _receiver_epoch_lines(stamp_s: float, has_fix: bool) -> list[str]:
+    from edge_geoloc.sim.gnss import format_gga, format_gst, format_rmc
+
+    if not has_fix:  # what a receiver sends during an outage: no position, RMC void
+        return [format_gga(stamp_s, None, None, None, 0, 3, None), format_rmc(stamp_s, None, None, 0.0, 0.0)]
+    return [format_gga(stamp_s, 52.0, 4.36, 10.0, 1, 9, 0.9), format_rmc(stamp_s, 52.0, 4.36, 0.0, 0.0),
+            format_gst(stamp_s, 1.5, 1.5, 3.0)]
+
+
+def test_first_fix_after_an_outage_is_kept_when_the_receiver_kept_sending_no_fix_epochs():
+    """A 60 s outage reported as GGA quality 0 / RMC 'V' is not a time jump: the first fix after it is used."""
+    start = 1780315200.0  # 2026-06-01 12:00:00 UTC
+    lines = [line for t in range(90) for line in _receiver_epoch_lines(start + t, not 10 <= t < 70)]
+    reader = NmeaReader(GnssConfig())
+    fixes = [f for f in reader.feed(("\r\n".join(lines) + "\r\n").encode()) if isinstance(f, GnssFix)]
+    fixes += [f for f in reader.flush() if isinstance(f, GnssFix)]
+    kept = sorted(round(f.stamp_s - start) for f in fixes)
+    assert 70 in kept and 71 in kept
+    assert not any(10 <= t < 70 for t in kept)

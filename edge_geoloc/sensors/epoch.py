@@ -112,9 +112,11 @@ class EpochAssembler:
         if epoch.rmc is not None and epoch.rmc.date is not None:
             self._date = epoch.rmc.date  # this epoch's own date, never the next epoch's
         problem = _position_problem(epoch, self.config)
-        if problem is not None:
-            return problem
         stamp_s = self._stamp_s(epoch.time_utc)
+        if problem is not None:
+            if stamp_s is not None:  # a no-fix epoch (an outage) still carries the receiver's clock forward
+                self._check_time(stamp_s)
+            return problem
         if stamp_s is None:
             return Rejected("no_date", f"epoch {epoch.time_utc}: no RMC date yet")
         time_problem = self._check_time(stamp_s)
