@@ -36,14 +36,14 @@ from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, evaluate_d
 log = logging.getLogger("benchmarks.adaptation")
 
 SIZES = {  # source train, source val, target total, teacher epochs, adaptation epochs, area size (m)
-    "quick": dict(source=600, source_val=100, target=400, teacher_epochs=8, adapt_epochs=3, area_m=600.0),
-    "full": dict(source=1500, source_val=200, target=1000, teacher_epochs=12, adapt_epochs=3, area_m=900.0),
+    "quick": dict(source=800, source_val=100, target=400, teacher_epochs=6, adapt_epochs=3, area_m=600.0),
+    "full": dict(source=2000, source_val=200, target=1000, teacher_epochs=10, adapt_epochs=3, area_m=900.0),
 }
 
 
 def make_data(work: Path, size: dict, seed: int) -> dict[str, Path]:
     """Source train/val and target train (unlabeled) / val / test pair datasets from two sim areas."""
-    pairs = DronePairConfig(aerial_px=64, query_px=64)
+    pairs = DronePairConfig(aerial_px=64, query_px=64, photometric=False)
     source = generate_area("source", seed, size_m=size["area_m"])
     target = generate_area("target", seed + 1, size_m=size["area_m"])
     n_t = size["target"]

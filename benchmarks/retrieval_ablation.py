@@ -36,7 +36,7 @@ VARIANTS = {
 KEYS = {"D2S": "drone_to_satellite/distractors", "S2D": "satellite_to_drone/distractors"}
 SETTINGS = {
     "full": dict(seeds=(1, 2, 3), steps=150, img=64, batch=16, n_train=48, n_test=24, views=6, px=64),
-    "quick": dict(seeds=(1,), steps=40, img=48, batch=12, n_train=24, n_test=12, views=4, px=48),
+    "quick": dict(seeds=(1,), steps=30, img=48, batch=12, n_train=24, n_test=12, views=4, px=48),
 }
 
 
@@ -55,10 +55,13 @@ def build_tree(root: Path, s: dict) -> Path:
 
 def make_config(root: Path, out: Path, s: dict, seed: int, variant: list[str]) -> RetrievalTrainConfig:
     overrides = [f"data.root={root}", "data.num_workers=0", "model.name=cspdh_convnext_atto",
-                 f"model.img_size={s['img']}", "model.embed_dim=64", f"optim.batch_size={s['batch']}", "optim.epochs=1000",
-                 f"optim.max_steps={s['steps']}", f"optim.warmup_steps={s['steps'] // 10}", "optim.lr=3e-4", f"run.seed={seed}", f"run.out_dir={out}",
+                 f"model.img_size={s['img']}", "model.embed_dim=64", f"optim.batch_size={s['batch']}",
+                 "optim.epochs=1000",
+                 f"optim.max_steps={s['steps']}", f"optim.warmup_steps={s['steps'] // 10}", "optim.lr=3e-4",
+                 f"run.seed={seed}", f"run.out_dir={out}",
                  "run.progress=false", "run.log_every=10", "run.device=cpu", "run.multi_view=false", *variant]
-    return load_config(RetrievalTrainConfig, Path(__file__).parents[1] / "configs/cspdh_synthetic.yaml", overrides)
+    config = Path(__file__).resolve().parents[1] / "configs" / "cspdh_synthetic.yaml"
+    return load_config(RetrievalTrainConfig, config, overrides)
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:

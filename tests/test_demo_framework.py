@@ -14,7 +14,7 @@ from edge_geoloc.demo.cache import cache_key, cached_build
 from edge_geoloc.demo.config import DemoConfig
 from edge_geoloc.demo.report import ReportInputs, build_report, format_table, outage_mask
 from edge_geoloc.demo.runfolder import StepOutputError, list_runs, new_run_dir
-from edge_geoloc.demo.runner import Step, run_steps
+from edge_geoloc.demo.runner import Step, run_steps, warn_if_config_differs
 from edge_geoloc.demo.trajectory import TrajectoryRow, error_stats, read_trajectory, write_trajectory
 from edge_geoloc.geo import haversine_m
 
@@ -54,6 +54,8 @@ def test_from_step_reuses_verified_outputs_and_reruns_the_rest(tmp_path):
     assert (run2 / "01_s1" / "value.txt").read_text() == "1"
     record = json.loads((run2 / "run.json").read_text())
     assert [s["status"] for s in record["steps"]] == ["reused", "reused", "ran"]
+    assert warn_if_config_differs(run1, DemoConfig(seed=5)) == ["seed"]
+    assert warn_if_config_differs(run1, cfg) == []
 
 
 def test_corrupt_or_missing_step_output_fails_clearly(tmp_path):

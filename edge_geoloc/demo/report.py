@@ -105,6 +105,12 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             count = loc.get("count", loc.get("n", "?"))
             rows.append((f"Localizer {model}: mean / median error (target pairs)",
                          f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={count})"))
+    adaptation = summary.get("adaptation") or {}
+    if "samples" in adaptation:
+        shift = (adaptation.get("teacher_vs_student") or {}).get("median_m")
+        rows.append(("Adaptation (from the field logs, no ground truth)",
+                     f"kept {adaptation.get('kept', '?')} of {adaptation['samples']} samples, "
+                     f"teacher->student median shift {_fmt(shift)} m"))
     for flight, counters in summary.get("counters", {}).items():
         if counters:
             rows.append((f"Visual fixes fused ({flight} models)",

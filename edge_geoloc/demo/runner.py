@@ -9,6 +9,7 @@ naming the file and the ``--from-step`` that rebuilds it.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from edge_geoloc.demo.runfolder import (
     StepOutputError,
     StepTimer,
     adopt_step,
+    json_safe,
     step_dir_name,
     utc_stamp,
     verify_step,
@@ -70,6 +72,8 @@ def run_steps(steps: Sequence[Step], run_dir: Path, config: DemoConfig, cache_di
               from_step: int = 1, reuse_run: Path | None = None) -> dict[int, StepManifest]:
     """Run ``steps`` (adopting those before ``from_step`` from ``reuse_run``); returns every step's manifest."""
     check_from_step(steps, from_step, reuse_run)
+    if reuse_run is not None:
+        warn_if_config_differs(reuse_run, config)
     names = {s.number: s.name for s in steps}
     manifests: dict[int, StepManifest] = {}
     record = _start_record(run_dir, config, from_step, reuse_run)
@@ -103,9 +107,24 @@ def check_from_step(steps: Sequence[Step], from_step: int, reuse_run: Path | Non
 def _start_record(run_dir: Path, config: DemoConfig, from_step: int, reuse_run: Path | None) -> dict[str, Any]:
     record = {"format": "edge_geoloc.demo.run", "version": 1, "started_utc": utc_stamp(),
               "profile": config.profile, "seed": config.seed, "from_step": from_step,
-              "reused_run": str(reuse_run) if reuse_run else None, "config": to_dict(config), "steps": []}
+              "reused_run": str(reuse_run) if reuse_run else None, "config": json_safe(to_dict(config)),
+              "steps": []}
     atomic_write_json(run_dir / RUN_RECORD_NAME, record)
     return record
+
+
+def warn_if_config_differs(reuse_run: Path, config: DemoConfig) -> list[str]:
+    """Top-level config keys in which the reused run differs from this one (logged: reused steps keep theirs)."""
+    try:
+        old = json.loads((reuse_run / RUN_RECORD_NAME).read_text(encoding="utf-8")).get("config", {})
+    except (OSError, json.JSONDecodeError):
+        return []
+    new = json_safe(to_dict(config))
+    differing = sorted(k for k in new if k not in ("profile",) and old.get(k) != new[k])
+    if differing:
+        log.warning("the reused run %s had a different config for: %s; its reused steps keep their own settings",
+                    reuse_run, ", ".join(differing))
+    return differing
 
 
 def _adopt(step: Step, reuse_run: Path | None, step_dir: Path) -> StepManifest:
@@ -126,6 +145,9 @@ def _execute_recorded(step: Step, ctx: StepContext, total: int, record: dict[str
         record["steps"].append({"step": step.number, "name": step.name, "status": "failed", "error": repr(err)})
         record["failed_utc"] = utc_stamp()
         atomic_write_json(ctx.run_dir / RUN_RECORD_NAME, record)
+        log.error("step %d (%s) failed: %s. Steps 1..%d of %s are complete; after fixing, continue with "
+                  "--from-step %d --reuse %s", step.number, step.name, err, step.number - 1, ctx.run_dir,
+                  step.number, ctx.run_dir)
         raise
 
 

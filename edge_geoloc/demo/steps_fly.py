@@ -92,7 +92,8 @@ def heatmap_samples(ctx: StepContext, area: Any, flight: Any, trajectory_csv: Pa
     n = len(flight.frame_paths)
     if centres is None:
         idx = np.linspace(1, n - 2, ctx.config.report.heatmap_frames).round().astype(int)
-        centres = np.array([_coarse_latlon(read_trajectory(trajectory_csv), i) for i in idx])
+        table = read_trajectory(trajectory_csv)
+        centres = np.array([_coarse_latlon(table, i) for i in idx])
     else:
         idx, centres = centres[:, 0].astype(int), centres[:, 1:]
     spec = patch_spec(ctx, Path())

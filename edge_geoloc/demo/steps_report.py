@@ -19,8 +19,8 @@ def step_report(ctx: StepContext) -> dict[str, Any]:
     from edge_geoloc.geo import GeoRaster
 
     fly, adapt = ctx.step(4), ctx.step(5)
-    with GeoRaster(ctx.step(1) / "target" / "ortho.tif") as raster:
-        ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), raster.georef.height_px)
+    with GeoRaster(ctx.step(1) / "target" / "ortho.tif") as raster:  # the whole map, at most 2000 px a side
+        ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), min(raster.georef.height_px, 2000))
     inputs = ReportInputs(
         trajectories={"teacher": fly / TEACHER_REPLAY / "trajectory.csv",
                       "adapted": adapt / ADAPTED_REPLAY / "trajectory.csv"},
@@ -68,7 +68,11 @@ def measured_metrics(ctx: StepContext) -> dict[str, Any]:
 
 
 def _steps(ctx: StepContext) -> list[dict[str, Any]]:
+    from edge_geoloc.demo.steps import demo_steps
+
     record = json.loads((ctx.run_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
     status = {s["step"]: s["status"] for s in record["steps"]}
-    return [{"step": n, "name": ctx.names[n], "status": status.get(n, "ran"), "duration_s": m.duration_s,
+    titles = {s.number: s.title for s in demo_steps()}
+    return [{"step": n, "name": ctx.names[n], "title": titles.get(n, ctx.names[n]), "status": status.get(n, "ran"),
+             "duration_s": m.duration_s,
              "cpu_s": m.cpu_s, "folder": step_dir_name(n, ctx.names[n])} for n, m in sorted(ctx.manifests.items())]

@@ -53,25 +53,32 @@ class CoarseToFineLocalizer(nn.Module):
                  query_size: tuple[int, int] = (128, 128), aerial_size: int = 128, num_orientations: int = 1,
                  coarse_grid: int = 8, level_channels: tuple[int, ...] = (16, 8, 4, 2), final_channels: int = 16,
                  orientation_channels: int = 16, query_pool: str | None = None, circular_pad_px: int = 32,
-                 pretrained: bool | str = False, query_alignment: str = "north_up") -> None:
+                 pretrained: bool | str = False, query_alignment: str = "north_up",
+                 shared_backbone: bool = False) -> None:
         super().__init__()
         _check_args(query_kind, query_size, aerial_size, coarse_grid, len(level_channels))
         self.query_kind, self.query_size, self.aerial_size = query_kind, tuple(query_size), int(aerial_size)
         self.num_orientations, self.coarse_grid = int(num_orientations), int(coarse_grid)
         self.query_alignment = query_alignment
         self.circular_pad_px = circular_pad_px if query_kind == "ground_pano" else 0
-        self.query_backbone = Backbone(backbone, pretrained=pretrained)
         self.aerial_backbone = Backbone(backbone, pretrained=pretrained)
+        # nadir drone views and aerial patches are one modality: one backbone can serve both (not registered
+        # twice, so checkpoints hold each tensor once)
+        self.query_backbone = None if shared_backbone else Backbone(backbone, pretrained=pretrained)
         self.mean, self.std = self.aerial_backbone.mean, self.aerial_backbone.std
         self.level_sizes = tuple(coarse_grid * 2**k for k in range(len(level_channels)))
         self._build_query_heads(level_channels, query_pool or ("none" if query_kind == "drone" else "height"))
         self._build_aerial_heads(level_channels, final_channels)
         self._build_orientation_decoder(orientation_channels)
 
+    @property
+    def query_encoder(self) -> Backbone:
+        return self.aerial_backbone if self.query_backbone is None else self.query_backbone
+
     def _build_query_heads(self, level_channels: tuple[int, ...], pool: str) -> None:
-        stride = self.query_backbone.reductions[-1]
+        stride = self.query_encoder.reductions[-1]
         h, w = self.query_size[0] // stride, self.query_size[1] // stride
-        in_ch = self.query_backbone.channels[-1]
+        in_ch = self.query_encoder.channels[-1]
         self.query_heads = nn.ModuleList(QueryDescriptorHead(in_ch, c, h, w, pool) for c in level_channels)
         self.query_lengths = [head.length for head in self.query_heads]
         o = self.num_orientations
@@ -132,9 +139,9 @@ class CoarseToFineLocalizer(nn.Module):
     def query_features(self, query: torch.Tensor) -> torch.Tensor:
         if self.circular_pad_px:
             query = circular_pad_width(query, self.circular_pad_px)
-        feat = self.query_backbone(query)[-1]
+        feat = self.query_encoder(query)[-1]
         if self.circular_pad_px:
-            cut = self.circular_pad_px // self.query_backbone.reductions[-1]
+            cut = self.circular_pad_px // self.query_encoder.reductions[-1]
             feat = feat[..., cut:feat.shape[-1] - cut]
         return feat
 
