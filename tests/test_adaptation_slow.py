@@ -33,18 +33,19 @@ def _labelled(path):
 def test_adaptation_reduces_target_mean_error(tmp_path):
     source = generate_area("source", 1, size_m=500.0)
     target = generate_area("target", 2, size_m=500.0)
-    write_synthetic_drone_pairs(source, tmp_path / "src", replace(PAIRS, count=480), seed=10)
-    write_synthetic_drone_pairs(target, tmp_path / "tgt_train", replace(PAIRS, count=240), seed=20,
+    write_synthetic_drone_pairs(source, tmp_path / "src", replace(PAIRS, count=400), seed=10)
+    write_synthetic_drone_pairs(target, tmp_path / "tgt_train", replace(PAIRS, count=200), seed=20,
                                 with_ground_truth=False)
     write_synthetic_drone_pairs(target, tmp_path / "tgt_test", replace(PAIRS, count=80), seed=21)
     cfg = from_dict(LocalizerTrainConfig, {
         "model": {"name": "ccvpe_drone_micro"}, "loss": {"sigma_px": 2.0, "infonce_weight": 10.0},
-        "optim": {"lr": 1e-3, "epochs": 6, "seed": 17}, "out_dir": str(tmp_path / "teacher"), "log_every": 0})
+        "optim": {"lr": 1e-3, "epochs": 5, "seed": 17}, "out_dir": str(tmp_path / "teacher"), "log_every": 0})
     teacher = fit(cfg, _labelled(tmp_path / "src")).eval()
     adapt_cfg = AdaptConfig(sigma_px=2.0, aux_epochs=2, student_epochs=3, lr=3e-4)
     result = adapt(teacher, open_target(tmp_path / "tgt_train", teacher, adapt_cfg), adapt_cfg)
     test_set = _labelled(tmp_path / "tgt_test")
     before = evaluate_dataset(teacher, test_set)["mean_m"]
     after = evaluate_dataset(result.student, test_set)["mean_m"]
+    print(f"target test mean error: teacher {before:.2f} m -> student {after:.2f} m")
     assert after < before, f"student {after:.2f} m is not better than teacher {before:.2f} m"
-    assert result.report["kept"] == 192
+    assert result.report["kept"] == 160

@@ -87,7 +87,11 @@ def test_the_second_flight_used_the_model_adapted_from_the_first_flights_logs(qu
     fly = json.loads((run / "04_fly" / "manifest.json").read_text())["metrics"]
     adapt = json.loads((run / "05_adapt" / "manifest.json").read_text())["metrics"]
     dataset = json.loads((run / "05_adapt" / "adapt_dataset" / "dataset.json").read_text())
-    assert dataset["count"] == adapt["dataset"]["samples"] == fly["frames"] > 0  # one pair per logged frame
+    report = adapt["dataset"]
+    assert dataset["count"] == report["samples"] > 0
+    assert report["frames"] == fly["frames"]  # every flown frame was logged, and each is accounted for:
+    assert report["samples"] + report["no_coarse_position"] + report["outside_map"] + report["undecodable_jpeg"] \
+        == report["frames"]
     with open(run / "05_adapt" / "adapt_dataset" / "samples.jsonl", encoding="utf-8") as f:
         assert not any("gt_row" in json.loads(line) for line in f)  # no ground truth came from the logs
     teacher, student = (json.loads((run / path).read_text())

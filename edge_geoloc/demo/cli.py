@@ -71,13 +71,16 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _attach_log_file(run_dir: Path) -> logging.Handler:
+def _attach_log_file(run_dir: Path) -> tuple[logging.Handler, int]:
+    """Log everything at INFO and above into ``run_dir/demo.log``; returns the handler and the old root level."""
+    root = logging.getLogger()
     handler = logging.FileHandler(run_dir / "demo.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
-        logging.getLogger().setLevel(logging.INFO)
-    return handler
+    root.addHandler(handler)
+    old_level = root.level
+    if old_level > logging.INFO or old_level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler, old_level
 
 
 def run_demo(args: argparse.Namespace) -> Path:
@@ -89,7 +92,7 @@ def run_demo(args: argparse.Namespace) -> Path:
     reuse = find_reuse_run(args, steps) if args.from_step > 1 else None
     check_from_step(steps, args.from_step, reuse)
     run_dir = new_run_dir(args.out)
-    handler = _attach_log_file(run_dir)
+    handler, old_level = _attach_log_file(run_dir)
     try:
         save_config(config, run_dir / "config.yaml")
         log.info("demo run folder: %s (profile %s, seed %d)", run_dir.resolve(), config.profile, config.seed)
@@ -97,6 +100,7 @@ def run_demo(args: argparse.Namespace) -> Path:
         run_steps(steps, run_dir, config, args.cache or args.out / "cache", args.from_step, reuse)
     finally:
         logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(old_level)
         handler.close()
     print_summary(run_dir)
     return run_dir
