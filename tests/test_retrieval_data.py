@@ -37,7 +37,7 @@ def drone_view(sat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     size = sat.shape[0]
     m = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(-180, 180)), float(rng.uniform(1.1, 1.4)))
     view = cv2.warpAffine(sat, m, (size, size), borderMode=cv2.BORDER_REFLECT)
-    view = view.astype(np.float32) * rng.uniform(0.5, 1.5, size=3) + rng.normal(0, 6, view.shape)
+    view = view.astype(np.float32) * rng.uniform(0.7, 1.3, size=3) + rng.normal(0, 6, view.shape)
     return np.clip(view, 0, 255).astype(np.uint8)
 
 

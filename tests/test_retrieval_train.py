@@ -122,8 +122,8 @@ def test_resume_matches_an_uninterrupted_run(tiny_tree: Path, tmp_path: Path) ->
 @pytest.mark.slow
 def test_training_clearly_beats_an_untrained_model(tmp_path: Path) -> None:
     root = write_tiny_university(tmp_path / "u", n_train=16, n_test=12, n_drone=3, size=32, seed=1)
-    cfg = tiny_config(root, tmp_path / "run", "optim.batch_size=12", "optim.epochs=40", "optim.max_steps=60",
-                      "optim.warmup_steps=6", "optim.lr=1e-3", "run.eval_at_end=true")
+    cfg = tiny_config(root, tmp_path / "run", "optim.batch_size=12", "optim.epochs=100", "optim.max_steps=150",
+                      "optim.warmup_steps=10", "optim.lr=1e-3", "run.eval_at_end=true")
     before = evaluate_folders(RetrievalTrainer(cfg).model, open_folders(cfg.data))
     after = train_retrieval(cfg)["eval"]
     for key in ("drone_to_satellite/distractors", "satellite_to_drone/distractors"):
