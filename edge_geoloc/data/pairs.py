@@ -48,6 +48,8 @@ class PairRecord:
     aerial_georef: PatchGeoref
     gt_row: float | None = None
     gt_col: float | None = None
+    altitude_agl_m: float | None = None  # drone height above ground, if known (for scale alignment)
+    hfov_deg: float | None = None  # the query camera's horizontal field of view, if known
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class PairWriter:
 
     def add(self, sample_id: str, query_rgb: np.ndarray, aerial_rgb: np.ndarray, georef: PatchGeoref,
             coarse_lat_deg: float, coarse_lon_deg: float, heading_rad: float | None = None, stamp_s: float = 0.0,
-            gt_row: float | None = None, gt_col: float | None = None) -> None:
+            gt_row: float | None = None, gt_col: float | None = None, altitude_agl_m: float | None = None,
+            hfov_deg: float | None = None) -> None:
         """Write one sample's images and metadata line (ground truth only if given)."""
         if aerial_rgb.shape[:2] != (georef.height_px, georef.width_px):
             raise PairDatasetError(f"aerial image {aerial_rgb.shape[:2]} does not match its georef size")
@@ -105,6 +108,8 @@ class PairWriter:
                 "heading_rad": None if heading_rad is None else float(heading_rad),
                 "coarse_lat_deg": float(coarse_lat_deg), "coarse_lon_deg": float(coarse_lon_deg),
                 "aerial_georef": georef_to_json(georef)}
+        if altitude_agl_m is not None and hfov_deg is not None:
+            line.update(altitude_agl_m=float(altitude_agl_m), hfov_deg=float(hfov_deg))
         if gt_row is not None and gt_col is not None:
             line.update(gt_row=float(gt_row), gt_col=float(gt_col))
         self._lines.write(json.dumps(line) + "\n")
@@ -144,9 +149,9 @@ def _record(line: dict[str, Any], read_ground_truth: bool) -> PairRecord:
     if missing:
         raise KeyError(f"missing key(s) {missing}")
     heading = line.get("heading_rad")
-    gt = {}
+    gt = {key: float(line[key]) for key in ("altitude_agl_m", "hfov_deg") if line.get(key) is not None}
     if read_ground_truth and line.get("gt_row") is not None:
-        gt = {"gt_row": float(line["gt_row"]), "gt_col": float(line["gt_col"])}
+        gt.update(gt_row=float(line["gt_row"]), gt_col=float(line["gt_col"]))
     return PairRecord(id=str(line["id"]), query=str(line["query"]), aerial=str(line["aerial"]),
                       stamp_s=float(line.get("stamp_s", 0.0)), heading_rad=None if heading is None else float(heading),
                       coarse_lat_deg=float(line["coarse_lat_deg"]), coarse_lon_deg=float(line["coarse_lon_deg"]),
@@ -191,16 +196,45 @@ def align_query_north_up(image: np.ndarray, heading_rad: float, query_kind: str)
     return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
+def nadir_footprint_m(altitude_agl_m: float, hfov_deg: float) -> float:
+    """Ground width seen across a nadir pinhole image: ``2 * altitude * tan(hfov / 2)``."""
+    return 2.0 * altitude_agl_m * math.tan(math.radians(hfov_deg) / 2.0)
+
+
+def align_query_scale(image: np.ndarray, altitude_agl_m: float, hfov_deg: float, ground_size_m: float,
+                      out_px: int) -> np.ndarray:
+    """Cut the ``ground_size_m`` x ``ground_size_m`` ground square around a nadir view's centre (the point below
+    the camera) and resample it to ``out_px`` x ``out_px``, i.e. to ``ground_size_m / out_px`` m/px.
+
+    Run after :func:`align_query_north_up`; parts of the square outside the image are black. Square pixels
+    are assumed (the vertical scale equals the horizontal one).
+    """
+    if not (altitude_agl_m and altitude_agl_m > 0 and hfov_deg and 0 < hfov_deg < 180):
+        raise ValueError(f"scale alignment needs altitude_agl_m > 0 and 0 < hfov_deg < 180, got {altitude_agl_m}, "
+                         f"{hfov_deg}; record them per sample (PairWriter.add) or per frame (CameraFrame)")
+    h, w = image.shape[:2]
+    src_per_m = w / nadir_footprint_m(altitude_agl_m, hfov_deg)
+    scale = out_px / (ground_size_m * src_per_m)  # output px per source px
+    c_out, c_row, c_col = (out_px - 1) / 2, (h - 1) / 2, (w - 1) / 2  # centres, integer-centre convention
+    matrix = np.array([[scale, 0.0, c_out - scale * c_col], [0.0, scale, c_out - scale * c_row]])
+    if scale < 0.75:  # strong reduction: low-pass first (warpAffine has no area filter)
+        image = cv2.GaussianBlur(image, (0, 0), 0.5 / scale)
+    return cv2.warpAffine(image, matrix, (out_px, out_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Torch view of a pair dataset: normalised query/aerial tensors, heading and (optionally) the target pixel.
 
     Items: ``query (3, Hq, Wq)``, ``aerial (3, A, A)``, ``heading_rad`` (NaN when unknown, or 0 after north-up
     alignment), ``index``; ``rowcol (2,)`` in pixels of the resized aerial image only with ground truth.
+    ``query_ground_size_m``: also align the query's scale (:func:`align_query_scale`; needs each sample's
+    ``altitude_agl_m`` and ``hfov_deg``); :func:`dataset_for_model` sets it from the model.
     """
 
     def __init__(self, root: str | Path, query_size: tuple[int, int], aerial_size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], align_north_up: bool = True,
-                 read_ground_truth: bool = False, indices: list[int] | None = None, cache: bool = True) -> None:
+                 read_ground_truth: bool = False, indices: list[int] | None = None, cache: bool = True,
+                 query_ground_size_m: float | None = None) -> None:
         self.root = Path(root)
         self.info, records = read_pairs(root, read_ground_truth)
         self.records = records if indices is None else [records[i] for i in indices]
@@ -209,6 +243,9 @@ class PairDataset(torch.utils.data.Dataset):
         self.std = np.asarray(std, dtype=np.float32) * 255.0
         self.align = align_north_up and self.info.query_kind in ("drone", "ground_pano")
         self.read_ground_truth = read_ground_truth
+        self.query_ground_size_m = query_ground_size_m
+        if query_ground_size_m is not None:
+            _check_scale_metadata(self.root, self.records)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -226,6 +263,9 @@ class PairDataset(torch.utils.data.Dataset):
         query = read_image_rgb(self.root / rec.query)
         if self.align and rec.heading_rad is not None:
             query = align_query_north_up(query, rec.heading_rad, self.info.query_kind)
+        if self.query_ground_size_m is not None:
+            query = align_query_scale(query, rec.altitude_agl_m, rec.hfov_deg, self.query_ground_size_m,
+                                      self.query_size[0])
         pair = (self._to_tensor(query, self.query_size),
                 self._to_tensor(read_image_rgb(self.root / rec.aerial), (self.aerial_size, self.aerial_size)))
         if self._cache is not None:
@@ -265,6 +305,23 @@ class PairDataset(torch.utils.data.Dataset):
             m_per_px.append(rec.aerial_georef.m_per_px / scale)
             heading.append(np.nan if rec.heading_rad is None else rec.heading_rad)
         return np.asarray(rowcol), np.asarray(m_per_px), np.asarray(heading)
+
+
+def _check_scale_metadata(root: Path, records: list[PairRecord]) -> None:
+    missing = [r.id for r in records if r.altitude_agl_m is None or r.hfov_deg is None]
+    if missing:
+        raise PairDatasetError(f"{root}: {len(missing)} sample(s) (e.g. {missing[0]}) have no altitude_agl_m/hfov_deg; "
+                               "a scale-aligned localizer (query ground_size_m) needs both: re-write the pairs with "
+                               "them (PairWriter.add(..., altitude_agl_m=, hfov_deg=))")
+
+
+def dataset_for_model(root: str | Path, model: Any, read_ground_truth: bool = False, align_north_up: bool = True,
+                      **kwargs: Any) -> PairDataset:
+    """A :class:`PairDataset` with the model's input sizes, normalisation and query alignment (north-up, and
+    scale when the model records ``query_ground_size_m``)."""
+    return PairDataset(root, model.query_size, model.aerial_size, model.mean, model.std,
+                       align_north_up=align_north_up, read_ground_truth=read_ground_truth,
+                       query_ground_size_m=getattr(model, "query_ground_size_m", None), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -307,5 +364,5 @@ def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfi
             lat, lon = area.local_to_latlon(c_east, c_north)
             gt = {"gt_row": gt_row, "gt_col": gt_col} if with_ground_truth else {}
             writer.add(f"{i:06d}", query, aerial, georef, float(lat), float(lon), pose.heading_rad,
-                       stamp_s=float(i), **gt)
+                       stamp_s=float(i), altitude_agl_m=pose.alt_agl_m, hfov_deg=cfg.hfov_deg, **gt)
     return Path(root)

@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's options (see the module docstring for examples)."""
     parser = argparse.ArgumentParser(prog="edge-geoloc demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, small areas, short flight (~2 min)")
-    parser.add_argument("--from-step", type=int, default=1, metavar="N",
-                        help="reuse steps 1..N-1 from an earlier run (checked by sha256), run N and later")
+    parser.add_argument("--from-step", type=int, default=1, metavar="N", choices=range(1, 7),
+                        help="reuse steps 1..N-1 from an earlier run (checked by sha256), run N and later (1-6)")
     parser.add_argument("--reuse", type=Path, default=None, metavar="RUN_DIR",
                         help="the run to take earlier steps from (default: the latest run in --out)")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="parent of the timestamped run folders")
@@ -107,6 +108,7 @@ def run_demo(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edge-geoloc demo``; returns 0, or 2 with a one-line reason on a clear failure."""
     args = build_parser().parse_args(argv)
     try:
         run_dir = run_demo(args)

@@ -39,6 +39,7 @@ def outage_intervals(meta: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: Any) -> Any:
+    """``Pipeline.from_config`` over the exported models and the tile index."""
     pipeline_cls = require("edge_geoloc.runtime.pipeline", "Pipeline", "runtime (pipeline)")
     return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
 

@@ -113,10 +113,14 @@ def _heatmap_panel(ax, samples: dict[str, np.ndarray], i: int, name: str) -> Non
     ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="inferno", alpha=0.55, extent=(0, w, h, 0))
     truth = samples["truth_px"][i]
     peak = samples[f"peak_px_{name}"][i]
-    ax.plot(truth[1], truth[0], "x", color="cyan", ms=9, mew=2)
+    inside = 0 <= truth[0] <= h and 0 <= truth[1] <= w
+    if inside:
+        ax.plot(truth[1], truth[0], "x", color="cyan", ms=9, mew=2)
     ax.plot(peak[1], peak[0], "o", mfc="none", color="lime", ms=9, mew=1.8)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
     err = f"{samples[f'error_m_{name}'][i]:.1f} m" if f"error_m_{name}" in samples else ""
-    ax.set_title(f"{name} {err}", fontsize=9)
+    ax.set_title(f"{name} {err}" + ("" if inside else " (truth off patch)"), fontsize=9)
 
 
 def _save(fig, path: Path, dpi: int) -> Path:

@@ -48,6 +48,7 @@ class StepManifest:
     finished_utc: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The ``manifest.json`` document."""
         return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "step": self.step, "name": self.name,
                 "files": self.files, "metrics": self.metrics, "duration_s": self.duration_s,
                 "cpu_s": self.cpu_s, "finished_utc": self.finished_utc}
@@ -92,6 +93,7 @@ def latest_run_with(out_root: str | Path, step_dirs: list[str]) -> Path | None:
 
 
 def step_dir_name(number: int, name: str) -> str:
+    """``NN_name``: the folder of a step inside a run."""
     return f"{number:02d}_{name}"
 
 

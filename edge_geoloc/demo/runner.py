@@ -96,6 +96,7 @@ def run_steps(steps: Sequence[Step], run_dir: Path, config: DemoConfig, cache_di
 
 
 def check_from_step(steps: Sequence[Step], from_step: int, reuse_run: Path | None) -> None:
+    """Fail before any work when ``from_step`` is not a step or has no earlier run to reuse."""
     numbers = [s.number for s in steps]
     if from_step not in numbers:
         raise ValueError(f"--from-step {from_step} is not a step; valid steps: {numbers}")

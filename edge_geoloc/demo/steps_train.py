@@ -42,7 +42,8 @@ def cached_dataset(ctx: StepContext, name: str, params: dict[str, Any], write: C
     return dst
 
 
-def load_area_role(ctx: StepContext, role: str):
+def load_area_role(ctx: StepContext, role: str) -> Any:
+    """The ``source`` or ``target`` area of this run (``edge_geoloc.sim.load_area``)."""
     from edge_geoloc.demo.steps import area_dir
 
     load_area = require("edge_geoloc.sim", "load_area", "sim")
@@ -58,7 +59,8 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
     metrics: dict[str, Any] = {"retrieval": train_retrieval_model(ctx, retrieval_root)}
     metrics["retrieval"]["target"] = retrieval_recall(ctx.step_dir / RETRIEVAL_CKPT, target_tree)
     train_pairs = drone_pairs(ctx, source, "localizer_train", ctx.config.seed)
-    val_pairs = drone_pairs(ctx, source, "localizer_val", ctx.config.seed + 1000)
+    val_section = {**ctx.config.localizer_data, **ctx.config.eval_pairs}  # smaller than the training set
+    val_pairs = drone_pairs(ctx, source, "localizer_val", ctx.config.seed + 1000, val_section)
     metrics["localizer"] = train_localizer_model(ctx, train_pairs, val_pairs)
     return metrics
 
@@ -130,6 +132,7 @@ def train_localizer_model(ctx: StepContext, train_root: Path, val_root: Path) ->
 
 # ---------------------------------------------------------------- step 3: export + index
 def runtime_config(ctx: StepContext) -> Any:
+    """The ``RuntimeConfig`` of the demo's ``runtime`` section, on ONNX Runtime (CPU)."""
     cfg_cls = require("edge_geoloc.runtime.config", "RuntimeConfig", "runtime")
     return from_dict(cfg_cls, deep_merge(ctx.config.runtime, {"backend": {"kind": "onnxruntime", "device": "cpu"}}))
 

@@ -237,3 +237,7 @@ def ccvpe_drone_micro(**kwargs) -> CoarseToFineLocalizer:
                     num_orientations=1, coarse_grid=4, level_channels=(8, 4, 2, 1), final_channels=8,
                     orientation_channels=8)
     return CoarseToFineLocalizer(**{**defaults, **kwargs})
+
+
+# the siamese cross-correlation drone localizers register themselves on import (after LocalizerOutput exists)
+from edge_geoloc.models import localizer_xcorr  # noqa: E402, F401
