@@ -29,17 +29,25 @@ import torch  # noqa: E402
 
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.config import from_dict  # noqa: E402
-from edge_geoloc.data.pairs import DronePairConfig, PairDataset, write_synthetic_drone_pairs  # noqa: E402
+from edge_geoloc.data.pairs import (  # noqa: E402
+    DronePairConfig,
+    PairDataset,
+    dataset_for_model,
+    write_synthetic_drone_pairs,
+)
+from edge_geoloc.models import create_model  # noqa: E402
 from edge_geoloc.sim import generate_area  # noqa: E402
-from edge_geoloc.train.adaptation import AdaptConfig, adapt, open_target  # noqa: E402
+from edge_geoloc.train.adaptation import AdaptConfig, adapt  # noqa: E402
 from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, evaluate_dataset, fit  # noqa: E402
 
 log = logging.getLogger("benchmarks.adaptation")
 
 SIZES = {  # source train, source val, target total, teacher epochs, adaptation epochs, area size (m)
-    "quick": dict(source=800, source_val=100, target=400, teacher_epochs=6, adapt_epochs=3, area_m=600.0),
-    "full": dict(source=2000, source_val=200, target=1000, teacher_epochs=10, adapt_epochs=3, area_m=900.0),
+    "quick": dict(source=800, source_val=100, target=400, teacher_epochs=2, adapt_epochs=3, area_m=600.0),
+    "full": dict(source=2000, source_val=200, target=1000, teacher_epochs=6, adapt_epochs=3, area_m=900.0),
 }
+MODEL = "xcorr_drone_micro"  # siamese cross-correlation; queries north-up and cut to 32 m at the patch's 1 m/px
+DATA_VERSION = 2  # pairs record altitude_agl_m and hfov_deg (needed for the query's scale alignment)
 
 
 def make_data(work: Path, size: dict, seed: int) -> dict[str, Path]:
@@ -54,7 +62,7 @@ def make_data(work: Path, size: dict, seed: int) -> dict[str, Path]:
             "target_test": (target, n_t - n_train - n_val, True)}
     dirs = {}
     for i, (name, (area, count, labelled)) in enumerate(plan.items()):
-        dirs[name] = work / name
+        dirs[name] = work / f"{name}_v{DATA_VERSION}"
         if not (dirs[name] / "dataset.json").is_file():
             write_synthetic_drone_pairs(area, dirs[name], replace(pairs, count=count), seed=100 * seed + i,
                                         with_ground_truth=labelled)
@@ -63,15 +71,15 @@ def make_data(work: Path, size: dict, seed: int) -> dict[str, Path]:
 
 def train_teacher(dirs: dict[str, Path], work: Path, epochs: int) -> torch.nn.Module:
     cfg = from_dict(LocalizerTrainConfig, {
-        "model": {"name": "ccvpe_drone_micro"}, "loss": {"sigma_px": 2.0, "infonce_weight": 10.0},
+        "model": {"name": MODEL}, "loss": {"sigma_px": 1.0, "infonce_weight": 1.0},
         "optim": {"lr": 1e-3, "epochs": epochs}, "out_dir": str(work / "teacher"), "log_every": 0, "resume": False,
-        "data": {"train": str(dirs["source_train"])}})
+        "data": {"train": str(dirs["source_train"]), "batch_size": 16}})
     model = fit(cfg, _labelled(dirs["source_train"]))
     return model.eval()
 
 
 def _labelled(path: Path) -> PairDataset:
-    return PairDataset(path, (64, 64), 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), read_ground_truth=True)
+    return dataset_for_model(path, create_model(MODEL), read_ground_truth=True)
 
 
 def evaluate_rows(models: dict[str, torch.nn.Module], dirs: dict[str, Path]) -> dict[str, dict]:
@@ -86,7 +94,7 @@ def evaluate_rows(models: dict[str, torch.nn.Module], dirs: dict[str, Path]) -> 
 
 def run_adaptation(teacher: torch.nn.Module, dirs: dict[str, Path], work: Path, epochs: int):
     cfg = AdaptConfig(sigma_px=2.0, aux_epochs=epochs, student_epochs=epochs)
-    target = open_target(dirs["target_train"], teacher, cfg)
+    target = dataset_for_model(dirs["target_train"], teacher, read_ground_truth=False)  # + scale alignment
     plain = adapt(teacher, target, replace(cfg, mode_based_labels=False, filter_outliers=False), work / "plain")
     full = adapt(teacher, target, cfg, work / "full")
     models = {"teacher": teacher, "student: plain self-distillation": plain.student,
@@ -99,7 +107,7 @@ def centre_baseline(dirs: dict[str, Path]) -> dict[str, float]:
     out = {}
     for split in ("source_val", "target_test"):
         rowcol, m_per_px, _ = _labelled(dirs[split]).ground_truth()
-        d = np.linalg.norm(rowcol - 32.0, axis=1) * m_per_px
+        d = np.linalg.norm(rowcol - 0.5 * _labelled(dirs[split]).aerial_size, axis=1) * m_per_px
         out[f"{split}_mean_m"], out[f"{split}_median_m"] = float(d.mean()), float(np.median(d))
     return out
 
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{args.threads} intra-op thread(s)",
               "seconds": {"data": round(t_data, 1), "teacher": round(t_teacher, 1),
                           "total": round(time.monotonic() - t0, 1)},
-              "rows": rows, "baseline_patch_centre": baseline, "adaptation_report": report,
+              "model": MODEL, "rows": rows, "baseline_patch_centre": baseline, "adaptation_report": report,
               "table_markdown": table(rows, baseline)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, json.loads(json.dumps(result, default=str)))

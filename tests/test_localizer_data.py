@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from edge_geoloc.data.kitti import KITTI_M_PER_PX, KittiDataset, camera_pixel, read_heading_rad
-from edge_geoloc.data.pairs import PairDataset, PairDatasetError, PairWriter, align_query_north_up, read_pairs
+from edge_geoloc.data.pairs import (
+    PairDataset,
+    PairDatasetError,
+    PairWriter,
+    align_query_north_up,
+    align_query_scale,
+    dataset_for_model,
+    read_pairs,
+)
 from edge_geoloc.data.vigor import CITY_M_PER_PX, VigorDataset, read_vigor, satellite_georef
 from edge_geoloc.evaluate.localization_metrics import (
     localization_errors,
@@ -66,6 +74,35 @@ def test_bad_pair_datasets_get_clear_errors_and_bad_lines_are_counted(tmp_path, 
     (root / "dataset.json").write_text(json.dumps({**meta, "format": "other"}))
     with pytest.raises(PairDatasetError, match="format"):
         read_pairs(root)
+
+
+def test_scale_alignment_cuts_the_ground_square_below_the_camera():
+    image = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    alt_64m = 32.0 / math.tan(math.radians(30.0))  # 60 deg hfov at this height sees 64 m: 1 px per metre
+    same = align_query_scale(image, alt_64m, 60.0, 32.0, 32)  # 32 m at 1 m/px: the centre crop, unchanged
+    np.testing.assert_array_equal(same, image[16:48, 16:48])
+    half = align_query_scale(image, alt_64m, 60.0, 64.0, 32)  # the whole view at 2 m/px
+    assert half.shape == (32, 32, 3) and abs(float(half.mean()) - float(image.mean())) < 3.0
+    wide = align_query_scale(np.full((64, 64, 3), 200, np.uint8), alt_64m, 60.0, 128.0, 32)  # beyond the view
+    assert wide[0, 0].tolist() == [0, 0, 0] and wide[16, 16].tolist() == [200, 200, 200]
+    with pytest.raises(ValueError, match="altitude_agl_m"):
+        align_query_scale(image, None, 60.0, 32.0, 32)
+
+
+def test_scale_aligned_dataset_needs_altitude_and_hfov(tmp_path):
+    from edge_geoloc.models import create_model
+
+    model = create_model("xcorr_drone_micro")
+    with pytest.raises(PairDatasetError, match="altitude_agl_m"):
+        dataset_for_model(_write_pairs(tmp_path / "no_alt"), model)
+    rng = np.random.default_rng(0)
+    with PairWriter(tmp_path / "alt", "drone", 16.0, 32) as w:
+        w.add("0", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), rng.integers(0, 255, (32, 32, 3), np.uint8),
+              GEOREF, 52.0, 4.36, heading_rad=0.3, altitude_agl_m=40.0, hfov_deg=60.0)
+    _, recs = read_pairs(tmp_path / "alt")
+    assert (recs[0].altitude_agl_m, recs[0].hfov_deg) == (40.0, 60.0)
+    item = dataset_for_model(tmp_path / "alt", model)[0]
+    assert tuple(item["query"].shape) == (3, 32, 32) and tuple(item["aerial"].shape) == (3, 64, 64)
 
 
 def test_align_panorama_rolls_heading_to_the_centre():

@@ -4,11 +4,13 @@ When the drone's heading and altitude are known, the query can be rotated north-
 (:func:`edge_geoloc.data.pairs.align_query_north_up`) and cut/resized to the aerial patch's ground sample
 distance (:func:`edge_geoloc.data.pairs.align_query_scale`): the query is then a template of the patch's
 content, up to appearance. One shared fully-convolutional feature net (strides 1, 2, 4, 8) encodes both. At
-each level, coarse (stride ``aerial_size / coarse_grid``) to fine (stride 1), the query feature map is the
-correlation kernel over the aerial feature map: a normalised cross-correlation (cosine of the template with
-every window), ``(B, 1, n_k, n_k)`` at cell centres. A small decoder up-samples and merges the volumes coarse
-to fine into logits at the patch's resolution (plus a learned multiple of the summed, up-sampled volumes, so a
-plain correlation peak is a heat map from the first step); a softmax over all pixels gives the heat map.
+each level, coarse (stride ``aerial_size / coarse_grid``) to fine (stride 2; CCVPE's geometry: the heat map
+is twice the finest level), the query feature map is the correlation kernel over the aerial feature map: a
+normalised cross-correlation (cosine of the template with every window), ``(B, 1, n_k, n_k)`` at cell
+centres. A small decoder up-samples and merges the volumes coarse to fine, then joins the aerial stride-1
+features for the last x2 step, into logits at the patch's resolution (plus a learned multiple of the summed,
+up-sampled volumes, so a plain correlation peak is a heat map from the first step); a softmax over all
+pixels gives the heat map.
 
 The orientation output is the constant heading 0 (the query is north-up by construction). Static shapes and
 no data-dependent loops: per-sample kernels are one grouped convolution (batch folded into channels), so
@@ -94,26 +96,28 @@ class XCorrLocalizer(nn.Module):
         self.aerial_m_per_px = float(aerial_m_per_px)
         self.query_ground_size_m = float(self.query_size[0]) * self.aerial_m_per_px
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        n_levels = int(round(math.log2(self.aerial_size // self.coarse_grid))) + 1
+        n_levels = int(round(math.log2(self.aerial_size // self.coarse_grid)))
         self.level_sizes = tuple(self.coarse_grid * 2**k for k in range(n_levels))
-        self.level_stages = tuple(n_levels - 1 - k for k in range(n_levels))  # stage index per level
+        self.level_stages = tuple(n_levels - k for k in range(n_levels))  # feature stage (stride 2^s) per level
         self.features = SiameseFeatures(tuple(channels))
         d = decoder_channels
         self.dec_in = nn.Sequential(nn.Conv2d(1, d, 3, padding=1), nn.ReLU(inplace=True))
         self.dec = nn.ModuleList(conv_stage(d + 1, d, 1) for _ in self.level_sizes[1:])
+        self.dec_final = conv_stage(d + channels[0], d, 1)
         self.dec_out = nn.Conv2d(d, 1, 3, padding=1)
         self.volume_scale = nn.Parameter(torch.tensor(10.0))
 
     def forward(self, query: torch.Tensor, aerial: torch.Tensor) -> LocalizerOutput:
-        q_feats, a_feats = self.features(query), self.features(aerial)
+        q_feats, a_feats = self.features(query), self.features(aerial)  # strides 1, 2, 4, 8
         levels = tuple(normalized_xcorr(a_feats[s], q_feats[s]) for s in self.level_stages)  # (B, 1, n_k, n_k)
         x = self.dec_in(levels[0])
         for volume, block in zip(levels[1:], self.dec, strict=True):
             x = F.interpolate(x, size=volume.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, volume], dim=1))
         size = (self.aerial_size, self.aerial_size)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        logits = self.dec_out(self.dec_final(torch.cat([x, a_feats[0]], dim=1)))
         prior = sum(F.interpolate(v, size=size, mode="bilinear", align_corners=False) for v in levels)
-        logits = F.interpolate(self.dec_out(x), size=size, mode="bilinear", align_corners=False)
         heatmap = spatial_softmax(logits + self.volume_scale * prior)
         return LocalizerOutput(heatmap, levels, north_up_orientation(heatmap))
 
@@ -132,8 +136,9 @@ def _check_args(query_size: tuple[int, int], aerial_size: int, coarse_grid: int,
     if len(query_size) != 2 or query_size[0] != query_size[1]:
         raise ValueError(f"query_size must be square (H, H) at the aerial patch's m/px, got {query_size}")
     ratio = aerial_size // max(coarse_grid, 1)
-    if coarse_grid < 1 or ratio * coarse_grid != aerial_size or ratio & (ratio - 1) or ratio > 2 ** (n_stages - 1):
-        raise ValueError(f"aerial_size {aerial_size} / coarse_grid {coarse_grid} must be a power of two <= "
+    if coarse_grid < 1 or ratio * coarse_grid != aerial_size or ratio & (ratio - 1) or not 2 <= ratio <= 2 ** (
+            n_stages - 1):
+        raise ValueError(f"aerial_size {aerial_size} / coarse_grid {coarse_grid} must be a power of two in 2.."
                          f"{2 ** (n_stages - 1)} (the deepest feature stride)")
     if query_size[0] % ratio:
         raise ValueError(f"query_size {query_size[0]} must be a multiple of the coarse stride {ratio}")
@@ -141,14 +146,14 @@ def _check_args(query_size: tuple[int, int], aerial_size: int, coarse_grid: int,
 
 @register_model("xcorr_drone_micro", kind="localizer")
 def xcorr_drone_micro(**kwargs) -> XCorrLocalizer:
-    """CPU drone localizer: siamese cross-correlation, 32 px query (32 m), 64 px aerial (64 m), levels 8->64."""
+    """CPU drone localizer: siamese cross-correlation, 32 px query (32 m), 64 px aerial (64 m), levels 8->32."""
     defaults = dict(query_size=(32, 32), aerial_size=64, coarse_grid=8, channels=(8, 16, 32, 64))
     return XCorrLocalizer(**{**defaults, **kwargs})
 
 
 @register_model("xcorr_drone_tiny", kind="localizer")
 def xcorr_drone_tiny(**kwargs) -> XCorrLocalizer:
-    """Wider siamese cross-correlation localizer: 64 px query (32 m at 0.5 m/px), 128 px aerial, levels 16->128."""
+    """Wider siamese cross-correlation localizer: 64 px query (32 m at 0.5 m/px), 128 px aerial, levels 16->64."""
     defaults = dict(query_size=(64, 64), aerial_size=128, coarse_grid=16, channels=(12, 24, 48, 96),
                     aerial_m_per_px=0.5)
     return XCorrLocalizer(**{**defaults, **kwargs})

@@ -79,10 +79,19 @@ TargetsFn = Callable[[dict[str, Any]], LocalizerTargets]
 
 
 def preprocessing_of(model: torch.nn.Module) -> dict[str, Any]:
-    """The sidecar/checkpoint preprocessing block: per input size, mean/std, RGB order and query alignment."""
+    """The sidecar/checkpoint preprocessing block: per input size, mean/std, RGB order and query alignment.
+
+    Scale-aligned models (``query_ground_size_m``) also record the query's and the aerial patch's ground size
+    in metres: cut the north-up query to ``query.ground_size_m`` with ``align_query_scale`` and feed aerial
+    patches of ``aerial.ground_size_m``.
+    """
     common = {"mean": list(model.mean), "std": list(model.std), "color_order": "RGB", "interpolation": "area"}
-    return {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, **common},
+    prep = {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, **common},
             "aerial": {"size_hw": [model.aerial_size, model.aerial_size], **common}}
+    if getattr(model, "query_ground_size_m", None):
+        prep["query"]["ground_size_m"] = float(model.query_ground_size_m)
+        prep["aerial"]["ground_size_m"] = float(model.aerial_size * model.aerial_m_per_px)
+    return prep
 
 
 def build_model(cfg: LocalizerModelConfig) -> torch.nn.Module:
