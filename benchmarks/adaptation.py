@@ -43,8 +43,8 @@ from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, evaluate_d
 log = logging.getLogger("benchmarks.adaptation")
 
 SIZES = {  # source train, source val, target total, teacher epochs, adaptation epochs, area size (m)
-    "quick": dict(source=800, source_val=100, target=400, teacher_epochs=2, adapt_epochs=3, area_m=600.0),
-    "full": dict(source=2000, source_val=200, target=1000, teacher_epochs=6, adapt_epochs=3, area_m=900.0),
+    "quick": dict(source=800, source_val=100, target=400, teacher_epochs=4, adapt_epochs=3, area_m=600.0),
+    "full": dict(source=2000, source_val=200, target=1000, teacher_epochs=8, adapt_epochs=3, area_m=900.0),
 }
 MODEL = "xcorr_drone_micro"  # siamese cross-correlation; queries north-up and cut to 32 m at the patch's 1 m/px
 DATA_VERSION = 2  # pairs record altitude_agl_m and hfov_deg (needed for the query's scale alignment)
@@ -93,7 +93,8 @@ def evaluate_rows(models: dict[str, torch.nn.Module], dirs: dict[str, Path]) -> 
 
 
 def run_adaptation(teacher: torch.nn.Module, dirs: dict[str, Path], work: Path, epochs: int):
-    cfg = AdaptConfig(sigma_px=2.0, aux_epochs=epochs, student_epochs=epochs)
+    # all three correlation levels supervised (K' = 3; CCVPE's K' = 2 of 6 leaves the stride-2 level untouched)
+    cfg = AdaptConfig(sigma_px=2.0, aux_epochs=epochs, student_epochs=epochs, lr=3e-4, supervised_levels=3)
     target = dataset_for_model(dirs["target_train"], teacher, read_ground_truth=False)  # + scale alignment
     plain = adapt(teacher, target, replace(cfg, mode_based_labels=False, filter_outliers=False), work / "plain")
     full = adapt(teacher, target, cfg, work / "full")

@@ -73,7 +73,7 @@ def run_real_pipeline(models: Path, work: Path, cfg: ScenarioConfig) -> dict[str
     """Each scenario as a rendered sim flight through ``Pipeline`` + replay; error tables against the truth."""
     from edge_geoloc.runtime.config import RuntimeConfig
     from edge_geoloc.runtime.pipeline import Pipeline
-    from edge_geoloc.runtime.replay import read_flight, replay, write_outputs
+    from edge_geoloc.runtime.replay import read_flight, replay, with_flight_camera, write_outputs
     from edge_geoloc.runtime.replay_cli import find_model
     from edge_geoloc.sim import generate_area, load_area
     from edge_geoloc.sim.flight import FlightConfig, simulate_flight
@@ -87,11 +87,12 @@ def run_real_pipeline(models: Path, work: Path, cfg: ScenarioConfig) -> dict[str
     results = {}
     for k, name in enumerate(SCENARIOS):
         flight_dir = work / name
-        if not (flight_dir / "flight.json").is_file():
+        if not (flight_dir / "sensors.csv").is_file():  # older flights lack the measured heading / height
             simulate_flight(area, flight_dir, FlightConfig(duration_s=cfg.duration_s, seed=k,
                                                            gnss=gnss_noise(name, cfg)))
-        pipeline = Pipeline.from_config(retrieval, localizer, index_dir, runtime)
-        result = replay(pipeline, read_flight(flight_dir))
+        flight = read_flight(flight_dir)
+        pipeline = Pipeline.from_config(retrieval, localizer, index_dir, with_flight_camera(runtime, flight))
+        result = replay(pipeline, flight)
         results[name] = write_outputs(result, flight_dir / "replay", runtime.pipeline.min_confidence, True)
     return results
 

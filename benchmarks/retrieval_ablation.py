@@ -36,7 +36,7 @@ VARIANTS = {
 KEYS = {"D2S": "drone_to_satellite/distractors", "S2D": "satellite_to_drone/distractors"}
 SETTINGS = {
     "full": dict(seeds=(1, 2, 3), steps=150, img=64, batch=16, n_train=48, n_test=24, views=6, px=64),
-    "quick": dict(seeds=(1,), steps=60, img=48, batch=12, n_train=24, n_test=12, views=4, px=48),
+    "quick": dict(seeds=(1,), steps=30, img=48, batch=12, n_train=24, n_test=12, views=4, px=48),
 }
 
 
@@ -49,7 +49,7 @@ def build_tree(root: Path, s: dict) -> Path:
     area = generate_area("source", seed=11, size_m=1000.0, gsd_m=1.0)
     write_university_tree(root, area, n_train=s["n_train"], n_test=s["n_test"], n_distractors=s["n_test"] // 2,
                           views_per_location=s["views"], drone_px=s["px"], satellite_px=s["px"],
-                          satellite_size_m=80.0, alt_range_m=(40.0, 60.0), seed=0)
+                          satellite_size_m=120.0, alt_range_m=(60.0, 110.0), seed=0)
     return root
 
 

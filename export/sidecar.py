@@ -67,6 +67,7 @@ class InputPreprocessing:
     scale: float = 1.0 / 255.0
     layout: str = "NCHW"
     alignment: str | None = None  # localizer query: "north_up" = rotate the view to north-up before the model
+    ground_size_m: float | None = None  # scale-aligned localizer: metres of ground the input covers
 
     def __post_init__(self) -> None:
         if self.color_order not in COLOR_ORDERS:

@@ -68,7 +68,8 @@ def _hw(size: Any) -> tuple[int, int]:
 def _prep(model: nn.Module, size_hw: tuple[int, int], overrides: dict[str, Any]) -> InputPreprocessing:
     mean = tuple(float(v) for v in getattr(model, "mean", (0.485, 0.456, 0.406)))
     std = tuple(float(v) for v in getattr(model, "std", (0.229, 0.224, 0.225)))
-    known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale", "alignment")}
+    known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale", "alignment",
+                                                           "ground_size_m")}
     return InputPreprocessing(size_hw=size_hw, mean=mean, std=std, **known)
 
 

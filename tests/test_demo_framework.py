@@ -15,8 +15,8 @@ from edge_geoloc.demo.config import DemoConfig
 from edge_geoloc.demo.report import ReportInputs, build_report, format_table, outage_mask
 from edge_geoloc.demo.runfolder import StepOutputError, list_runs, new_run_dir
 from edge_geoloc.demo.runner import Step, run_steps, warn_if_config_differs
-from edge_geoloc.demo.trajectory import TrajectoryRow, error_stats, read_trajectory, write_trajectory
 from edge_geoloc.geo import haversine_m
+from edge_geoloc.runtime.trajectory import TrajectoryRow, error_stats, read_trajectory, write_trajectory
 
 NOW = datetime(2026, 11, 22, 3, 0, 0, tzinfo=timezone.utc)
 

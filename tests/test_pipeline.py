@@ -219,3 +219,89 @@ def test_raw_gnss_bounds_the_search_only_when_valid_and_recent(world):
     assert pipe.counters.no_prior_frames == 1 and not pipe.fusion.initialized
     pipe.process(camera(ortho, 0.0, 0.0, 30.0), None)  # the raw fix is 29 s old now
     assert pipe.counters.no_prior_frames == 2
+
+
+class RecordingLocalizer(TemplateLocalizer):
+    """Template matching that records every query it receives and declares the artifact's query alignment."""
+
+    def __init__(self, alignment) -> None:
+        super().__init__()
+        self.alignment, self.queries = alignment, []
+
+    def locate(self, query_rgb, aerial_rgb):
+        self.queries.append(query_rgb.copy())
+        return super().locate(query_rgb, aerial_rgb)
+
+
+def drone_view(north_up: np.ndarray) -> np.ndarray:
+    """What a camera flying east (heading pi/2) sees: image "up" points east, i.e. the north-up view turned
+    90 degrees counter-clockwise (exact, no corners lost)."""
+    return np.ascontiguousarray(np.rot90(north_up, k=1))
+
+
+def test_north_up_artifact_receives_the_query_rotated_by_the_frame_heading(world):
+    from edge_geoloc.runtime.query_alignment import QueryAlignment
+
+    ortho, index = world
+    localizer = RecordingLocalizer(QueryAlignment(north_up=True))
+    pipe = Pipeline(ThumbnailEncoder(), localizer, index, runtime_cfg(localize_top=1), origin=ORIGIN)
+    north_up = camera(ortho, 10.0, 10.0, 0.0)
+    frame = CameraFrame(0.0, drone_view(north_up.image_rgb), heading_rad=math.pi / 2)
+    pipe.process(frame, gnss(10.0, 10.0, 0.0))
+    assert len(localizer.queries) == 1
+    received = localizer.queries[0].astype(int)
+    assert np.abs(received - north_up.image_rgb.astype(int)).max() <= 1  # rotated back to north-up
+    assert np.abs(received - frame.image_rgb.astype(int)).mean() > 10  # not the frame as captured
+    plain = RecordingLocalizer(QueryAlignment())  # alignment "none": the frame as captured
+    Pipeline(ThumbnailEncoder(), plain, index, runtime_cfg(localize_top=1), origin=ORIGIN).process(frame, None)
+    assert np.array_equal(plain.queries[0], frame.image_rgb)
+
+
+def test_frames_without_the_heading_the_artifact_needs_get_no_visual_fix(world, caplog):
+    from edge_geoloc.runtime.query_alignment import QueryAlignment
+
+    ortho, index = world
+    localizer = RecordingLocalizer(QueryAlignment(north_up=True))
+    pipe = Pipeline(ThumbnailEncoder(), localizer, index, runtime_cfg(), origin=ORIGIN)
+    with caplog.at_level("WARNING", logger="edge_geoloc.runtime.pipeline"):
+        for i in range(3):
+            state = pipe.process(camera(ortho, 10.0, 10.0, 0.5 * i, seed=i), gnss(10.0, 10.0, 0.5 * i))
+            assert state.visual_fix is None and state.gnss_used
+    assert pipe.counters.extra["missing_heading"] == 3 and pipe.counters.frames == 3
+    assert localizer.queries == [] and pipe.counters.visual_fixes == 0
+    assert sum("missing_heading" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def test_scale_aligned_artifact_gets_the_ground_square_from_altitude_and_fov(world):
+    from edge_geoloc.data.pairs import align_query_north_up, align_query_scale
+    from edge_geoloc.runtime.config import CameraConfig
+    from edge_geoloc.runtime.query_alignment import QueryAlignment
+
+    ortho, index = world
+    alignment = QueryAlignment(north_up=True, ground_size_m=40.0, out_px=48)
+    cfg = RuntimeConfig(pipeline=runtime_cfg(localize_top=1).pipeline, camera=CameraConfig(hfov_deg=60.0))
+    localizer = RecordingLocalizer(alignment)
+    pipe = Pipeline(ThumbnailEncoder(), localizer, index, cfg, origin=ORIGIN)
+    image = camera(ortho, 10.0, 10.0, 0.0).image_rgb
+    pipe.process(CameraFrame(0.0, image, heading_rad=0.3, altitude_agl_m=50.0), gnss(10.0, 10.0, 0.0))
+    expected = align_query_scale(align_query_north_up(image, 0.3, "drone"), 50.0, 60.0, 40.0, 48)
+    assert localizer.queries[0].shape == (48, 48, 3) and np.array_equal(localizer.queries[0], expected)
+    pipe.process(CameraFrame(1.0, image, heading_rad=0.3), gnss(10.0, 10.0, 1.0))  # no height above ground
+    no_fov = Pipeline(ThumbnailEncoder(), RecordingLocalizer(alignment), index, runtime_cfg(), origin=ORIGIN)
+    no_fov.process(CameraFrame(0.0, image, heading_rad=0.3, altitude_agl_m=50.0), None)
+    assert pipe.counters.extra["missing_altitude"] == 1 and no_fov.counters.extra["missing_hfov"] == 1
+
+
+def test_backend_localizer_reads_the_alignment_its_artifact_declares():
+    backend = FakeBackend("localizer", 1)
+    backend.sidecar = {"model": {"kwargs": {}},
+                       "preprocessing": {"aerial": {"size_hw": [16, 16], "ground_size_m": 64.0},
+                                         "query": {"size_hw": [32, 32], "alignment": "north_up",
+                                                   "ground_size_m": 32.0}}}
+    loc = BackendLocalizer(backend)
+    assert loc.alignment.north_up and loc.alignment.ground_size_m == 32.0 and loc.alignment.out_px == 32
+    assert loc.aerial_size_m == 64.0
+    assert not BackendLocalizer(FakeBackend("localizer", 1)).alignment.north_up  # no query block: none
+    backend.sidecar["preprocessing"]["query"]["alignment"] = "gravity_up"
+    with pytest.raises(ValueError, match="north_up"):
+        BackendLocalizer(backend)

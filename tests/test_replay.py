@@ -155,7 +155,8 @@ class NccNet(nn.Module):
         return heat, torch.zeros(1, 2, a.shape[-2], a.shape[-1])
 
 
-def export_tiny(model: nn.Module, path, kind: str, inputs: dict[str, int], outputs: dict[str, tuple]) -> None:
+def export_tiny(model: nn.Module, path, kind: str, inputs: dict[str, int], outputs: dict[str, tuple],
+                extra_prep: dict[str, dict] | None = None) -> None:
     from edge_geoloc.export.sidecar import (
         InputPreprocessing,
         ModelDescription,
@@ -171,7 +172,8 @@ def export_tiny(model: nn.Module, path, kind: str, inputs: dict[str, int], outpu
         kind=kind, model_name=type(model).__name__, model_kwargs={},
         inputs=tuple(TensorSpec(n, (1, 3, s, s)) for n, s in inputs.items()),
         outputs=tuple(TensorSpec(n, shape) for n, shape in outputs.items()),
-        preprocessing={n: InputPreprocessing((s, s), mean=(0, 0, 0), std=(1, 1, 1)) for n, s in inputs.items()})
+        preprocessing={n: InputPreprocessing((s, s), mean=(0, 0, 0), std=(1, 1, 1), **(extra_prep or {}).get(n, {}))
+                       for n, s in inputs.items()})
     write_sidecar(path, build_sidecar(desc, opset=17))
 
 
@@ -234,3 +236,86 @@ def test_reads_a_flight_written_by_the_simulator(tmp_path):
     pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg())
     errors = write_outputs(replay(pipe, flight), tmp_path / "out", 0.3, has_truth=True)
     assert errors["gnss_only"]["max_m"] < 15.0 and errors["fused"]["max_m"] < 15.0
+
+
+class RecordingPipeline:
+    """Records the frames the replay hands over; a real pipeline (GNSS only) answers."""
+
+    def __init__(self, index) -> None:
+        self.inner, self.frames = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg()), []
+        self.counters = self.inner.counters
+
+    def add_gnss(self, fix) -> bool:
+        return self.inner.add_gnss(fix)
+
+    def process(self, frame, fix):
+        self.frames.append(frame)
+        return self.inner.process(frame, fix)
+
+
+def test_replay_fills_heading_and_altitude_from_the_measurements_never_the_truth(world, tmp_path):
+    """Frames carry the flight's measured heading / height (sensors.csv, or frames.csv columns of a recorded
+    flight); truth.csv is only for scoring. The camera's field of view comes from flight.json."""
+    from dataclasses import replace
+
+    from edge_geoloc.runtime.config import CameraConfig, RuntimeConfig
+    from edge_geoloc.runtime.replay import measured_attitude, with_flight_camera
+    from edge_geoloc.sim import generate_area
+    from edge_geoloc.sim.flight import FlightConfig, simulate_flight
+
+    ortho, plain_dir = world
+    index = build_tile_index([ortho], ThumbnailEncoder(), TileIndexConfig(tile_size_m=QUERY_M, stride_m=60.0,
+                                                                          tile_px=32))
+    area = generate_area("target", seed=3, size_m=300.0)
+    sim = simulate_flight(area, tmp_path / "flight", FlightConfig(duration_s=3.0, frame_rate_hz=2.0, width_px=32,
+                                                                  height_px=32, hfov_deg=70.0))
+    flight = read_flight(tmp_path / "flight")
+    pipe = RecordingPipeline(index)
+    replay(pipe, flight)
+    headings = np.array([f.heading_rad for f in pipe.frames])
+    altitudes = np.array([f.altitude_agl_m for f in pipe.frames])
+    np.testing.assert_allclose(headings, sim.sensors["heading_rad"], atol=1e-9)
+    np.testing.assert_allclose(altitudes, sim.sensors["altitude_agl_m"], atol=1e-9)
+    assert not np.allclose(headings, sim.truth["heading_rad"]) and not np.allclose(altitudes, sim.truth["alt_agl_m"])
+    assert with_flight_camera(RuntimeConfig(), flight).camera.hfov_deg == 70.0
+    assert with_flight_camera(RuntimeConfig(camera=CameraConfig(hfov_deg=50.0)), flight).camera.hfov_deg == 50.0
+
+    recorded = tmp_path / "recorded"  # a recorded flight: frames.csv with measured columns, no flight.json
+    (recorded / "frames").mkdir(parents=True)
+    for i, path in enumerate(flight.frame_paths[:3]):
+        (recorded / "frames" / f"{i:06d}.jpg").write_bytes(path.read_bytes())
+    (recorded / "frames.csv").write_text("index,stamp_s,heading_rad,altitude_agl_m\n0,10.0,6.2,40.0\n"
+                                         "1,10.5,0.1,41.0\n2,11.0,,\n")
+    pipe = RecordingPipeline(index)
+    replay(pipe, read_flight(recorded))
+    assert [f.altitude_agl_m for f in pipe.frames] == [40.0, 41.0, None]  # an empty cell stays missing
+    assert [f.heading_rad for f in pipe.frames] == [pytest.approx(6.2), pytest.approx(0.1), None]
+    assert measured_attitude(replace(flight, sensors={"stamp_s": np.array([0.0, 1.0]), "heading_rad": np.array(
+        [6.2, 0.2])}), 0.5)[0] == pytest.approx((6.2 + 0.2 + 2 * math.pi) / 2 % (2 * math.pi))  # across the wrap
+    pipe = RecordingPipeline(index)
+    replay(pipe, read_flight(plain_dir), max_frames=3)  # truth.csv has headings and heights, no measurements
+    assert all(f.heading_rad is None and f.altitude_agl_m is None for f in pipe.frames)
+
+
+def test_run_cli_applies_the_artifacts_alignment_and_counts_frames_without_heading(world, tmp_path, capsys):
+    """A north-up, scale-aligned localizer artifact: its sidecar keeps the declaration, the runtime reads it,
+    and a flight without measured headings gets no visual fix (counted), GNSS only."""
+    from edge_geoloc.runtime.backends import load_backend
+    from edge_geoloc.runtime.pipeline import BackendLocalizer
+
+    ortho, flight_dir = world
+    models = tmp_path / "models"
+    models.mkdir()
+    export_tiny(ThumbnailNet(), models / "retrieval.onnx", "retrieval", {"image": 64}, {"embedding": (1, 64)})
+    export_tiny(NccNet(), models / "localizer.onnx", "localizer", {"query": 32, "aerial": 64},
+                {"heatmap": (1, 64, 64), "orientation": (1, 2, 64, 64)},
+                {"query": {"alignment": "north_up", "ground_size_m": 30.0}, "aerial": {"ground_size_m": AERIAL_M}})
+    localizer = BackendLocalizer(load_backend(models / "localizer.onnx", kind="onnxruntime"))
+    assert localizer.alignment.north_up and localizer.alignment.ground_size_m == 30.0
+    assert localizer.alignment.out_px == 32 and localizer.aerial_size_m == AERIAL_M
+    out = tmp_path / "replay"
+    assert replay_cli.main(["--flight", str(flight_dir), "--models", str(models), "--out", str(out), "--ortho",
+                            str(ortho), "--set", f"index.tile_size_m={QUERY_M}", "--set", "index.tile_px=64"]) == 0
+    counters = json.loads((out / "summary.json").read_text())["counters"]
+    assert counters["extra"]["missing_heading"] == 16 and counters["visual_fixes"] == 0
+    assert counters["gnss_fixes"] > 0

@@ -135,3 +135,28 @@ def test_car_drives_on_roads_and_config_yaml(tmp_path, small_area):
         FlightConfig(altitude_agl_m=-10.0)
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(FlightConfig, None, ["gnss.whte_sigma_m=1"])
+
+
+def test_flight_records_noisy_heading_and_altitude_measurements(tmp_path, small_area):
+    """sensors.csv: what the drone measures itself (compass/IMU heading, baro/lidar height), seeded noise
+    around the truth, declared in flight.json; its own random stream leaves frames and GNSS unchanged."""
+    cfg = FlightConfig(duration_s=40.0, frame_rate_hz=2.0, width_px=16, height_px=16, seed=5, altitude_agl_m=60.0)
+    flight = simulate_flight(small_area, tmp_path / "f", cfg)
+    assert flight.meta["sensors"] == {"file": "sensors.csv", "columns": ["stamp_s", "heading_rad", "altitude_agl_m"],
+                                      "heading_sigma_deg": 2.0, "altitude_agl_sigma_m": 1.0}
+    sensors, truth = flight.sensors, flight.truth
+    np.testing.assert_array_equal(sensors["stamp_s"], truth["stamp_s"])
+    heading_err = np.degrees(np.angle(np.exp(1j * (sensors["heading_rad"] - truth["heading_rad"]))))
+    altitude_err = sensors["altitude_agl_m"] - truth["alt_agl_m"]
+    assert len(heading_err) == 81 and 1.4 < heading_err.std() < 2.6 and abs(heading_err.mean()) < 0.8
+    assert 0.7 < altitude_err.std() < 1.3 and abs(altitude_err.mean()) < 0.4
+    assert ((sensors["heading_rad"] >= 0) & (sensors["heading_rad"] < 2 * math.pi)).all()
+    simulate_flight(small_area, tmp_path / "g", cfg)  # same seed: same measurements
+    assert (tmp_path / "f" / "sensors.csv").read_bytes() == (tmp_path / "g" / "sensors.csv").read_bytes()
+    quiet = simulate_flight(small_area, tmp_path / "q", FlightConfig(**{**cfg.__dict__, "heading_sigma_deg": 0.0,
+                                                                        "altitude_sigma_m": 0.0}))
+    np.testing.assert_allclose(quiet.sensors["altitude_agl_m"], truth["alt_agl_m"])
+    for name in ("gnss.nmea", "truth.csv", "frames/000003.jpg"):
+        assert (tmp_path / "f" / name).read_bytes() == (tmp_path / "q" / name).read_bytes(), name
+    with pytest.raises(ValueError, match="heading_sigma_deg"):
+        FlightConfig(heading_sigma_deg=-1.0)

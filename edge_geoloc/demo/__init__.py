@@ -3,5 +3,6 @@
 Modules: ``cli`` (the command), ``steps`` / ``steps_train`` / ``steps_fly`` / ``steps_report`` (the six steps,
 calling the components' public APIs), ``runner`` + ``runfolder`` (timestamped run folders, sha256 step
 manifests, ``--from-step`` reuse), ``cache`` (seed-keyed cache of generated inputs), ``flight`` (replay with
-the field logger), ``trajectory`` (the per-frame trajectory table), ``report`` + ``plots`` (summary, PNGs, HTML).
+the field logger), ``report`` + ``plots`` (summary, PNGs, HTML). The per-frame
+trajectory table is ``edge_geoloc.runtime.trajectory`` (written by the replay, read by the report).
 """

@@ -3,7 +3,8 @@
 The replay itself is the runtime's (``edge_geoloc.runtime.replay``: NMEA decoded as on board, every camera
 frame through ``Pipeline.process``, trajectory table and error table written by ``write_outputs``). The demo
 adds a progress bar and, through the replay's per-frame callback, the field logger: the frame's JPEG bytes,
-the GNSS fixes received since the previous frame, the fused output, the heading when the flight provides one,
+the GNSS fixes received since the previous frame, the fused output, the heading measured on board when the
+flight records one (``sensors.csv``, never the truth),
 and the map patch around the coarse position known *before* the frame (previous fused estimate, else the last
 GNSS fix) -- exactly what a vehicle logs for later adaptation.
 """
@@ -38,9 +39,13 @@ def outage_intervals(meta: dict[str, Any]) -> list[tuple[float, float]]:
             if "outage" in str(e.get("kind", e.get("type", "")))]
 
 
-def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: Any) -> Any:
-    """``Pipeline.from_config`` over the exported models and the tile index."""
+def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: Any,
+                  flight: Any = None) -> Any:
+    """``Pipeline.from_config`` over the exported models and the tile index (camera field of view from
+    ``flight`` when given and the config leaves it unknown)."""
     pipeline_cls = require("edge_geoloc.runtime.pipeline", "Pipeline", "runtime (pipeline)")
+    if flight is not None:
+        runtime_cfg = require(REPLAY, "with_flight_camera", "runtime (replay)")(runtime_cfg, flight)
     return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
 
 
@@ -51,7 +56,7 @@ class FieldLogTap:
         self.flight, self.logger, self.patch, self.bar = flight, logger, patch, bar
         self.gnss = sorted(flight.gnss, key=lambda f: f.stamp_s)
         self.next_fix, self.held, self.prior = 0, None, None
-        self.heading_known = bool(flight.meta.get("heading_known", False)) and flight.truth is not None
+        self.measured_attitude = require(REPLAY, "measured_attitude", "runtime (replay)")
 
     def __call__(self, index: int, state: FusedState) -> None:
         self.bar.update(1)
@@ -67,9 +72,9 @@ class FieldLogTap:
         self.logger.log_jpeg(stamp, self.flight.frame_paths[index].read_bytes())
         if state.initialized:
             self.logger.log_fused(state)
-        if self.heading_known:
-            truth = self.flight.truth
-            self.logger.log_heading(stamp, float(np.interp(stamp, truth["stamp_s"], truth["heading_rad"])))
+        heading, _ = self.measured_attitude(self.flight, stamp)
+        if heading is not None:
+            self.logger.log_heading(stamp, heading)
         if self.patch is not None and coarse is not None and math.isfinite(coarse.lat_deg):
             self.logger.log_patch_ref(stamp, self.patch["raster"], coarse.lat_deg, coarse.lon_deg,
                                       self.patch["size_m"], self.patch["px"])

@@ -20,7 +20,7 @@ import numpy as np
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.demo import plots
 from edge_geoloc.demo.runfolder import json_safe
-from edge_geoloc.demo.trajectory import error_stats, position_errors_m, read_trajectory
+from edge_geoloc.runtime.trajectory import error_stats, position_errors_m, read_trajectory
 
 FLIGHTS = ("teacher", "adapted")  # the flight before and after adaptation
 

@@ -27,13 +27,15 @@ from edge_geoloc.demo.steps_train import (
     load_area_role,
     runtime_config,
 )
-from edge_geoloc.demo.trajectory import read_trajectory
+from edge_geoloc.runtime.trajectory import read_trajectory
+from edge_geoloc.types import CameraFrame
 
 log = logging.getLogger(__name__)
 
 EVAL_PAIRS_SEED_OFFSET = 2000
 TEACHER_REPLAY = "replay_teacher"
 ADAPTED_REPLAY = "replay_adapted"
+REPLAY_MODULE = "edge_geoloc.runtime.replay"
 
 
 def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
@@ -65,7 +67,7 @@ def step_fly(ctx: StepContext) -> dict[str, Any]:
     flight = read_flight(simulate_target_flight(ctx, area))
     export_dir, runtime = ctx.step(3), runtime_config(ctx)
     pipeline = load_pipeline(export_dir / "retrieval.onnx", export_dir / "localizer.onnx", export_dir / "index",
-                             runtime)
+                             runtime, flight)
     logger_cls = require("edge_geoloc.fieldlog.logger", "FieldLogger", "field logger")
     logger = logger_cls(ctx.step_dir / "fieldlog", _fieldlog_config(ctx))
     try:
@@ -97,7 +99,7 @@ def heatmap_samples(ctx: StepContext, area: Any, flight: Any, trajectory_csv: Pa
     else:
         idx, centres = centres[:, 0].astype(int), centres[:, 1:]
     spec = patch_spec(ctx, Path())
-    locate = _localizer(localizer_onnx)
+    locate = _localizer(localizer_onnx, flight)
     out: dict[str, list] = {"frame_index": [], "query": [], "aerial": [], "truth_px": [], "heatmap": [],
                             "peak_px": [], "error_m": []}
     for i, (lat, lon) in zip(idx, centres, strict=True):
@@ -115,10 +117,22 @@ def _coarse_latlon(table: dict[str, np.ndarray], i: int) -> tuple[float, float]:
     return float(table["truth_lat_deg"][i]), float(table["truth_lon_deg"][i])
 
 
-def _localizer(onnx_path: Path) -> Any:
+def _localizer(onnx_path: Path, flight: Any) -> Any:
+    """``locate(frame_index, query, aerial)``: the localizer on the frame aligned as the pipeline aligns it
+    (north-up / scale from the flight's measured heading and height, when the artifact asks for it)."""
     load_backend = require("edge_geoloc.runtime.backends", "load_backend", "runtime (backends)")
     backend_localizer = require("edge_geoloc.runtime.pipeline", "BackendLocalizer", "runtime (pipeline)")
-    return backend_localizer(load_backend(onnx_path, kind="onnxruntime", device="cpu")).locate
+    align_query = require("edge_geoloc.runtime.query_alignment", "align_query", "runtime (query alignment)")
+    measured_attitude = require(REPLAY_MODULE, "measured_attitude", "runtime (replay)")
+    localizer = backend_localizer(load_backend(onnx_path, kind="onnxruntime", device="cpu"))
+    hfov = float(flight.meta.get("camera", {}).get("hfov_deg") or 0.0)
+
+    def locate(i: int, query: np.ndarray, aerial: np.ndarray) -> np.ndarray:
+        stamp = float(flight.frame_stamps_s[i])
+        frame = CameraFrame(stamp, query, f"frame_{i:06d}", *measured_attitude(flight, stamp))
+        return localizer.locate(align_query(frame, localizer.alignment, hfov), aerial)
+
+    return locate
 
 
 def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lon: float,
@@ -128,7 +142,7 @@ def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lo
     east, north = area.latlon_to_local(lat, lon)
     aerial, georef = area.aerial_patch(float(east), float(north), spec["size_m"], spec["px"])
     query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
-    heat = np.asarray(locate(query, aerial), dtype=np.float32)
+    heat = np.asarray(locate(i, query, aerial), dtype=np.float32)
     stamp, truth = flight.frame_stamps_s[i], flight.truth
     truth_latlon = (np.interp(stamp, truth["stamp_s"], truth["lat_deg"]), np.interp(stamp, truth["stamp_s"],
                                                                                      truth["lon_deg"]))
@@ -158,7 +172,7 @@ def step_adapt(ctx: StepContext) -> dict[str, Any]:
     flight = read_flight(ctx.step(4) / "data" / "flight")
     export_dir, runtime = ctx.step(3), runtime_config(ctx)
     pipeline = load_pipeline(export_dir / "retrieval.onnx", ctx.step_dir / "localizer_adapted.onnx",
-                             export_dir / "index", runtime)
+                             export_dir / "index", runtime, flight)
     metrics["flight"] = fly_flight(flight, pipeline, ctx.step_dir / ADAPTED_REPLAY, runtime.pipeline.min_confidence)
     teacher_samples = np.load(ctx.step(4) / "heatmaps_teacher.npz")
     samples = heatmap_samples(ctx, area, flight, ctx.step_dir / ADAPTED_REPLAY / "trajectory.csv",

@@ -1,4 +1,5 @@
-"""Configuration of the on-board runtime (``configs/runtime*.yaml``): tile index, pipeline, fusion, backends.
+"""Configuration of the on-board runtime (``configs/runtime*.yaml``): tile index, pipeline, fusion, backends,
+camera.
 
 ``RuntimeConfig`` nests one frozen section per component; each component receives only its own section::
 
@@ -84,6 +85,17 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """The on-board camera, as far as query alignment needs it (scale-aligned localizers)."""
+
+    hfov_deg: float = 0.0  # horizontal field of view; 0 = unknown (a replayed flight's flight.json fills it)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hfov_deg < 180.0:
+            raise ValueError(f"camera.hfov_deg must be in (0, 180) degrees, or 0 for unknown, got {self.hfov_deg}")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Everything the on-board runtime needs besides the model and index files."""
 
@@ -91,3 +103,4 @@ class RuntimeConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)

@@ -5,7 +5,11 @@ any) is fused first. The models are reached through two small protocols, so any 
 Runtime, PyTorch) or a test double fits:
 
 - :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``;
-- :class:`Localizer`: ``locate(query_rgb, aerial_rgb) -> (Ha, Wa)`` heat map over the aerial patch.
+- :class:`Localizer`: ``locate(query_rgb, aerial_rgb) -> (Ha, Wa)`` heat map over the aerial patch; an optional
+  ``alignment`` attribute (:class:`~edge_geoloc.runtime.query_alignment.QueryAlignment`, read from the
+  artifact) says how the frame must be prepared first (north-up from ``heading_rad``, scale from
+  ``altitude_agl_m`` and ``camera.hfov_deg``). A frame lacking a measurement the artifact needs gets no visual
+  fix (counted in ``extra``: ``missing_heading``, ``missing_altitude``, ``missing_hfov``).
 
 :class:`BackendEncoder` / :class:`BackendLocalizer` adapt a loaded ``Backend`` (sidecar preprocessing).
 
@@ -33,6 +37,7 @@ from edge_geoloc.fusion import FusionFilter, UpdateResult
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.models.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
     CameraFrame,
@@ -77,7 +82,10 @@ class BackendLocalizer:
     def __init__(self, backend) -> None:
         self.backend = backend
         self.preprocess_ms = 0.0
-        self.aerial_px = int(backend.sidecar["preprocessing"]["aerial"]["size_hw"][0])
+        aerial = backend.sidecar["preprocessing"]["aerial"]
+        self.aerial_px = int(aerial["size_hw"][0])
+        self.aerial_size_m = float(aerial["ground_size_m"]) if aerial.get("ground_size_m") else None
+        self.alignment = QueryAlignment.from_sidecar(backend.sidecar)
 
     def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
@@ -106,6 +114,9 @@ class Pipeline:
         self.fusion = FusionFilter(self.cfg.fusion, origin)
         self.counters = PipelineCounters()
         self._last_gnss: GnssFix | None = None
+        self.alignment: QueryAlignment = getattr(localizer, "alignment", None) or QueryAlignment()
+        self.aerial_size_m = _aerial_size_m(self.cfg.pipeline.aerial_size_m, getattr(localizer, "aerial_size_m", None))
+        self._warned: set[str] = set()
 
     @classmethod
     def from_config(cls, retrieval_model: str | Path, localizer_model: str | Path, index_dir: str | Path,
@@ -185,11 +196,28 @@ class Pipeline:
         radius = max(pc.min_search_radius_m, pc.search_sigma_factor * sigma + pc.search_margin_m)
         return None if radius > pc.max_search_radius_m else _Prior(lat, lon, radius)
 
+    def _aligned_query(self, frame: CameraFrame) -> np.ndarray | None:
+        """The frame as the localizer expects it (see the module doc); None (counted, logged once) when a
+        measurement the artifact needs is missing."""
+        try:
+            return align_query(frame, self.alignment, self.cfg.camera.hfov_deg)
+        except MissingSensorError as err:
+            self._bump(err.counter)
+            if err.counter not in self._warned:
+                self._warned.add(err.counter)
+                log.warning("%s: no visual fix for such frames (counted in counters.extra[%r])", err, err.counter)
+            return None
+
     def _visual_fix(self, frame: CameraFrame, prior: _Prior | None, times: dict[str, float]) -> VisualFix | None:
+        t = time.perf_counter()
+        query = self._aligned_query(frame)
+        if query is None:
+            return None
+        align_ms = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         embedding = self.encoder.embed([frame.image_rgb])[0]
         times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
-        pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
+        enc_pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
         t = time.perf_counter()
         result = self.index.search(embedding, self.cfg.pipeline.top_k,
                                    (prior.lat_deg, prior.lon_deg) if prior else None,
@@ -197,18 +225,18 @@ class Pipeline:
         times["search_ms"] = (time.perf_counter() - t) * 1e3
         if result.ids.size == 0:
             self._bump("outside_map")
-            times.update(preprocess_ms=pre_ms, retrieval_ms=times["retrieval_ms"] - pre_ms)
+            times.update(preprocess_ms=align_ms + enc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
             return None
         t = time.perf_counter()
-        best, loc_pre_ms = self._localize(frame, result)
+        best, loc_pre_ms = self._localize(query, result)
         times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - loc_pre_ms
-        times.update(preprocess_ms=pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - pre_ms)
+        times.update(preprocess_ms=align_ms + enc_pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
         return None if best is None else self._to_visual_fix(frame, result, *best)
 
-    def _localize(self, frame: CameraFrame, result: SearchResult
+    def _localize(self, query_rgb: np.ndarray, result: SearchResult
                   ) -> tuple[tuple[int, HeatmapEstimate] | None, float]:
-        """Run the localizer on the best tiles in retrieval order; the first confident estimate wins (else the
-        most confident one, to be reported as low confidence).
+        """Run the localizer (on the aligned query) on the best tiles in retrieval order; the first confident
+        estimate wins (else the most confident one, to be reported as low confidence).
 
         Returns ((rank, estimate) or None, milliseconds spent reading patches and preprocessing)."""
         pc = self.cfg.pipeline
@@ -216,12 +244,12 @@ class Pipeline:
         pre_ms = 0.0
         for rank in range(min(pc.localize_top, result.ids.size)):
             t = time.perf_counter()
-            patch = self.index.read_patch(int(result.ids[rank]), pc.aerial_size_m or None, self._aerial_px())
+            patch = self.index.read_patch(int(result.ids[rank]), self.aerial_size_m, self._aerial_px())
             pre_ms += (time.perf_counter() - t) * 1e3
             if patch.valid_fraction < pc.min_valid_fraction:
                 self._bump("edge_tiles_skipped")
                 continue
-            heatmap = np.asarray(self.localizer.locate(frame.image_rgb, patch.image), dtype=np.float64)
+            heatmap = np.asarray(self.localizer.locate(query_rgb, patch.image), dtype=np.float64)
             pre_ms += getattr(self.localizer, "preprocess_ms", 0.0)
             estimate = self._estimate(heatmap, patch, int(result.ids[rank]))
             if estimate is not None and (best is None or estimate.peak_mass > best[1].peak_mass):
@@ -272,6 +300,15 @@ class Pipeline:
 
     def _bump(self, name: str) -> None:
         self.counters.extra[name] = self.counters.extra.get(name, 0) + 1
+
+
+def _aerial_size_m(configured_m: float, declared_m: float | None) -> float | None:
+    """Ground size of the aerial patches: the artifact's (scale-aligned localizers), else the config's, else
+    None (the tile size)."""
+    if declared_m and configured_m and abs(configured_m - declared_m) > 1e-6:
+        log.warning("pipeline.aerial_size_m=%.1f m ignored: the localizer was trained on %.1f m aerial patches",
+                    configured_m, declared_m)
+    return declared_m or configured_m or None
 
 
 def _check_index_model(index: TileIndex, backend) -> None:

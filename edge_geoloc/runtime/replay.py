@@ -4,11 +4,17 @@ A flight folder (what ``edge_geoloc.sim.simulate_flight`` writes, and what a rec
 
     frames/<index:06d>.jpg   camera frames
     gnss.nmea                NMEA 0183 log (GGA, RMC, GST...), read by :func:`edge_geoloc.sensors.read_nmea_file`
-    frames.csv               optional: index,stamp_s of each frame
+    frames.csv               optional: index,stamp_s of each frame (optionally heading_rad, altitude_agl_m)
     truth.csv                optional ground truth: stamp_s,lat_deg,lon_deg,... (one row per frame without
                              frames.csv)
-    flight.json              optional: area dir, camera, rates, events; ``gnss_time_offset_s`` is added to NMEA
-                             stamps when the NMEA log is on another clock than the frames
+    flight.json              optional: area dir, camera (``hfov_deg``), rates, events; ``gnss_time_offset_s`` is
+                             added to NMEA stamps when the NMEA log is on another clock than the frames;
+                             ``sensors.file`` names the per-frame heading / height measurements
+    sensors.csv              optional (as declared): stamp_s,heading_rad,altitude_agl_m measured on board
+
+Each frame's ``CameraFrame.heading_rad`` / ``altitude_agl_m`` come from those measurements (sensors file, else
+``frames.csv`` columns), never from ``truth.csv``; the camera's field of view from ``flight.json`` fills
+``camera.hfov_deg`` of the runtime config when that is unknown (:func:`with_flight_camera`).
 
 Outputs: ``trajectory.csv`` (the demo's trajectory table, one row per frame), ``trajectory.geojson`` (truth,
 GNSS, fused lines and visual fixes), ``errors.json`` (GNSS only / visual only / fused error statistics when
@@ -23,14 +29,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_geoloc.demo.trajectory import TrajectoryRow, error_stats, position_errors_m, read_trajectory, write_trajectory
+from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.pipeline import Pipeline
+from edge_geoloc.runtime.trajectory import (
+    TrajectoryRow,
+    error_stats,
+    position_errors_m,
+    read_trajectory,
+    write_trajectory,
+)
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
@@ -51,6 +64,7 @@ class FlightData:
     truth: dict[str, np.ndarray] | None  # columns of truth.csv as float arrays
     meta: dict
     gnss_reader: dict[str, int]  # the NMEA reader's counters (rejected_<reason>, fixes, lines...)
+    sensors: dict[str, np.ndarray] | None = None  # on-board measurements: stamp_s, heading_rad, altitude_agl_m
 
 
 def read_flight(flight_dir: str | Path) -> FlightData:
@@ -70,12 +84,35 @@ def read_flight(flight_dir: str | Path) -> FlightData:
     offset = float(meta.get("gnss_time_offset_s", 0.0))
     if offset:
         gnss = [_shift(fix, offset) for fix in gnss]
-    return FlightData(root, frames, stamps, gnss, truth, meta, reader.counters.as_dict())
+    return FlightData(root, frames, stamps, gnss, truth, meta, reader.counters.as_dict(), _read_sensors(root, meta))
+
+
+def _read_sensors(root: Path, meta: dict) -> dict[str, np.ndarray] | None:
+    """Heading / height measurements: the file ``flight.json`` declares (``sensors.file``), else the optional
+    columns of ``frames.csv``; None when the flight has neither."""
+    declared = meta.get("sensors", {}).get("file")
+    if declared:
+        if not (root / declared).is_file():
+            raise FlightError(f"{root}/flight.json declares sensors file {declared!r}, which is missing")
+        return _read_csv_columns(root / declared)
+    if (root / "frames.csv").is_file():
+        columns = _read_csv_columns(root / "frames.csv")
+        if "heading_rad" in columns or "altitude_agl_m" in columns:
+            return columns
+    return None
+
+
+def with_flight_camera(cfg: RuntimeConfig, flight: FlightData) -> RuntimeConfig:
+    """``cfg`` with ``camera.hfov_deg`` from ``flight.json`` when the config leaves it unknown (0)."""
+    hfov = float(flight.meta.get("camera", {}).get("hfov_deg") or 0.0)
+    if not hfov or cfg.camera.hfov_deg:
+        if hfov and abs(hfov - cfg.camera.hfov_deg) > 1e-6:
+            log.warning("camera.hfov_deg=%.2f from the config, flight.json says %.2f", cfg.camera.hfov_deg, hfov)
+        return cfg
+    return replace(cfg, camera=replace(cfg.camera, hfov_deg=hfov))
 
 
 def _shift(fix: GnssFix, offset_s: float) -> GnssFix:
-    from dataclasses import replace
-
     return replace(fix, stamp_s=fix.stamp_s + offset_s)
 
 
@@ -165,12 +202,33 @@ def _load_frame(path: Path, stamp: float, flight: FlightData, index: int) -> Cam
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FlightError(f"cannot decode frame {path}")
-    heading = altitude = None
-    if flight.truth is not None and flight.meta.get("heading_known", False) and "heading_rad" in flight.truth:
-        heading = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["heading_rad"]))
-    if flight.truth is not None and "alt_agl_m" in flight.truth:
-        altitude = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["alt_agl_m"]))
+    heading, altitude = measured_attitude(flight, float(stamp))
     return CameraFrame(float(stamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame_{index:06d}", heading, altitude)
+
+
+def measured_attitude(flight: FlightData, stamp_s: float) -> tuple[float | None, float | None]:
+    """(heading_rad, altitude_agl_m) measured on board at ``stamp_s`` (interpolated; heading across the
+    0/2 pi wrap); None where the flight has no such measurement (then the pipeline counts a missing sensor)."""
+    sensors = flight.sensors
+    if sensors is None:
+        return None, None
+    stamps = sensors.get("stamp_s", flight.frame_stamps_s)
+    heading = _interp(stamp_s, stamps, sensors.get("heading_rad"), wrap=True)
+    return heading, _interp(stamp_s, stamps, sensors.get("altitude_agl_m"))
+
+
+def _interp(stamp_s: float, stamps: np.ndarray, values: np.ndarray | None, wrap: bool = False) -> float | None:
+    """Linear interpolation at ``stamp_s``; None next to a missing (NaN) measurement."""
+    if values is None:
+        return None
+    values = np.array(values, dtype=np.float64)
+    ok = np.isfinite(values)
+    if wrap and ok.any():
+        values[ok] = np.unwrap(values[ok])
+    out = float(np.interp(stamp_s, stamps, values))
+    if not math.isfinite(out):
+        return None
+    return out % (2 * math.pi) if wrap else out
 
 
 def _row(flight: FlightData, stamp: float, gnss: GnssFix | None, held: GnssFix | None,

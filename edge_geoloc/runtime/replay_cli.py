@@ -84,12 +84,20 @@ def main(argv: list[str]) -> int:
     from edge_geoloc.artifacts import ArtifactError
     from edge_geoloc.runtime.config import RuntimeConfig
     from edge_geoloc.runtime.pipeline import Pipeline
-    from edge_geoloc.runtime.replay import FlightError, format_error_table, read_flight, replay, write_outputs
+    from edge_geoloc.runtime.replay import (
+        FlightError,
+        format_error_table,
+        read_flight,
+        replay,
+        with_flight_camera,
+        write_outputs,
+    )
     from edge_geoloc.runtime.tile_index import TileIndexError
 
     try:
         cfg = config_from_args(RuntimeConfig, args)
         flight = read_flight(args.flight)
+        cfg = with_flight_camera(cfg, flight)  # the camera's field of view from flight.json, unless configured
         out = args.out or args.flight / "replay"
         retrieval, localizer = find_model(args.models, "retrieval"), find_model(args.models, "localizer")
         index_dir = resolve_index(args, flight.meta, retrieval, out, cfg)

@@ -6,7 +6,9 @@ Folder written by :func:`simulate_flight`::
     truth.csv                stamp_s,lat_deg,lon_deg,alt_m,east_m,north_m,alt_agl_m,heading_rad,pitch_rad
     gnss.nmea                GGA, RMC, GST per GNSS epoch (CRLF lines, checksums)
     gnss.csv                 (extra) per epoch: truth, reported fix, true error, reported sigmas, validity
-    flight.json              area folder, camera, rates, configs, events (outages, multipath)
+    sensors.csv              per frame, what the vehicle measures itself: stamp_s,heading_rad (compass/IMU),
+                             altitude_agl_m (baro/lidar; empty for a car), with noise (declared in flight.json)
+    flight.json              area folder, camera, rates, configs, events (outages, multipath), ``sensors``
     config.yaml              the resolved FlightConfig
 
 Times are UNIX seconds (UTC). Drone trajectories are smooth loops through random waypoints; car trajectories
@@ -39,6 +41,7 @@ from edge_geoloc.sim.render import render_drone_view
 
 log = logging.getLogger(__name__)
 
+SENSOR_COLUMNS = ("stamp_s", "heading_rad", "altitude_agl_m")
 TRUTH_COLUMNS = ("stamp_s", "lat_deg", "lon_deg", "alt_m", "east_m", "north_m", "alt_agl_m", "heading_rad",
                  "pitch_rad")
 
@@ -60,6 +63,8 @@ class FlightConfig:
     start_utc: str = "2024-06-01T10:00:00Z"
     photometric: bool = False
     seed: int = 0
+    heading_sigma_deg: float = 2.0  # compass/IMU heading noise (Gaussian, per frame) in sensors.csv
+    altitude_sigma_m: float = 1.0  # baro/lidar height-above-ground noise (Gaussian, per frame)
     gnss: GnssNoiseConfig = field(default_factory=GnssNoiseConfig)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,9 @@ class FlightConfig:
             raise ValueError(f"altitude_agl_m must be > 0 for a drone, got {self.altitude_agl_m}")
         if not 1.0 <= self.pitch_deg <= 90.0:
             raise ValueError(f"pitch_deg (camera depression) must be in [1, 90], got {self.pitch_deg}")
+        if self.heading_sigma_deg < 0 or self.altitude_sigma_m < 0:
+            raise ValueError(f"heading_sigma_deg and altitude_sigma_m must be >= 0, got {self.heading_sigma_deg}, "
+                             f"{self.altitude_sigma_m}")
         PinholeCamera(self.width_px, self.height_px, self.hfov_deg)  # validates the camera
         _ = self.start_stamp_s  # validates the date
 
@@ -101,6 +109,12 @@ class Flight:
     def events(self) -> list[dict]:
         return self.meta["events"]
 
+    @property
+    def sensors(self) -> dict[str, np.ndarray] | None:
+        """Per-frame on-board measurements (``sensors.csv``: heading_rad, altitude_agl_m), if declared."""
+        name = self.meta.get("sensors", {}).get("file")
+        return _read_csv_columns(self.out_dir / name) if name else None
+
 
 def load_flight(flight_dir: str | Path) -> Flight:
     """Read a folder written by :func:`simulate_flight`."""
@@ -114,7 +128,8 @@ def load_flight(flight_dir: str | Path) -> Flight:
 def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else TRUTH_COLUMNS)}
+    return {k: np.array([float(r[k]) if r[k] else math.nan for r in rows]) for k in (rows[0] if rows else
+                                                                                   TRUTH_COLUMNS)}
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -232,6 +247,7 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
     truth = _truth_rows(area, cfg, path, frame_t, t0)
     _write_frames(area, cfg, truth, out / "frames", rng)
     _write_csv_rows(out / "truth.csv", TRUTH_COLUMNS, truth)
+    _write_csv_rows(out / "sensors.csv", SENSOR_COLUMNS, _sensor_rows(cfg, truth))
     gnss_t = np.arange(0.0, cfg.duration_s + 1e-9, 1.0 / cfg.gnss.rate_hz)
     events = _write_gnss(area, cfg, path, gnss_t, t0, out, rng)
     meta = {"format": "edge_geoloc.sim.flight", "version": 1, "area_dir": str(Path(area.source_dir).resolve()),
@@ -243,7 +259,10 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
                                              cfg.width_px, cfg.height_px, cfg.hfov_deg).K.tolist()},
             "frame_rate_hz": cfg.frame_rate_hz, "gnss_rate_hz": cfg.gnss.rate_hz, "start_utc": cfg.start_utc,
             "num_frames": len(truth["stamp_s"]), "gnss_noise": to_dict(cfg.gnss), "config": to_dict(cfg),
-            "events": events}
+            "events": events, "sensors": {"file": "sensors.csv", "columns": list(SENSOR_COLUMNS),
+                                          "heading_sigma_deg": cfg.heading_sigma_deg,
+                                          "altitude_agl_sigma_m": cfg.altitude_sigma_m if cfg.kind == "drone"
+                                          else None}}
     (out / "flight.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     save_config(cfg, out / "config.yaml")
     log.info("wrote %s flight of %d frames to %s (%d GNSS events)", cfg.kind, len(frame_t), out, len(events))
@@ -259,6 +278,18 @@ def _truth_rows(area: Area, cfg: FlightConfig, path: np.ndarray, rel_t: np.ndarr
     return {"stamp_s": t0 + rel_t, "lat_deg": np.atleast_1d(lat), "lon_deg": np.atleast_1d(lon),
             "alt_m": np.full(n, area.ground_alt_m + agl), "east_m": points[:, 0], "north_m": points[:, 1],
             "alt_agl_m": np.full(n, agl), "heading_rad": heading, "pitch_rad": np.full(n, pitch)}
+
+
+def _sensor_rows(cfg: FlightConfig, truth: dict) -> dict:
+    """Per-frame heading and height-above-ground measurements: truth + Gaussian noise from their own seeded
+    stream (the frames and GNSS draw from another, so they do not change with these settings)."""
+    rng = np.random.default_rng([cfg.seed, 0x5E45])
+    n = len(truth["stamp_s"])
+    heading = (truth["heading_rad"] + rng.normal(0.0, math.radians(cfg.heading_sigma_deg), n)) % (2 * math.pi)
+    altitude = np.maximum(truth["alt_agl_m"] + rng.normal(0.0, cfg.altitude_sigma_m, n), 0.1)
+    if cfg.kind != "drone":
+        altitude = np.full(n, math.nan)  # a car measures no height above ground
+    return {"stamp_s": truth["stamp_s"], "heading_rad": heading, "altitude_agl_m": altitude}
 
 
 def _write_frames(area: Area, cfg: FlightConfig, truth: dict, folder: Path, rng: np.random.Generator) -> None:
@@ -283,6 +314,8 @@ def _write_csv_rows(path: Path, columns: tuple[str, ...], data: dict) -> None:
 
 
 def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return ""
     return repr(round(float(value), 9)) if isinstance(value, (float, np.floating)) else str(value)
 
 

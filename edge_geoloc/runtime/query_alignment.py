@@ -1,0 +1,86 @@
+"""Query alignment at run time: the same rotation / scale cut the localizer was trained with.
+
+A localizer artifact declares in its preprocessing (``preprocessing.query``) how queries were prepared:
+``alignment: "north_up"`` (rotate by the camera heading with ``edge_geoloc.data.pairs.align_query_north_up``)
+and, for scale-aligned models, ``ground_size_m`` (cut that many metres of ground around the nadir point with
+``align_query_scale``, from the height above ground and the camera's horizontal field of view). The runtime
+reads the declaration once (:meth:`QueryAlignment.from_sidecar`) and applies it to every camera frame
+(:func:`align_query`); frames without the sensors it needs get no visual fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_geoloc.data.pairs import align_query_north_up, align_query_scale
+from edge_geoloc.types import CameraFrame
+
+
+class MissingSensorError(ValueError):
+    """The artifact needs a measurement (heading, height above ground, field of view) the frame lacks."""
+
+    def __init__(self, counter: str, message: str) -> None:
+        super().__init__(message)
+        self.counter = counter  # name of the pipeline counter (``missing_heading``, ``missing_altitude``...)
+
+
+@dataclass(frozen=True)
+class QueryAlignment:
+    """What the localizer expects done to a camera frame before its own preprocessing."""
+
+    north_up: bool = False
+    ground_size_m: float | None = None  # scale alignment: metres of ground the query covers
+    out_px: int = 0  # side of the scale-aligned query (the model's query height)
+    query_kind: str = "drone"
+
+    @property
+    def needs_heading(self) -> bool:
+        return self.north_up
+
+    @property
+    def needs_altitude(self) -> bool:
+        return self.ground_size_m is not None
+
+    @classmethod
+    def from_sidecar(cls, sidecar: Mapping[str, Any]) -> QueryAlignment:
+        """Read ``preprocessing.query`` of a localizer sidecar (or checkpoint); unknown alignments fail fast."""
+        query = sidecar.get("preprocessing", {}).get("query", {})
+        alignment = query.get("alignment") or "none"
+        if alignment not in ("none", "north_up"):
+            raise ValueError(f"localizer artifact declares query alignment {alignment!r}; this runtime knows "
+                             "'none' and 'north_up': update edge_geoloc or re-export the model")
+        ground = query.get("ground_size_m")
+        kind = sidecar.get("model", {}).get("kwargs", {}).get("query_kind", "drone")
+        return cls(alignment == "north_up", float(ground) if ground else None, int(query["size_hw"][0]) if ground
+                   else 0, kind)
+
+
+def align_query(frame: CameraFrame, alignment: QueryAlignment, hfov_deg: float) -> np.ndarray:
+    """The frame's image as the localizer was trained to see it: rotated north-up by ``frame.heading_rad``,
+    then cut to ``ground_size_m`` around the nadir point from ``frame.altitude_agl_m`` and ``hfov_deg``.
+
+    Raises :class:`MissingSensorError` when a needed measurement is missing (``None``/NaN/not positive)."""
+    image = frame.image_rgb
+    if alignment.needs_heading:
+        if not _finite(frame.heading_rad):
+            raise MissingSensorError("missing_heading", "the localizer expects north-up queries but the frame has "
+                                     "no heading_rad (fill CameraFrame.heading_rad from the compass/IMU)")
+        image = align_query_north_up(image, float(frame.heading_rad), alignment.query_kind)
+    if alignment.needs_altitude:
+        if not (_finite(frame.altitude_agl_m) and frame.altitude_agl_m > 0):
+            raise MissingSensorError("missing_altitude", "the localizer expects scale-aligned queries but the "
+                                     "frame has no altitude_agl_m (fill it from the baro/lidar height above ground)")
+        if not 0 < hfov_deg < 180:
+            raise MissingSensorError("missing_hfov", "the localizer expects scale-aligned queries: set the "
+                                     "camera's horizontal field of view (runtime config camera.hfov_deg)")
+        image = align_query_scale(image, float(frame.altitude_agl_m), hfov_deg, alignment.ground_size_m,
+                                  alignment.out_px)
+    return image
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
