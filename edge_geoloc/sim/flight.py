@@ -128,8 +128,8 @@ def load_flight(flight_dir: str | Path) -> Flight:
 def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) if r[k] else math.nan for r in rows]) for k in (rows[0] if rows else
-                                                                                   TRUTH_COLUMNS)}
+    columns = rows[0] if rows else TRUTH_COLUMNS
+    return {k: np.array([float(r[k]) if r[k] else math.nan for r in rows]) for k in columns}  # empty cell: NaN
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -259,10 +259,7 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
                                              cfg.width_px, cfg.height_px, cfg.hfov_deg).K.tolist()},
             "frame_rate_hz": cfg.frame_rate_hz, "gnss_rate_hz": cfg.gnss.rate_hz, "start_utc": cfg.start_utc,
             "num_frames": len(truth["stamp_s"]), "gnss_noise": to_dict(cfg.gnss), "config": to_dict(cfg),
-            "events": events, "sensors": {"file": "sensors.csv", "columns": list(SENSOR_COLUMNS),
-                                          "heading_sigma_deg": cfg.heading_sigma_deg,
-                                          "altitude_agl_sigma_m": cfg.altitude_sigma_m if cfg.kind == "drone"
-                                          else None}}
+            "events": events, "sensors": _sensors_meta(cfg)}
     (out / "flight.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     save_config(cfg, out / "config.yaml")
     log.info("wrote %s flight of %d frames to %s (%d GNSS events)", cfg.kind, len(frame_t), out, len(events))
@@ -278,6 +275,12 @@ def _truth_rows(area: Area, cfg: FlightConfig, path: np.ndarray, rel_t: np.ndarr
     return {"stamp_s": t0 + rel_t, "lat_deg": np.atleast_1d(lat), "lon_deg": np.atleast_1d(lon),
             "alt_m": np.full(n, area.ground_alt_m + agl), "east_m": points[:, 0], "north_m": points[:, 1],
             "alt_agl_m": np.full(n, agl), "heading_rad": heading, "pitch_rad": np.full(n, pitch)}
+
+
+def _sensors_meta(cfg: FlightConfig) -> dict:
+    """``flight.json`` ``sensors``: the measurement file and its noise (no height measured by a car)."""
+    return {"file": "sensors.csv", "columns": list(SENSOR_COLUMNS), "heading_sigma_deg": cfg.heading_sigma_deg,
+            "altitude_agl_sigma_m": cfg.altitude_sigma_m if cfg.kind == "drone" else None}
 
 
 def _sensor_rows(cfg: FlightConfig, truth: dict) -> dict:
