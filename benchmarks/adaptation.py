@@ -6,8 +6,8 @@ only used to report errors. Rows (the paper's ablation): teacher; student withou
 without filtering (plain self-distillation of the whole heat map); with mode-based labels (= the auxiliary
 student); with both (the full method). Prints a table, writes JSON to benchmarks/results/adaptation.json.
 
-    python benchmarks/adaptation.py --quick        # ~10 min on a 2-core CPU
-    python benchmarks/adaptation.py                # ~30 min
+    python benchmarks/adaptation.py --quick        # ~3-5 min on a shared 2-core CPU, 1 thread
+    python benchmarks/adaptation.py                # ~15 min (not run)
 """
 
 from __future__ import annotations

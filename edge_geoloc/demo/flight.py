@@ -3,9 +3,9 @@
 The replay itself is the runtime's (``edge_geoloc.runtime.replay``: NMEA decoded as on board, every camera
 frame through ``Pipeline.process``, trajectory table and error table written by ``write_outputs``). The demo
 adds a progress bar and, through the replay's per-frame callback, the field logger: the frame's JPEG bytes,
-the GNSS fixes received since the previous frame, the fused output, the heading measured on board when the
-flight records one (``sensors.csv``, never the truth),
-and the map patch around the coarse position known *before* the frame (previous fused estimate, else the last
+the GNSS fixes received since the previous frame, the fused output, the heading and height above ground
+measured on board when the flight records them (``sensors.csv``, never the truth), the camera intrinsics of
+``flight.json`` (once, as ``/camera/camera_info``), and the map patch around the coarse position known *before* the frame (previous fused estimate, else the last
 GNSS fix) -- exactly what a vehicle logs for later adaptation.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_geoloc.demo.components import require
+from edge_geoloc.interop.camera_info import PinholeIntrinsics
 from edge_geoloc.types import FusedState, GnssFix
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,20 @@ def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, r
     return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
 
 
+def flight_intrinsics(meta: dict[str, Any]) -> PinholeIntrinsics | None:
+    """The camera of ``flight.json`` (``camera``: ``width_px``, ``height_px`` and ``K`` or ``hfov_deg``);
+    None when it does not say."""
+    cam = meta.get("camera") or {}
+    width, height = int(cam.get("width_px") or 0), int(cam.get("height_px") or 0)
+    if width <= 0 or height <= 0:
+        return None
+    if cam.get("K") is not None:
+        (fx, _, cx), (_, fy, cy), _ = cam["K"]
+        return PinholeIntrinsics(width, height, float(fx), float(fy), float(cx), float(cy))
+    hfov = float(cam.get("hfov_deg") or 0.0)
+    return PinholeIntrinsics.from_hfov(width, height, hfov) if 0.0 < hfov < 180.0 else None
+
+
 class FieldLogTap:
     """The replay's ``on_state`` callback: logs what the vehicle saw at each frame and ticks the progress bar."""
 
@@ -57,6 +72,9 @@ class FieldLogTap:
         self.gnss = sorted(flight.gnss, key=lambda f: f.stamp_s)
         self.next_fix, self.held, self.prior = 0, None, None
         self.measured_attitude = require(REPLAY, "measured_attitude", "runtime (replay)")
+        self.intrinsics = flight_intrinsics(flight.meta)
+        if logger is not None and self.intrinsics is None:
+            log.warning("flight.json has no camera size and field of view: the field log gets no camera info")
 
     def __call__(self, index: int, state: FusedState) -> None:
         self.bar.update(1)
@@ -69,12 +87,16 @@ class FieldLogTap:
         coarse = self.prior or self.held  # what the vehicle believed before this frame
         for fix in self._fixes_until(stamp):
             self.logger.log_gnss(fix)
+        if self.intrinsics is not None:
+            self.logger.log_camera_info(stamp, self.intrinsics)  # written once (and again if it changed)
         self.logger.log_jpeg(stamp, self.flight.frame_paths[index].read_bytes())
         if state.initialized:
             self.logger.log_fused(state)
-        heading, _ = self.measured_attitude(self.flight, stamp)
+        heading, altitude_agl_m = self.measured_attitude(self.flight, stamp)  # the replay's CameraFrame values
         if heading is not None:
             self.logger.log_heading(stamp, heading)
+        if altitude_agl_m is not None:
+            self.logger.log_altitude_agl(stamp, altitude_agl_m)
         if self.patch is not None and coarse is not None and math.isfinite(coarse.lat_deg):
             self.logger.log_patch_ref(stamp, self.patch["raster"], coarse.lat_deg, coarse.lon_deg,
                                       self.patch["size_m"], self.patch["px"])

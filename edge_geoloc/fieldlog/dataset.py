@@ -3,7 +3,9 @@
 For every logged camera frame: the *coarse* position is the centre of the ``/geoloc/patch_ref`` logged at that
 frame (what the runtime itself believed before the frame), or else the ``/gnss/fix`` track interpolated to the
 frame's stamp; the aerial patch is cut from the GeoTIFF around it, north-up; the heading is the nearest
-``/heading``. There is no ground truth: that is the point of self-supervised adaptation. The query JPEG is
+``/heading``; the height above ground is ``/altitude_agl`` interpolated to the frame's stamp, and the horizontal
+field of view comes from the latest ``/camera/camera_info`` (``2 * atan(width / (2 * fx))``) unless overridden.
+Both stay null when the log lacks them (scale-aligned readers then reject the set): they are never invented. There is no ground truth: that is the point of self-supervised adaptation. The query JPEG is
 copied byte for byte (no second compression).
 """
 
@@ -18,8 +20,10 @@ import cv2
 import numpy as np
 
 from edge_geoloc.fieldlog import messages as m
-from edge_geoloc.fieldlog.reader import ReadReport, read_log
+from edge_geoloc.fieldlog.reader import LogRecord, ReadReport, read_log
 from edge_geoloc.geo import GeoRaster, PatchGeoref, RasterError
+from edge_geoloc.interop.camera_info import camera_info_msg_to_intrinsics
+from edge_geoloc.interop.factory import ConversionError
 from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc.types import FixStatus
 
@@ -38,6 +42,8 @@ class FromLogsReport:
     frames: int = 0
     samples: int = 0
     no_coarse_position: int = 0
+    no_altitude_agl: int = 0
+    no_hfov: int = 0
     outside_map: int = 0
     undecodable_jpeg: int = 0
     truncated_logs: list[str] = field(default_factory=list)
@@ -45,45 +51,83 @@ class FromLogsReport:
 
 @dataclass(frozen=True)
 class _SideChannels:
-    """GNSS track, headings and patch references of one log, sorted by stamp."""
+    """GNSS track, headings, heights above ground, camera fields of view and patch references of one log,
+    sorted by stamp."""
 
     gnss_s: np.ndarray
     gnss_latlon: np.ndarray  # (N, 2)
     heading_s: np.ndarray
     heading_rad: np.ndarray
     patch_refs: dict[int, dict]  # stamp in microseconds -> decoded JSON
+    altitude_s: np.ndarray
+    altitude_agl_m: np.ndarray  # (M, 1)
+    hfov_s: np.ndarray
+    hfov_deg: np.ndarray
 
 
 def _read_side_channels(log_path: Path, report: FromLogsReport) -> _SideChannels:
-    gnss, headings, refs = [], [], {}
+    gnss, headings, refs, altitudes, hfovs = [], [], {}, [], []
     read = ReadReport()
-    for rec in read_log(log_path, topics=[m.GNSS_FIX, m.HEADING, m.PATCH_REF], report=read):
+    topics = [m.GNSS_FIX, m.HEADING, m.PATCH_REF, m.ALTITUDE_AGL, m.CAMERA_INFO]
+    for rec in read_log(log_path, topics=topics, report=read):
         if rec.topic == m.GNSS_FIX and int(rec.msg.status.status) != FixStatus.NO_FIX:
             gnss.append((header_stamp_s(rec.msg), rec.msg.latitude, rec.msg.longitude))
         elif rec.topic == m.HEADING:
             headings.append((rec.stamp_s, rec.msg.data))
+        elif rec.topic == m.ALTITUDE_AGL and np.isfinite(rec.msg.data):
+            altitudes.append((rec.stamp_s, rec.msg.data))
+        elif rec.topic == m.CAMERA_INFO:
+            hfovs += _camera_info_hfov(rec)
         elif rec.topic == m.PATCH_REF:
             refs[round(rec.stamp_s * 1e6)] = json.loads(rec.msg.data)
     report.truncated_logs += read.truncated_files
-    g = np.array(sorted(gnss), dtype=np.float64).reshape(-1, 3)
-    h = np.array(sorted(headings), dtype=np.float64).reshape(-1, 2)
-    return _SideChannels(g[:, 0], g[:, 1:], h[:, 0], h[:, 1], refs)
+    g, h, a, f = (np.array(sorted(rows), dtype=np.float64).reshape(-1, cols)
+                  for rows, cols in ((gnss, 3), (headings, 2), (altitudes, 2), (hfovs, 2)))
+    return _SideChannels(g[:, 0], g[:, 1:], h[:, 0], h[:, 1], refs, a[:, 0], a[:, 1:], f[:, 0], f[:, 1])
 
 
-def interpolate_track(stamps_s: np.ndarray, latlon: np.ndarray, t_s: float, max_gap_s: float) -> tuple | None:
-    """(lat, lon) at ``t_s``: linear between the fixes around it when they are at most ``2*max_gap_s`` apart,
-    else the nearest fix within ``max_gap_s``; None when the track has no fix close enough."""
+def _camera_info_hfov(rec: LogRecord) -> list[tuple[float, float]]:
+    """[(stamp_s, hfov_deg)] of a ``/camera/camera_info`` record, [] (with a warning) when it has no usable K."""
+    try:
+        return [(header_stamp_s(rec.msg), camera_info_msg_to_intrinsics(rec.msg).hfov_deg)]
+    except ConversionError as err:
+        log.warning("%s at %.3f s ignored: %s", m.CAMERA_INFO, rec.stamp_s, err)
+        return []
+
+
+def interpolate_series(stamps_s: np.ndarray, values: np.ndarray, t_s: float, max_gap_s: float) -> np.ndarray | None:
+    """The (K,) row of ``values`` (N, K) at ``t_s``: linear between the samples around it when they are at most
+    ``2*max_gap_s`` apart, else the nearest sample within ``max_gap_s``; None when none is close enough."""
     if len(stamps_s) == 0:
         return None
     i = int(np.searchsorted(stamps_s, t_s))
     if 0 < i < len(stamps_s) and stamps_s[i] - stamps_s[i - 1] <= 2 * max_gap_s:
         w = (t_s - stamps_s[i - 1]) / max(stamps_s[i] - stamps_s[i - 1], 1e-12)
-        lat, lon = (1 - w) * latlon[i - 1] + w * latlon[i]
-        return float(lat), float(lon)
+        return (1 - w) * values[i - 1] + w * values[i]
     nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps_s)), key=lambda j: abs(stamps_s[j] - t_s))
     if abs(stamps_s[nearest] - t_s) <= max_gap_s:
-        return float(latlon[nearest, 0]), float(latlon[nearest, 1])
+        return values[nearest]
     return None
+
+
+def interpolate_track(stamps_s: np.ndarray, latlon: np.ndarray, t_s: float, max_gap_s: float) -> tuple | None:
+    """(lat, lon) at ``t_s`` from the track (:func:`interpolate_series`); None when no fix is close enough."""
+    row = interpolate_series(stamps_s, latlon, t_s, max_gap_s)
+    return None if row is None else (float(row[0]), float(row[1]))
+
+
+def _altitude_agl(side: _SideChannels, t_s: float, max_gap_s: float) -> float | None:
+    row = interpolate_series(side.altitude_s, side.altitude_agl_m, t_s, max_gap_s)
+    return None if row is None else float(row[0])
+
+
+def _hfov(side: _SideChannels, t_s: float) -> float | None:
+    """The field of view of the last ``/camera/camera_info`` at or before ``t_s`` (the first one for frames
+    before it: intrinsics are logged once per session and on change)."""
+    if len(side.hfov_s) == 0:
+        return None
+    i = max(int(np.searchsorted(side.hfov_s, t_s, side="right")) - 1, 0)
+    return float(side.hfov_deg[i])
 
 
 def _nearest_heading(side: _SideChannels, t_s: float, max_gap_s: float) -> float | None:
@@ -101,6 +145,8 @@ class _Options:
     max_heading_gap_s: float
     min_valid_fraction: float
     coarse: str
+    max_altitude_gap_s: float = 1.0
+    hfov_deg: float | None = None  # overrides the logged camera info
 
 
 def _coarse(side: _SideChannels, t_s: float, opts: _Options) -> tuple[float, float] | None:
@@ -128,13 +174,13 @@ class _SampleWriter:
         self.count = 0
 
     def add(self, jpeg: bytes, aerial_rgb: np.ndarray, georef: PatchGeoref, stamp_s: float,
-            heading_rad: float | None, lat: float, lon: float) -> None:
+            heading_rad: float | None, lat: float, lon: float, scale: tuple[float | None, float | None]) -> None:
         sample_id = f"{self.count:06d}"
         (self.out_dir / "query" / f"{sample_id}.jpg").write_bytes(jpeg)
         cv2.imwrite(str(self.out_dir / "aerial" / f"{sample_id}.png"), cv2.cvtColor(aerial_rgb, cv2.COLOR_RGB2BGR))
         line = {"id": sample_id, "query": f"query/{sample_id}.jpg", "aerial": f"aerial/{sample_id}.png",
                 "stamp_s": stamp_s, "heading_rad": heading_rad, "coarse_lat_deg": lat, "coarse_lon_deg": lon,
-                "aerial_georef": _georef_json(georef)}
+                "aerial_georef": _georef_json(georef), "altitude_agl_m": scale[0], "hfov_deg": scale[1]}
         self.lines.write(json.dumps(line) + "\n")
         self.count += 1
 
@@ -179,23 +225,39 @@ def _add_log(writer: _SampleWriter, raster: GeoRaster, log_path: Path, side: _Si
             report.outside_map += 1
             continue
         writer.add(jpeg, patch.image, patch.georef, stamp_s, _nearest_heading(side, stamp_s, opts.max_heading_gap_s),
-                   coarse[0], coarse[1])
+                   coarse[0], coarse[1], _scale(side, stamp_s, opts, report))
         report.samples += 1
+
+
+def _scale(side: _SideChannels, t_s: float, opts: _Options, report: FromLogsReport) -> tuple:
+    """(altitude_agl_m, hfov_deg) of a frame, each None (and counted) when the log does not say."""
+    altitude = _altitude_agl(side, t_s, opts.max_altitude_gap_s)
+    hfov = opts.hfov_deg if opts.hfov_deg is not None else _hfov(side, t_s)
+    report.no_altitude_agl += altitude is None
+    report.no_hfov += hfov is None
+    return altitude, hfov
 
 
 def build_pairs_from_logs(logs: str | Path | list[str | Path], out_dir: str | Path, ortho: str | Path | None = None,
                           aerial_size_m: float | None = None, aerial_px: int | None = None,
                           query_kind: str = "drone", max_gnss_gap_s: float = 1.0, max_heading_gap_s: float = 0.5,
-                          min_valid_fraction: float = 0.9, every_n: int = 1, coarse: str = "auto") -> FromLogsReport:
-    """Write the pair dataset of one or more field logs (session folders, bag folders or .mcap files)."""
+                          min_valid_fraction: float = 0.9, every_n: int = 1, coarse: str = "auto",
+                          max_altitude_gap_s: float = 1.0, hfov_deg: float | None = None) -> FromLogsReport:
+    """Write the pair dataset of one or more field logs (session folders, bag folders or .mcap files).
+
+    ``hfov_deg`` replaces the logged ``/camera/camera_info`` field of view for every sample (a log without it).
+    """
     if query_kind not in QUERY_KINDS or coarse not in COARSE_SOURCES or every_n < 1:
         raise LogDatasetError(f"query_kind must be one of {QUERY_KINDS}, coarse one of {COARSE_SOURCES}, "
                               f"every_n >= 1 (got {query_kind!r}, {coarse!r}, {every_n})")
+    if hfov_deg is not None and not 0.0 < hfov_deg < 180.0:
+        raise LogDatasetError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
     log_paths = [Path(p) for p in ([logs] if isinstance(logs, (str, Path)) else logs)]
     report = FromLogsReport()
     sides = [_read_side_channels(p, report) for p in log_paths]
     raster_path, size_m, px = _resolve_geometry(sides, ortho, aerial_size_m, aerial_px)
-    opts = _Options(size_m, px, max_gnss_gap_s, max_heading_gap_s, min_valid_fraction, coarse)
+    opts = _Options(size_m, px, max_gnss_gap_s, max_heading_gap_s, min_valid_fraction, coarse, max_altitude_gap_s,
+                    hfov_deg)
     out_dir = Path(out_dir)
     writer = _SampleWriter(out_dir)
     with GeoRaster(raster_path) as raster, writer.lines:

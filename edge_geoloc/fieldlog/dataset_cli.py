@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="coarse position: the logged patch reference, the GNSS track, or the first available")
     p.add_argument("--max-gnss-gap-s", type=float, default=1.0, help="farthest GNSS fix used for a frame")
     p.add_argument("--max-heading-gap-s", type=float, default=0.5, help="farthest heading used for a frame")
+    p.add_argument("--max-altitude-gap-s", type=float, default=1.0,
+                   help="farthest /altitude_agl used for a frame (linear between the two around it)")
+    p.add_argument("--hfov-deg", type=float,
+                   help="camera horizontal field of view for every sample (default: from /camera/camera_info)")
     p.add_argument("--min-valid-fraction", type=float, default=0.9, help="skip patches mostly off the map")
     p.add_argument("--every-n", type=int, default=1, help="keep every n-th logged frame")
     return parser
@@ -35,7 +39,8 @@ def main(argv: list[str]) -> int:
         report = build_pairs_from_logs(
             args.logs, args.out, ortho=args.ortho, aerial_size_m=args.aerial_size_m, aerial_px=args.aerial_px,
             query_kind=args.query_kind, max_gnss_gap_s=args.max_gnss_gap_s, max_heading_gap_s=args.max_heading_gap_s,
-            min_valid_fraction=args.min_valid_fraction, every_n=args.every_n, coarse=args.coarse)
+            min_valid_fraction=args.min_valid_fraction, every_n=args.every_n, coarse=args.coarse,
+            max_altitude_gap_s=args.max_altitude_gap_s, hfov_deg=args.hfov_deg)
     except (LogDatasetError, FileNotFoundError) as err:
         print(f"edge-geoloc dataset from-logs: {err}", file=sys.stderr)
         return 2

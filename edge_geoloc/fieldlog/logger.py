@@ -32,6 +32,11 @@ from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.config import FieldLogConfig
 from edge_geoloc.fieldlog.storage import BagPart
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.interop.camera_info import (
+    PinholeIntrinsics,
+    altitude_agl_to_float64_msg,
+    intrinsics_to_camera_info_msg,
+)
 from edge_geoloc.interop.navsat import gnss_to_navsatfix
 from edge_geoloc.interop.pose import heading_to_float64_msg
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
@@ -74,7 +79,12 @@ def _close_at_exit(ref: weakref.ref) -> None:
 
 
 class FieldLogger:
-    """Log camera frames, GNSS fixes, fused states, patch references and headings to ``out_dir``."""
+    """Log camera frames and intrinsics, GNSS fixes, fused states, patch references, headings and heights above
+    ground to ``out_dir``.
+
+    The camera intrinsics (``/camera/camera_info``) are written when they first arrive and when they change,
+    and again at the start of every new bag part, so each part can be read on its own.
+    """
 
     def __init__(self, out_dir: str | Path, config: FieldLogConfig | None = None,
                  free_bytes: Callable[[Path], int] = _free_bytes, start: bool = True) -> None:
@@ -87,6 +97,8 @@ class FieldLogger:
         self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
         self._producer_lock = threading.Lock()
         self._last_frame_stamp_s: float | None = None
+        self._last_intrinsics: PinholeIntrinsics | None = None
+        self._camera_info_record: tuple[float, bytes] | None = None  # writer thread: re-written in each new part
         self._bag: BagPart | None = None
         self._bag_opened_s = 0.0
         self._last_flush_s = time.monotonic()
@@ -134,6 +146,17 @@ class FieldLogger:
     def log_heading(self, stamp_s: float, heading_rad: float) -> bool:
         """Heading in radians, clockwise from north."""
         return self._put(("heading", stamp_s, float(heading_rad)))
+
+    def log_altitude_agl(self, stamp_s: float, alt_m: float) -> bool:
+        """Height above ground in metres (``/altitude_agl``, std_msgs/Float64; bag stamp = ``stamp_s``)."""
+        return self._put(("altitude_agl", stamp_s, float(alt_m)))
+
+    def log_camera_info(self, stamp_s: float, intrinsics: PinholeIntrinsics) -> bool:
+        """Camera intrinsics (``/camera/camera_info``): queued only when new or changed; False when unchanged."""
+        if intrinsics == self._last_intrinsics or not self._put(("camera_info", stamp_s, intrinsics)):
+            return False
+        self._last_intrinsics = intrinsics  # set once queued: a dropped one is tried again on the next call
+        return True
 
     def log_patch_ref(self, stamp_s: float, raster_path: str | Path, lat_deg: float, lon_deg: float,
                       size_m: float, px: int, georef: PatchGeoref | None = None) -> bool:
@@ -223,6 +246,8 @@ class FieldLogger:
             self._io_failed(err, len(records))
             return
         self.counters.written += len(records)
+        if kind == "camera_info":
+            self._camera_info_record = (stamp_s, records[0][1])
         self._rotate_if_due()
 
     def _encode(self, kind: str, stamp_s: float, payload) -> list[tuple[str, bytes]]:
@@ -238,6 +263,10 @@ class FieldLogger:
             msgs = [(m.FUSED_FIX, fix), (m.FUSED_POSE, pose)]
         elif kind == "heading":
             msgs = [(m.HEADING, heading_to_float64_msg(factory, payload))]
+        elif kind == "altitude_agl":
+            msgs = [(m.ALTITUDE_AGL, altitude_agl_to_float64_msg(factory, payload))]
+        elif kind == "camera_info":
+            msgs = [(m.CAMERA_INFO, intrinsics_to_camera_info_msg(factory, payload, stamp_s, cfg.camera_frame_id))]
         else:
             payload["raster_sha256"] = self._raster_sha256(payload["raster"])
             msgs = [(m.PATCH_REF, m.patch_ref_msg(payload))]
@@ -295,6 +324,19 @@ class FieldLogger:
         self._bag_opened_s = time.monotonic()
         self.parts.append(path)
         self.counters.files += 1
+        return self._repeat_camera_info()
+
+    def _repeat_camera_info(self) -> bool:
+        """Start a new part with the last camera intrinsics written, so that each part is complete on its own."""
+        if self._camera_info_record is None:
+            return True
+        stamp_s, data = self._camera_info_record
+        try:
+            self._bag.write(m.CAMERA_INFO, stamp_s, data)
+        except OSError as err:
+            self._io_failed(err, 1)
+            return False
+        self.counters.written += 1
         return True
 
     def _next_part_index(self) -> int:

@@ -24,6 +24,8 @@ FUSED_FIX = "/geoloc/fix"
 FUSED_POSE = "/geoloc/pose"
 PATCH_REF = "/geoloc/patch_ref"
 HEADING = "/heading"
+ALTITUDE_AGL = "/altitude_agl"
+CAMERA_INFO = "/camera/camera_info"
 
 TOPIC_TYPES = {
     CAMERA: "sensor_msgs/msg/CompressedImage",
@@ -32,6 +34,8 @@ TOPIC_TYPES = {
     FUSED_POSE: "geometry_msgs/msg/PoseWithCovarianceStamped",
     PATCH_REF: "std_msgs/msg/String",
     HEADING: "std_msgs/msg/Float64",
+    ALTITUDE_AGL: "std_msgs/msg/Float64",
+    CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
 }
 
 

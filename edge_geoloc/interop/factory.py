@@ -39,6 +39,10 @@ class MessageFactory(Protocol):
         """The value a ``byte`` field (``DiagnosticStatus.level``) accepts in this type system."""
         ...
 
+    def float64_array(self, values: Any) -> Any:
+        """The value a ``float64[N]`` or ``float64[]`` field (``CameraInfo.k``, ``.d``) accepts."""
+        ...
+
 
 class RosbagsFactory:
     """Builds the message classes of a ``rosbags`` typestore (``get_typestore(Stores.ROS2_HUMBLE)``)."""
@@ -58,6 +62,9 @@ class RosbagsFactory:
 
     def byte(self, value: int) -> int:
         return int(value)
+
+    def float64_array(self, values: Any) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 class PythonMessageFactory:
@@ -81,6 +88,9 @@ class PythonMessageFactory:
 
     def byte(self, value: int) -> bytes:
         return bytes([int(value)])  # rosidl maps ``byte`` to a one-byte ``bytes``
+
+    def float64_array(self, values: Any) -> list[float]:
+        return [float(v) for v in values]  # rosidl accepts a list for both fixed and unbounded arrays
 
 
 def _import_message_class(msgtype: str) -> type:

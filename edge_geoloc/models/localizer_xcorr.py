@@ -69,7 +69,8 @@ def normalized_xcorr(aerial: torch.Tensor, template: torch.Tensor) -> torch.Tens
     pad = k // 2 if k % 2 == 0 else (k - 1) // 2
     padded = F.pad(aerial, (pad, pad, pad, pad))
     t = template / (torch.linalg.vector_norm(template.reshape(b, -1), dim=1).reshape(b, 1, 1, 1) + 1e-6)
-    dot = F.conv2d(padded.reshape(1, b * c, n + 2 * pad, n + 2 * pad), t, groups=b).reshape(b, 1, -1, n + 2 * pad - k + 1)
+    size = n + 2 * pad
+    dot = F.conv2d(padded.reshape(1, b * c, size, size), t, groups=b).reshape(b, 1, size - k + 1, size - k + 1)
     ones = torch.ones(1, 1, k, k, dtype=aerial.dtype, device=aerial.device)
     energy = F.conv2d((padded * padded).sum(dim=1, keepdim=True), ones)
     score = dot / torch.sqrt(energy + 1e-6)
