@@ -16,6 +16,7 @@ from edge_geoloc.fieldlog import logger as logger_module
 from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.storage import BagPart
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.interop.camera_info import PinholeIntrinsics, camera_info_msg_to_intrinsics
 from edge_geoloc.interop.navsat import navsatfix_to_gnss
 from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc.types import CameraFrame, CovarianceType, FixStatus, FusedState, GnssFix
@@ -59,11 +60,15 @@ def test_round_trip_of_every_topic_and_the_bag_opens_in_rosbags(tmp_path):
         logger.log_fused(state)
         logger.log_heading(1.7e9, 1.25)
         logger.log_patch_ref(1.7e9, raster, 52.0, 4.36, 128.0, 256, georef)
+        logger.log_altitude_agl(1.7e9 + 0.5, 87.25)
+        intrinsics = PinholeIntrinsics.from_hfov(64, 48, 90.0)
+        assert logger.log_camera_info(1.7e9, intrinsics)
+        assert not logger.log_camera_info(1.7e9 + 1.0, intrinsics)  # unchanged: not logged again
     c = logger.counters
-    assert (c.enqueued, c.rate_limited, c.dropped_queue_full, c.written) == (27, 16, 0, 28)
+    assert (c.enqueued, c.rate_limited, c.dropped_queue_full, c.written) == (29, 16, 0, 30)
     records = list(read_log(tmp_path / "log"))
     by_topic = {t: [r for r in records if r.topic == t] for t in m.TOPIC_TYPES}
-    assert [len(by_topic[t]) for t in m.TOPIC_TYPES] == [4, 20, 1, 1, 1, 1]
+    assert [len(by_topic[t]) for t in m.TOPIC_TYPES] == [4, 20, 1, 1, 1, 1, 1, 1]
     assert [navsatfix_to_gnss(r.msg) for r in by_topic[m.GNSS_FIX]] == [gnss(i) for i in range(20)]
     frame = by_topic[m.CAMERA][1]
     assert frame.msg.format == "jpeg" and header_stamp_s(frame.msg) == pytest.approx(1.7e9 + 0.5)
@@ -80,9 +85,30 @@ def test_round_trip_of_every_topic_and_the_bag_opens_in_rosbags(tmp_path):
     ref = json.loads(by_topic[m.PATCH_REF][0].msg.data)
     assert ref["raster_sha256"] == hashlib.sha256(raster.read_bytes()).hexdigest()
     assert ref["georef"]["affine"] == list(georef.affine) and ref["size_m"] == 128.0
+    altitude = by_topic[m.ALTITUDE_AGL][0]
+    assert (altitude.msg.data, altitude.stamp_s) == (87.25, pytest.approx(1.7e9 + 0.5))
+    info = by_topic[m.CAMERA_INFO][0].msg
+    assert (info.width, info.height, info.header.frame_id, header_stamp_s(info)) == (64, 48, "camera", 1.7e9)
+    assert list(info.k) == pytest.approx([32.0, 0.0, 32.0, 0.0, 32.0, 24.0, 0.0, 0.0, 1.0])
+    assert camera_info_msg_to_intrinsics(info).hfov_deg == pytest.approx(90.0)
     with AnyReader(logger.parts) as reader:  # complete bag: metadata.yaml + summary, standard tooling reads it
-        assert reader.message_count == 28
+        assert reader.message_count == 30
         assert {c.topic: c.msgtype for c in reader.connections} == m.TOPIC_TYPES
+
+
+def test_camera_info_is_logged_on_change_and_again_at_the_start_of_each_part(tmp_path):
+    cfg = FieldLogConfig(max_file_bytes=1)  # every write rotates: each record ends its part
+    first, second = PinholeIntrinsics.from_hfov(640, 480, 70.0), PinholeIntrinsics.from_hfov(640, 480, 50.0)
+    with FieldLogger(tmp_path / "log", cfg) as logger:
+        assert logger.log_camera_info(10.0, first)
+        logger.log_altitude_agl(10.5, 50.0)
+        assert not logger.log_camera_info(11.0, first) and logger.log_camera_info(12.0, second)
+        logger.log_altitude_agl(12.5, 60.0)
+    parts = [[(r.topic, round(r.stamp_s, 3)) for r in read_log(part)] for part in logger.parts]
+    assert parts == [[(m.CAMERA_INFO, 10.0)], [(m.CAMERA_INFO, 10.0), (m.ALTITUDE_AGL, 10.5)],
+                     [(m.CAMERA_INFO, 10.0), (m.CAMERA_INFO, 12.0)], [(m.CAMERA_INFO, 12.0), (m.ALTITUDE_AGL, 12.5)]]
+    hfovs = [camera_info_msg_to_intrinsics(r.msg).hfov_deg for r in read_log(logger.parts[2])]
+    assert hfovs == pytest.approx([70.0, 50.0])
 
 
 def test_producers_never_wait_on_a_stalled_disk_and_drops_are_counted(tmp_path):

@@ -12,6 +12,7 @@ from edge_geoloc.fieldlog.dataset import build_pairs_from_logs, interpolate_trac
 from edge_geoloc.fieldlog.dataset_cli import main
 from edge_geoloc.geo import GeoRaster, PatchGeoref, write_geotiff
 from edge_geoloc.geo.raster import _transformer
+from edge_geoloc.interop.camera_info import PinholeIntrinsics
 from edge_geoloc.types import GnssFix
 
 EPSG = 32631  # UTM 31N
@@ -30,12 +31,19 @@ def latlon(x: float, y: float) -> tuple[float, float]:
     return float(lat), float(lon)
 
 
-def write_log(log_dir, ortho_path, t0=1000.0, with_patch_ref_at=(3,)):
-    """10 frames at 1 Hz flying east across the map; GNSS at 1 Hz, half a second after each frame."""
+def write_log(log_dir, ortho_path, t0=1000.0, with_patch_ref_at=(3,), scale=False):
+    """10 frames at 1 Hz flying east across the map; GNSS at 1 Hz, half a second after each frame.
+
+    ``scale``: also the height above ground (40 m + 4 m/s, logged 0.5 s after each frame) and the camera info
+    (60 deg field of view, 40 deg from frame 6 on).
+    """
     jpegs = []
     with FieldLogger(log_dir, FieldLogConfig(camera_rate_hz=0.0)) as logger:
         for i in range(10):
             t = t0 + i
+            if scale:
+                logger.log_camera_info(t, PinholeIntrinsics.from_hfov(32, 24, 60.0 if i < 6 else 40.0))
+                logger.log_altitude_agl(t + 0.5, 40.0 + 4.0 * (i + 0.5))
             jpegs.append(encode_jpeg(np.full((24, 32, 3), 20 * i, np.uint8)))
             logger.log_jpeg(t, jpegs[-1])
             logger.log_heading(t, 0.1 * i)
@@ -109,3 +117,49 @@ def test_interpolate_track_uses_neighbours_or_the_nearest_fix_within_the_gap():
     assert interpolate_track(stamps, track, 1.5, 1.0) == pytest.approx((50.001, 4.002))  # 9 s gap: nearest
     assert interpolate_track(stamps, track, 5.0, 1.0) is None
     assert interpolate_track(stamps[:0], track[:0], 0.0, 1.0) is None
+
+
+def test_pairs_carry_altitude_interpolated_to_the_frame_and_hfov_from_camera_info(tmp_path, ortho):
+    pairs = pytest.importorskip("edge_geoloc.data.pairs")
+    write_log(tmp_path / "log", ortho, scale=True)
+    report = build_pairs_from_logs(tmp_path / "log", tmp_path / "pairs", ortho=ortho)
+    assert (report.samples, report.no_altitude_agl, report.no_hfov) == (10, 0, 0)
+    samples = [json.loads(line) for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()]
+    # frame 0 precedes the first height (0.5 s later, within the 1 s gap): that one; then linear between two
+    assert [s["altitude_agl_m"] for s in samples] == pytest.approx([42.0] + [40.0 + 4.0 * i for i in range(1, 10)])
+    assert [s["hfov_deg"] for s in samples] == pytest.approx([60.0] * 6 + [40.0] * 4)
+    _, records = pairs.read_pairs(tmp_path / "pairs")
+    assert (records[3].altitude_agl_m, records[3].hfov_deg) == pytest.approx((52.0, 60.0))
+    pairs._check_scale_metadata(tmp_path / "pairs", records)  # what scale-aligned adaptation requires
+
+
+def test_missing_altitude_and_camera_info_stay_null_and_hfov_can_be_given(tmp_path, ortho, capsys):
+    pairs = pytest.importorskip("edge_geoloc.data.pairs")
+    write_log(tmp_path / "log", ortho)
+    report = build_pairs_from_logs(tmp_path / "log", tmp_path / "a", ortho=ortho)
+    assert (report.samples, report.no_altitude_agl, report.no_hfov) == (10, 10, 10)
+    samples = [json.loads(line) for line in (tmp_path / "a" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["altitude_agl_m"] is None and s["hfov_deg"] is None for s in samples)
+    _, records = pairs.read_pairs(tmp_path / "a")
+    with pytest.raises(pairs.PairDatasetError, match="altitude_agl_m/hfov_deg"):
+        pairs._check_scale_metadata(tmp_path / "a", records)
+    args = ["from-logs", str(tmp_path / "log"), "--out", str(tmp_path / "b"), "--ortho", str(ortho)]
+    assert main([*args, "--hfov-deg", "75"]) == 0
+    samples = [json.loads(line) for line in (tmp_path / "b" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["hfov_deg"] == 75.0 and s["altitude_agl_m"] is None for s in samples)
+    capsys.readouterr()
+    assert main([*args[:3], str(tmp_path / "c"), *args[4:], "--hfov-deg", "180"]) == 2
+    assert "hfov_deg must be in (0, 180)" in capsys.readouterr().err
+
+
+def test_altitude_farther_than_the_gap_is_not_used(tmp_path, ortho):
+    with FieldLogger(tmp_path / "log", FieldLogConfig(camera_rate_hz=0.0)) as logger:
+        lat, lon = latlon(X0 + 200, Y0 - 200)
+        for t in (100.0, 105.0):
+            logger.log_jpeg(t, encode_jpeg(np.full((24, 32, 3), 50, np.uint8)))
+            logger.log_gnss(GnssFix(stamp_s=t, lat_deg=lat, lon_deg=lon, alt_m=50.0))
+        logger.log_altitude_agl(102.0, 30.0)  # 2 s from the first frame, 3 s from the second
+    report = build_pairs_from_logs(tmp_path / "log", tmp_path / "pairs", ortho=ortho, aerial_size_m=40.0,
+                                   aerial_px=64, max_altitude_gap_s=2.0)
+    samples = [json.loads(line) for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()]
+    assert [s["altitude_agl_m"] for s in samples] == [30.0, None] and report.no_altitude_agl == 1

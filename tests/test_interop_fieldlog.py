@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_geoloc.fieldlog import read_log
 from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch, open_field_logger
@@ -36,3 +37,22 @@ def test_disabled_without_log_dir(tmp_path):
     assert open_field_logger(NodeSettings()) is None
     switch = open_field_logger(NodeSettings(log_dir=str(tmp_path / "x"), log_min_free_gb=0.5))
     assert switch.min_free_bytes == 500_000_000 and switch.status()["free_bytes"] > 0  # folder not made yet
+
+
+def test_frames_log_their_altitude_and_the_camera_info_once(tmp_path):
+    from edge_geoloc.interop import camera_info_msg_to_intrinsics
+
+    switch = open_field_logger(NodeSettings(log_dir=str(tmp_path / "logs"), log_min_free_gb=0.0, camera_hfov_deg=60.0))
+    assert switch.hfov_deg == 60.0
+    switch.start()
+    state = FusedState(1.0, 52.0, 4.36, 40.0, 0.0, 0.0, 0.0, 0.0, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 4.0), True, True, False)
+    for i, altitude in enumerate((None, 55.0, 56.0)):
+        frame = CameraFrame(stamp_s=1.0 + i, image_rgb=np.full((24, 32, 3), 90, np.uint8), altitude_agl_m=altitude)
+        switch.on_state(frame, state)
+    switch.stop()
+    records = list(read_log(tmp_path / "logs", topics=["/altitude_agl", "/camera/camera_info"]))
+    assert [(r.stamp_s, r.msg.data) for r in records if r.topic == "/altitude_agl"] == [(2.0, 55.0), (3.0, 56.0)]
+    infos = [r.msg for r in records if r.topic == "/camera/camera_info"]
+    assert len(infos) == 1 and (infos[0].width, infos[0].height) == (32, 24)
+    assert camera_info_msg_to_intrinsics(infos[0]).hfov_deg == pytest.approx(60.0)
+    assert FieldLogSwitch(tmp_path / "x", 0).hfov_deg == 0.0  # unknown: no camera info is logged

@@ -270,3 +270,45 @@ def test_diagnostics_round_trip_with_levels(ts):
                       "input": DiagnosticLevel.WARN, "field logger": DiagnosticLevel.WARN}
     assert back[0].values["localizer_ms"] == "700.00" and back[1].values["visual_rejected"] == "2"
     assert back[1].values["tiles_empty"] == "1"
+
+
+def test_camera_info_round_trip_gives_size_k_and_field_of_view(ts):
+    from edge_geoloc.interop import (
+        PinholeIntrinsics,
+        camera_info_msg_to_intrinsics,
+        intrinsics_to_camera_info_msg,
+        stamp_to_s,
+    )
+
+    intrinsics = PinholeIntrinsics.from_hfov(640, 480, 90.0)
+    assert (intrinsics.fx_px, intrinsics.cx_px, intrinsics.cy_px) == pytest.approx((320.0, 320.0, 240.0))
+    msg = cdr_round_trip(ts, intrinsics_to_camera_info_msg(RosbagsFactory(ts), intrinsics, STAMP_S, "cam"))
+    assert (msg.width, msg.height, msg.header.frame_id, stamp_to_s(msg.header.stamp)) == (640, 480, "cam", STAMP_S)
+    assert list(msg.p) == pytest.approx([320.0, 0, 320.0, 0, 0, 320.0, 240.0, 0, 0, 0, 1.0, 0])
+    back = camera_info_msg_to_intrinsics(msg)
+    assert back == intrinsics
+    assert back.hfov_deg == pytest.approx(90.0)
+    assert camera_info_msg_to_intrinsics(PinholeIntrinsicsMsg(1000, 500, 500.0)).hfov_deg == pytest.approx(90.0)
+    with pytest.raises(ConversionError, match="no usable intrinsics"):
+        camera_info_msg_to_intrinsics(PinholeIntrinsicsMsg(640, 480, 0.0))  # uncalibrated: K = 0
+    with pytest.raises(ConversionError, match="hfov_deg"):
+        PinholeIntrinsics.from_hfov(640, 480, 180.0)
+
+
+class PinholeIntrinsicsMsg:
+    """A hand-made CameraInfo double (duck typing: width, height, k)."""
+
+    def __init__(self, width: int, height: int, fx: float) -> None:
+        self.width, self.height, self.k = width, height, [fx, 0.0, width / 2, 0.0, fx, height / 2, 0.0, 0.0, 1.0]
+
+
+def test_altitude_agl_float64_round_trip_and_bad_values_refused(ts):
+    from types import SimpleNamespace
+
+    from edge_geoloc.interop import altitude_agl_to_float64_msg, float64_msg_to_altitude_agl_m
+
+    msg = cdr_round_trip(ts, altitude_agl_to_float64_msg(RosbagsFactory(ts), 87.25))
+    assert float64_msg_to_altitude_agl_m(msg) == 87.25
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ConversionError, match="height above ground"):
+            float64_msg_to_altitude_agl_m(SimpleNamespace(data=bad))

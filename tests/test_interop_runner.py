@@ -132,3 +132,15 @@ def test_items_are_prepared_on_the_worker_and_bad_ones_counted():
     worker.start()
     worker.stop()
     assert results == [2.0] and pipeline.calls == [(2.0, None)]
+
+
+def test_runner_keeps_the_latest_heading_and_altitude_for_frames():
+    runner = GeolocRunner(pipeline=None, fixed_altitude_agl_m=25.0)
+    assert runner.frame_inputs() == (None, 25.0)  # the fixed height until one is measured
+    runner.on_heading(0.5)
+    runner.on_altitude_agl(40.0)
+    runner.on_altitude_agl(41.5)
+    assert runner.frame_inputs() == (0.5, 41.5)
+    assert GeolocRunner(pipeline=None).frame_inputs() == (None, None)
+    with pytest.raises(ValueError, match="fixed_altitude_agl_m"):
+        GeolocRunner(pipeline=None, fixed_altitude_agl_m=-1.0)

@@ -178,3 +178,31 @@ def test_cli_without_models_says_what_to_set(tmp_path, capsys):
     bag = write_flight_bag(tmp_path / "in", Stores.ROS2_HUMBLE, StoragePlugin.MCAP)
     assert replay_module.main([str(bag), "-o", str(tmp_path / "out")]) == 2
     assert "tile_index_path is empty" in capsys.readouterr().err
+
+
+def test_altitude_agl_topic_goes_with_each_frame_after_the_fixed_value(tmp_path):
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    factory = RosbagsFactory(ts)
+    with Writer(tmp_path / "in", version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        cam = writer.add_connection("/camera/image/compressed", "sensor_msgs/msg/CompressedImage", typestore=ts)
+        alt = writer.add_connection("/drone/altitude_agl", "std_msgs/msg/Float64", typestore=ts)
+        for i in range(3):
+            stamp = T0 + 0.5 * i
+            if i > 0:
+                height = ts.types["std_msgs/msg/Float64"](data=40.0 + i)
+                writer.write(alt, s_to_ns(stamp - 0.01), ts.serialize_cdr(height, height.__msgtype__))
+            msg = rgb_to_compressed_msg(factory, frame_pixels(i), stamp, "camera", "png")
+            writer.write(cam, s_to_ns(stamp), ts.serialize_cdr(msg, msg.__msgtype__))
+    frames = []
+
+    class Recording(FakePipeline):
+        def process(self, frame, gnss):
+            frames.append(frame)
+            return super().process(frame, gnss)
+
+    report = replay_bag(tmp_path / "in", tmp_path / "out", Recording(), ReplayOptions(altitude_agl_m=25.0))
+    assert report.altitude_agl_topic == "/drone/altitude_agl"  # found by its name
+    assert [f.altitude_agl_m for f in frames] == [25.0, 41.0, 42.0]
+    with pytest.raises(ReplayError, match="altitude topic '/camera/image/compressed'"):
+        replay_bag(tmp_path / "in", tmp_path / "o2", FakePipeline(),
+                   ReplayOptions(altitude_agl_topic="/camera/image/compressed"))

@@ -82,7 +82,7 @@ def test_node_publishes_geoloc_fix_for_a_played_bag(tmp_path, context):
                     n = node.worker.counters.snapshot()["gnss_received"] + 1
                     assert spin_until(executor, lambda n=n: node.worker.counters.snapshot()["gnss_received"] >= n)
                 else:
-                    assert spin_until(executor, lambda v=msg.data: node.heading_rad == pytest.approx(v))
+                    assert spin_until(executor, lambda v=msg.data: node.worker.runner.heading_rad == pytest.approx(v))
         assert len(fixes) == N_FRAMES
         assert [f.status.status for f in fixes[:2]] == [-1, -1] and fixes[-1].status.status == 0
         assert fixes[-1].position_covariance_type == 3 and fixes[-1].header.frame_id == "base_link"

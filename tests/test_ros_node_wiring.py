@@ -206,3 +206,51 @@ def test_main_exits_with_the_reason_instead_of_a_traceback(node_module, capsys):
     with pytest.raises(SystemExit) as stopped:
         module.main([])
     assert stopped.value.code == 1 and "tile_index_path is empty" in capsys.readouterr().out
+
+
+class FramePipeline(FakePipeline):
+    """Also keeps each frame, to check what the runner attached to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = []
+
+    def process(self, frame, gnss):
+        self.frames.append(frame)
+        return super().process(frame, gnss)
+
+
+def test_heading_and_altitude_topics_go_with_each_frame_and_into_the_field_log(node_module, tmp_path):
+    module, ts = node_module
+    factory = RosbagsFactory(ts)
+    pipeline = FramePipeline()
+    switch = FieldLogSwitch(tmp_path / "logs", 0, hfov_deg=90.0)
+    node = module.GeolocNode(pipeline=pipeline, field_logger=switch, parameter_overrides=[
+        Param("image_transport", "compressed"), Param("max_image_age_s", 0.0), Param("max_inference_rate_hz", 0.0),
+        Param("heading_source", "float64"), Param("altitude_source", "float64"),
+        Param("camera_altitude_agl_m", 30.0), Param("camera_hfov_deg", 90.0), Param("log_on_start", True)])
+    float64 = ts.types["std_msgs/msg/Float64"]
+    try:
+        assert set(node.subs) == {"image/compressed", "gnss/fix", "heading", "altitude_agl"}
+        assert node.settings.runtime_config_overrides() == ["camera.hfov_deg=90.0"]
+        fix_pub = node.pubs["geoloc/fix"]
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(0), 1.0, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)  # nothing measured yet: the fixed height, no heading
+        fix_pub.event.clear()
+        node.subs["heading"](float64(data=1.25))
+        node.subs["altitude_agl"](float64(data=-5.0))  # refused and counted
+        node.subs["altitude_agl"](float64(data=62.5))
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(1), 2.0, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)
+        assert [(f.heading_rad, f.altitude_agl_m) for f in pipeline.frames] == [(None, 30.0), (1.25, 62.5)]
+        assert node.worker.counters.snapshot()["conversion_errors"] == 1
+    finally:
+        node.destroy_node()
+    from edge_geoloc.fieldlog import read_log
+    from edge_geoloc.interop import camera_info_msg_to_intrinsics
+
+    records = list(read_log(tmp_path / "logs", topics=["/altitude_agl", "/camera/camera_info"]))
+    assert [(r.topic, r.stamp_s, getattr(r.msg, "data", None)) for r in records if r.topic == "/altitude_agl"] == [
+        ("/altitude_agl", 1.0, 30.0), ("/altitude_agl", 2.0, 62.5)]
+    infos = [r.msg for r in records if r.topic == "/camera/camera_info"]
+    assert len(infos) == 1 and camera_info_msg_to_intrinsics(infos[0]).hfov_deg == pytest.approx(90.0)

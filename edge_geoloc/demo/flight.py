@@ -5,8 +5,9 @@ frame through ``Pipeline.process``, trajectory table and error table written by 
 adds a progress bar and, through the replay's per-frame callback, the field logger: the frame's JPEG bytes,
 the GNSS fixes received since the previous frame, the fused output, the heading and height above ground
 measured on board when the flight records them (``sensors.csv``, never the truth), the camera intrinsics of
-``flight.json`` (once, as ``/camera/camera_info``), and the map patch around the coarse position known *before* the frame (previous fused estimate, else the last
-GNSS fix) -- exactly what a vehicle logs for later adaptation.
+``flight.json`` (once, as ``/camera/camera_info``), and the map patch around the coarse position known
+*before* the frame (previous fused estimate, else the last GNSS fix) -- exactly what a vehicle
+logs for later adaptation.
 """
 
 from __future__ import annotations

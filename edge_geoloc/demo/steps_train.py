@@ -121,9 +121,8 @@ def train_localizer_model(ctx: StepContext, train_root: Path, val_root: Path) ->
              "out_dir": str(ctx.step_dir / "localizer"), "device": "cpu", "resume": False}
     cfg = from_dict(cfg_cls, deep_merge(ctx.config.localizer, fixed))
     model = require(trainer, "build_model", "localizer trainer")(cfg.model)
-    pair_dataset = require("edge_geoloc.data.pairs", "PairDataset", "localizer data (pairs)")
-    sets = [pair_dataset(root, model.query_size, model.aerial_size, model.mean, model.std,
-                         align_north_up=cfg.data.align_north_up, read_ground_truth=True)
+    pair_dataset = require("edge_geoloc.data.pairs", "dataset_for_model", "localizer data (pairs)")
+    sets = [pair_dataset(root, model, read_ground_truth=True, align_north_up=cfg.data.align_north_up)
             for root in (train_root, val_root)]
     require(trainer, "fit", "localizer trainer")(cfg, *sets)
     read_meta = require("edge_geoloc.artifacts", "read_checkpoint_meta", "artifacts")

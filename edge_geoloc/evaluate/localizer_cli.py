@@ -19,9 +19,9 @@ from edge_geoloc.train.localizer_trainer import evaluate_dataset, load_localizer
 def _dataset(args: argparse.Namespace, model: torch.nn.Module):
     common = dict(query_size=model.query_size, aerial_size=model.aerial_size, mean=model.mean, std=model.std)
     if args.format == "pairs":
-        from edge_geoloc.data.pairs import PairDataset
+        from edge_geoloc.data.pairs import dataset_for_model
 
-        return PairDataset(args.data, align_north_up=not args.unknown_orientation, read_ground_truth=True, **common)
+        return dataset_for_model(args.data, model, read_ground_truth=True, align_north_up=not args.unknown_orientation)
     if args.format == "vigor":
         from edge_geoloc.data.vigor import VigorDataset
 

@@ -5,8 +5,9 @@ frame (what the runtime itself believed before the frame), or else the ``/gnss/f
 frame's stamp; the aerial patch is cut from the GeoTIFF around it, north-up; the heading is the nearest
 ``/heading``; the height above ground is ``/altitude_agl`` interpolated to the frame's stamp, and the horizontal
 field of view comes from the latest ``/camera/camera_info`` (``2 * atan(width / (2 * fx))``) unless overridden.
-Both stay null when the log lacks them (scale-aligned readers then reject the set): they are never invented. There is no ground truth: that is the point of self-supervised adaptation. The query JPEG is
-copied byte for byte (no second compression).
+Both stay null when the log lacks them (scale-aligned readers then reject the set): they are never invented.
+There is no ground truth: that is the point of self-supervised adaptation. The query JPEG is copied byte for
+byte (no second compression).
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ Conversions read any object with the ROS message fields (rclpy messages, rosbags
 and build messages through a :class:`~edge_geoloc.interop.factory.MessageFactory`. Nothing here imports rclpy.
 """
 
+from edge_geoloc.interop.camera_info import (
+    PinholeIntrinsics,
+    altitude_agl_to_float64_msg,
+    camera_info_msg_to_intrinsics,
+    float64_msg_to_altitude_agl_m,
+    intrinsics_to_camera_info_msg,
+)
 from edge_geoloc.interop.diagnostics import (
     DiagnosticEntry,
     DiagnosticLevel,
@@ -42,10 +49,12 @@ from edge_geoloc.interop.stamps import make_header, s_to_sec_nanosec, stamp_to_s
 
 __all__ = [
     "AsyncRunner", "ConversionError", "Counters", "DiagnosticEntry", "DiagnosticLevel", "DiagnosticThresholds",
-    "GeolocRunner", "LatestSlot", "LocalPose", "MessageFactory", "PythonMessageFactory", "RosbagsFactory",
-    "any_image_msg_to_rgb", "build_diagnostics", "compressed_msg_to_rgb", "diagnostics_to_msg",
-    "encoded_to_compressed_msg", "float64_msg_to_heading_rad", "fused_to_navsatfix", "fused_to_pose",
-    "gnss_to_navsatfix", "heading_to_float64_msg", "image_msg_to_frame", "image_msg_to_rgb", "imu_msg_to_heading_rad",
-    "make_header", "msg_to_diagnostics", "navsatfix_to_gnss", "pose_msg_to_local", "rgb_to_compressed_msg",
-    "rgb_to_image_msg", "s_to_sec_nanosec", "stamp_to_s", "visual_fix_to_navsatfix",
+    "GeolocRunner", "LatestSlot", "LocalPose", "MessageFactory", "PinholeIntrinsics", "PythonMessageFactory",
+    "RosbagsFactory", "altitude_agl_to_float64_msg", "any_image_msg_to_rgb", "build_diagnostics",
+    "camera_info_msg_to_intrinsics", "compressed_msg_to_rgb", "diagnostics_to_msg", "encoded_to_compressed_msg",
+    "float64_msg_to_altitude_agl_m", "float64_msg_to_heading_rad", "fused_to_navsatfix", "fused_to_pose",
+    "gnss_to_navsatfix", "heading_to_float64_msg", "image_msg_to_frame", "image_msg_to_rgb",
+    "imu_msg_to_heading_rad", "intrinsics_to_camera_info_msg", "make_header", "msg_to_diagnostics",
+    "navsatfix_to_gnss", "pose_msg_to_local", "rgb_to_compressed_msg", "rgb_to_image_msg", "s_to_sec_nanosec",
+    "stamp_to_s", "visual_fix_to_navsatfix",
 ]

@@ -2,7 +2,10 @@
 
 Each ``start`` opens a new :class:`edge_geoloc.fieldlog.FieldLogger` session in ``log_dir`` (new bag parts);
 ``stop`` finishes it. What is logged: every GNSS fix and heading, and each frame the pipeline processed with
-its fused state (the logger's own ``camera_rate_hz`` limit applies) -- the coarse-GPS pairs adaptation needs.
+its fused state (the logger's own ``camera_rate_hz`` limit applies) -- the coarse-GPS pairs adaptation needs --
+plus, for scale-aligned adaptation, the frame's height above ground (``/altitude_agl``, when the frame has one)
+and the camera info from the image size and ``hfov_deg`` (``/camera/camera_info``, when the field of view is
+known; the logger writes it once per session and on change).
 Calls never block on disk: the logger queues and writes on its own thread.
 """
 
@@ -15,15 +18,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_geoloc.interop.camera_info import PinholeIntrinsics
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 
 class FieldLogSwitch:
     """A field logger that can be started and stopped; logging calls are no-ops while stopped."""
 
-    def __init__(self, log_dir: str | Path, min_free_bytes: int, make_logger: Callable[..., Any] | None = None) -> None:
+    def __init__(self, log_dir: str | Path, min_free_bytes: int, make_logger: Callable[..., Any] | None = None,
+                 hfov_deg: float = 0.0) -> None:
+        if not 0.0 <= hfov_deg < 180.0:
+            raise ValueError(f"hfov_deg must be in (0, 180) degrees, or 0 for unknown, got {hfov_deg}")
         self.log_dir = Path(log_dir)
         self.min_free_bytes = int(min_free_bytes)
+        self.hfov_deg = float(hfov_deg)
         self._make_logger = make_logger
         self._lock = threading.Lock()
         self._logger: Any = None
@@ -60,8 +68,14 @@ class FieldLogSwitch:
 
     def on_state(self, frame: CameraFrame, state: FusedState) -> None:
         """A processed frame and its fused state (called on the inference worker thread)."""
+        if self.hfov_deg > 0.0:
+            height_px, width_px = frame.image_rgb.shape[:2]
+            intrinsics = PinholeIntrinsics.from_hfov(width_px, height_px, self.hfov_deg)
+            self._call("log_camera_info", frame.stamp_s, intrinsics)
         self._call("log_frame", frame)
         self._call("log_fused", state)
+        if frame.altitude_agl_m is not None:
+            self._call("log_altitude_agl", frame.stamp_s, frame.altitude_agl_m)
 
     def status(self) -> dict[str, Any]:
         """For ``/diagnostics``: active, folder, free bytes, and the logger's counters while active."""
@@ -93,7 +107,9 @@ def _free_bytes(path: Path) -> int:
 
 
 def open_field_logger(settings: Any) -> FieldLogSwitch | None:
-    """The node's field logger from its settings (``log_dir``, ``log_min_free_gb``); None when disabled."""
+    """The node's field logger from its settings (``log_dir``, ``log_min_free_gb``, ``camera_hfov_deg``); None
+    when disabled."""
     if not settings.log_dir:
         return None
-    return FieldLogSwitch(settings.log_dir, int(settings.log_min_free_gb * 1e9))
+    return FieldLogSwitch(settings.log_dir, int(settings.log_min_free_gb * 1e9),
+                          hfov_deg=settings.camera_hfov_deg)

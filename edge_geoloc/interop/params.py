@@ -86,8 +86,15 @@ class NodeSettings:
     heading_source: str = _param("none", "optional heading input: `heading` (std_msgs/Float64, rad clockwise "
                                  "from north) or `imu` (sensor_msgs/Imu, ENU)", "", "inputs",
                                  choices=("none", "float64", "imu"))
-    camera_altitude_agl_m: float = _param(0.0, "camera height above ground if fixed and known; 0 = unknown", "m",
-                                          "inputs", min_value=0.0, max_value=10000.0)
+    altitude_source: str = _param("none", "optional height-above-ground input: `altitude_agl` (std_msgs/Float64, "
+                                  "m); its latest value goes with each frame", "", "inputs",
+                                  choices=("none", "float64"))
+    camera_altitude_agl_m: float = _param(0.0, "camera height above ground if fixed and known (used until an "
+                                          "altitude_agl message arrives); 0 = unknown", "m", "inputs",
+                                          min_value=0.0, max_value=10000.0)
+    camera_hfov_deg: float = _param(0.0, "camera horizontal field of view (scale-aligned localizers, field-log "
+                                    "camera info); 0 = the runtime config's", "deg", "inputs", min_value=0.0,
+                                    max_value=179.0, config_key="camera.hfov_deg")
     max_inference_rate_hz: float = _param(2.0, "frames per second given to the pipeline; 0 = as fast as it runs",
                                           "Hz", "rates", min_value=0.0, max_value=100.0)
     max_image_age_s: float = _param(1.0, "frames older than this when the worker is free are dropped; 0 = never",

@@ -2,7 +2,8 @@
 
 The same conversions, runner and output builder as the ROS node: camera messages (Image or CompressedImage)
 become :class:`CameraFrame`, NavSatFix becomes :class:`GnssFix`, an optional heading topic (std_msgs/Float64
-rad clockwise from north, or sensor_msgs/Imu) is attached to frames; each processed frame's outputs
+rad clockwise from north, or sensor_msgs/Imu) and an optional height-above-ground topic (std_msgs/Float64, m)
+are attached to frames (their latest values, kept by the runner); each processed frame's outputs
 (``/geoloc/fix``, ``/geoloc/pose``, ``/geoloc/visual_fix``) and periodic ``/diagnostics`` are written at the
 camera message's log time, next to a copy of the input topics. Works with any object that has
 ``process(frame, gnss)``; the CLI builds the real pipeline from the node's parameter file.
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
+from edge_geoloc.interop.camera_info import float64_msg_to_altitude_agl_m
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds, build_diagnostics, diagnostics_to_msg
 from edge_geoloc.interop.factory import ConversionError, RosbagsFactory
 from edge_geoloc.interop.images import image_msg_to_frame
@@ -33,6 +35,7 @@ from edge_geoloc.interop.stamps import ns_to_s
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 NAVSAT_TYPE = "sensor_msgs/msg/NavSatFix"
+FLOAT64_TYPE = "std_msgs/msg/Float64"
 HEADING_TYPES = {"std_msgs/msg/Float64": float64_msg_to_heading_rad, "sensor_msgs/msg/Imu": imu_msg_to_heading_rad}
 
 
@@ -53,6 +56,7 @@ class ReplayOptions:
     altitude_agl_m: float | None = None
     frames: OutputFrames = OutputFrames()
     thresholds: DiagnosticThresholds = DiagnosticThresholds()
+    altitude_agl_topic: str | None = None  # None: a Float64 topic whose name ends in "altitude_agl", if any
 
 
 @dataclass
@@ -60,6 +64,7 @@ class ReplayReport:
     image_topic: str
     gnss_topic: str | None
     heading_topic: str | None
+    altitude_agl_topic: str | None = None
     written: dict[str, int] = field(default_factory=dict)  # messages per output topic
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -105,7 +110,7 @@ def open_bag_writer(path: Path, storage: str) -> Any:
     return Writer(path, version=8, storage_plugin=plugins[storage])
 
 
-def _pick_topics(connections: Sequence[Any], options: ReplayOptions) -> tuple[str, str | None, str | None]:
+def _pick_topics(connections: Sequence[Any], options: ReplayOptions) -> tuple[str, str | None, str | None, str | None]:
     by_topic = {c.topic: c.msgtype for c in connections}
     image = _pick(by_topic, options.image_topic, IMAGE_TYPES, "--image-topic", required=True)
     gnss = _pick(by_topic, options.gnss_topic, (NAVSAT_TYPE,), "--gnss-topic", required=False,
@@ -117,7 +122,17 @@ def _pick_topics(connections: Sequence[Any], options: ReplayOptions) -> tuple[st
     elif by_topic.get(heading) not in HEADING_TYPES:
         raise ReplayError(f"heading topic {heading!r} must be one of {list(HEADING_TYPES)}, "
                           f"the bag has {by_topic.get(heading)}")
-    return image, gnss, heading
+    return image, gnss, heading, _pick_altitude(by_topic, options.altitude_agl_topic)
+
+
+def _pick_altitude(by_topic: dict[str, str], wanted: str | None) -> str | None:
+    """The height-above-ground topic (std_msgs/Float64, m): the one asked for, else one ending in altitude_agl."""
+    if wanted is None:
+        named = [t for t, m in by_topic.items() if m == FLOAT64_TYPE and t.endswith("altitude_agl")]
+        return named[0] if len(named) == 1 else None
+    if by_topic.get(wanted) != FLOAT64_TYPE:
+        raise ReplayError(f"altitude topic {wanted!r} must be {FLOAT64_TYPE}, the bag has {by_topic.get(wanted)}")
+    return wanted
 
 
 def _pick(by_topic: dict[str, str], wanted: str | None, types: tuple[str, ...], flag: str, required: bool,
@@ -140,20 +155,20 @@ class _Replay:
                  report: ReplayReport, backend: dict[str, str]) -> None:
         self.reader, self.writer, self.options, self.report = reader, writer, options, report
         self.backend = backend
-        self.runner = GeolocRunner(pipeline, options.max_rate_hz)
+        self.runner = GeolocRunner(pipeline, options.max_rate_hz, fixed_altitude_agl_m=options.altitude_agl_m)
         self.ts = typestore_for(options.distro)
         self.factory = RosbagsFactory(self.ts)
         self.out_connections = {topic: writer.add_connection(_absolute(topic), msgtype, typestore=self.ts)
                                 for topic, msgtype in OUTPUT_TYPES.items()}
         self.copies: dict[int, Any] = {}
-        self.heading_rad: float | None = None
         self.last_state, self.last_diag_ns = None, None
 
     def run(self) -> None:
         for connection, t_ns, raw in self.reader.messages():
             if self.options.copy_inputs:
                 self._copy(connection, t_ns, raw)
-            if connection.topic in (self.report.image_topic, self.report.gnss_topic, self.report.heading_topic):
+            if connection.topic in (self.report.image_topic, self.report.gnss_topic, self.report.heading_topic,
+                                    self.report.altitude_agl_topic):
                 self._dispatch(connection, t_ns, self.reader.deserialize(raw, connection.msgtype))
         if self.last_diag_ns is not None:
             self._write_diagnostics(self.last_diag_ns, force=True)
@@ -165,14 +180,16 @@ class _Replay:
                 self._on_image(t_ns, msg)
             elif connection.topic == self.report.gnss_topic:
                 self.runner.on_gnss(navsatfix_to_gnss(msg))
+            elif connection.topic == self.report.heading_topic:
+                self.runner.on_heading(HEADING_TYPES[connection.msgtype](msg))
             else:
-                self.heading_rad = HEADING_TYPES[connection.msgtype](msg)
+                self.runner.on_altitude_agl(float64_msg_to_altitude_agl_m(msg))
         except ConversionError as err:
             self.runner.counters.add("conversion_errors")
             log.warning("skipping a %s message at %.3f s: %s", connection.topic, ns_to_s(t_ns), err)
 
     def _on_image(self, t_ns: int, msg: Any) -> None:
-        frame = image_msg_to_frame(msg, self.heading_rad, self.options.altitude_agl_m)
+        frame = image_msg_to_frame(msg, *self.runner.frame_inputs())
         if not self.runner.accept_frame(frame.stamp_s):
             return
         state = self.runner.process(frame)
@@ -221,6 +238,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image-topic")
     parser.add_argument("--gnss-topic")
     parser.add_argument("--heading-topic")
+    parser.add_argument("--altitude-agl-topic", help="std_msgs/Float64 height above ground in metres "
+                        "(default: a topic ending in altitude_agl, if there is exactly one)")
     parser.add_argument("--max-rate-hz", type=float, help="default: the max_inference_rate_hz parameter")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
@@ -255,6 +274,7 @@ def main(argv: list[str]) -> int:
         options = ReplayOptions(args.image_topic, args.gnss_topic, args.heading_topic, rate,
                                 copy_inputs=not args.no_copy_inputs, storage=args.storage, distro=args.distro,
                                 altitude_agl_m=settings.camera_altitude_agl_m or None,
+                                altitude_agl_topic=args.altitude_agl_topic,
                                 frames=OutputFrames(settings.map_frame, settings.base_frame,
                                                     settings.publish_visual_fix))
         pipeline = build_pipeline(settings)

@@ -86,12 +86,21 @@ class GeolocRunner:
     before any frame came is counted as superseded. ``max_rate_hz`` skips frames whose stamp is closer than
     ``1 / max_rate_hz`` to the last accepted frame (0 = no limit); a stamp going backwards (a bag restarted)
     resets the throttle.
+
+    It also keeps the latest heading (rad clockwise from north) and height above ground (m) received on their
+    own topics, which :meth:`frame_inputs` hands to each frame; ``fixed_altitude_agl_m`` is used until a
+    measured height arrives (None = unknown).
     """
 
-    def __init__(self, pipeline: SupportsProcess, max_rate_hz: float = 0.0, counters: Counters | None = None) -> None:
+    def __init__(self, pipeline: SupportsProcess, max_rate_hz: float = 0.0, counters: Counters | None = None,
+                 fixed_altitude_agl_m: float | None = None) -> None:
         if max_rate_hz < 0:
             raise ValueError(f"max_rate_hz must be >= 0 (0 = unlimited), got {max_rate_hz}")
+        if fixed_altitude_agl_m is not None and not fixed_altitude_agl_m >= 0:
+            raise ValueError(f"fixed_altitude_agl_m must be >= 0 or None (unknown), got {fixed_altitude_agl_m}")
         self.pipeline = pipeline
+        self.heading_rad: float | None = None
+        self.altitude_agl_m: float | None = fixed_altitude_agl_m
         self.min_period_s = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
         self.counters = counters or Counters()
         self._lock = threading.Lock()
@@ -108,6 +117,18 @@ class GeolocRunner:
             if self._pending_gnss is not None:
                 self.counters.add("gnss_superseded")
             self._pending_gnss = fix
+
+    def on_heading(self, heading_rad: float) -> None:
+        """The latest measured heading (a converted ``heading`` Float64 or ``imu`` message)."""
+        self.heading_rad = float(heading_rad)
+
+    def on_altitude_agl(self, altitude_agl_m: float) -> None:
+        """The latest measured height above ground (a converted ``altitude_agl`` Float64)."""
+        self.altitude_agl_m = float(altitude_agl_m)
+
+    def frame_inputs(self) -> tuple[float | None, float | None]:
+        """(heading_rad, altitude_agl_m) for the next :class:`CameraFrame`; None where unknown."""
+        return self.heading_rad, self.altitude_agl_m
 
     def accept_frame(self, stamp_s: float) -> bool:
         """Count a received frame; False when the rate limit skips it."""

@@ -62,6 +62,7 @@ class PipelineConfig:
     min_valid_fraction: float = 0.6  # aerial patches at the map edge must be at least this much inside
     heatmap_radius_m: float = 10.0  # neighbourhood of the heat-map mode used for covariance and peak mass
     sigma_floor_m: float = 2.0  # added in quadrature to the heat map's spread (model error it cannot see)
+    prior_patch_max_sigma_m: float = 12.0  # a prior this tight (1-sigma) is localized around first; 0 = never
     use_gnss_prior: bool = True  # before the filter starts, a raw GNSS fix bounds the search ...
     gnss_prior_max_age_s: float = 10.0  # ... if it is at most this old
 

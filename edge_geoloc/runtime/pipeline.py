@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -100,6 +100,7 @@ class _Prior:
     lat_deg: float
     lon_deg: float
     radius_m: float
+    sigma_m: float
 
 
 class Pipeline:
@@ -194,7 +195,7 @@ class Pipeline:
         else:
             return None
         radius = max(pc.min_search_radius_m, pc.search_sigma_factor * sigma + pc.search_margin_m)
-        return None if radius > pc.max_search_radius_m else _Prior(lat, lon, radius)
+        return None if radius > pc.max_search_radius_m else _Prior(lat, lon, radius, sigma)
 
     def _aligned_query(self, frame: CameraFrame) -> np.ndarray | None:
         """The frame as the localizer expects it (see the module doc); None (counted, logged once) when a
@@ -228,34 +229,54 @@ class Pipeline:
             times.update(preprocess_ms=align_ms + enc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
             return None
         t = time.perf_counter()
-        best, loc_pre_ms = self._localize(query, result)
+        best, loc_pre_ms = self._localize(query, self._candidate_patches(prior, result))
         times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - loc_pre_ms
         times.update(preprocess_ms=align_ms + enc_pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
-        return None if best is None else self._to_visual_fix(frame, result, *best)
+        return None if best is None else self._to_visual_fix(frame, *best)
 
-    def _localize(self, query_rgb: np.ndarray, result: SearchResult
-                  ) -> tuple[tuple[int, HeatmapEstimate] | None, float]:
-        """Run the localizer (on the aligned query) on the best tiles in retrieval order; the first confident
+    def _candidate_patches(self, prior: _Prior | None, result: SearchResult) -> Iterator[tuple[int, float, Patch]]:
+        """(tile id, retrieval score, aerial patch) to localize in, best first.
+
+        With a tight prior (1-sigma <= ``prior_patch_max_sigma_m``) the first candidate is the patch centred on
+        the prior, the way the localizer is trained (a patch around the coarse fix); then the retrieved tiles.
+        Patches are read lazily, only as far as the search goes."""
+        pc = self.cfg.pipeline
+        if prior is not None and prior.sigma_m <= pc.prior_patch_max_sigma_m:
+            around = self.index.read_patch_around(prior.lat_deg, prior.lon_deg,
+                                                  self.aerial_size_m or self.index.tile_size_m, self._aerial_px())
+            if around is not None:
+                self._bump("prior_patches")
+                yield around[0], float("nan"), around[1]
+        for rank in range(min(pc.localize_top, result.ids.size)):
+            tile_id = int(result.ids[rank])
+            yield tile_id, float(result.scores[rank]), self.index.read_patch(tile_id, self.aerial_size_m,
+                                                                              self._aerial_px())
+
+    def _localize(self, query_rgb: np.ndarray, candidates: Iterator[tuple[int, float, Patch]]
+                  ) -> tuple[tuple[int, float, HeatmapEstimate] | None, float]:
+        """Run the localizer (on the aligned query) on the candidate patches in order; the first confident
         estimate wins (else the most confident one, to be reported as low confidence).
 
-        Returns ((rank, estimate) or None, milliseconds spent reading patches and preprocessing)."""
+        Returns ((tile id, retrieval score, estimate) or None, milliseconds spent reading patches and
+        preprocessing)."""
         pc = self.cfg.pipeline
-        best: tuple[int, HeatmapEstimate] | None = None
+        best: tuple[int, float, HeatmapEstimate] | None = None
         pre_ms = 0.0
-        for rank in range(min(pc.localize_top, result.ids.size)):
-            t = time.perf_counter()
-            patch = self.index.read_patch(int(result.ids[rank]), self.aerial_size_m, self._aerial_px())
+        t = time.perf_counter()
+        for tile_id, score, patch in candidates:
             pre_ms += (time.perf_counter() - t) * 1e3
             if patch.valid_fraction < pc.min_valid_fraction:
                 self._bump("edge_tiles_skipped")
+                t = time.perf_counter()
                 continue
             heatmap = np.asarray(self.localizer.locate(query_rgb, patch.image), dtype=np.float64)
             pre_ms += getattr(self.localizer, "preprocess_ms", 0.0)
-            estimate = self._estimate(heatmap, patch, int(result.ids[rank]))
-            if estimate is not None and (best is None or estimate.peak_mass > best[1].peak_mass):
-                best = (rank, estimate)
-            if best is not None and best[1].peak_mass >= pc.min_confidence:
+            estimate = self._estimate(heatmap, patch, tile_id)
+            if estimate is not None and (best is None or estimate.peak_mass > best[2].peak_mass):
+                best = (tile_id, score, estimate)
+            if best is not None and best[2].peak_mass >= pc.min_confidence:
                 break
+            t = time.perf_counter()
         return best, pre_ms
 
     def _aerial_px(self) -> int | None:
@@ -275,8 +296,7 @@ class Pipeline:
             return None
         return estimate
 
-    def _to_visual_fix(self, frame: CameraFrame, result: SearchResult, rank: int,
-                       est: HeatmapEstimate) -> VisualFix:
+    def _to_visual_fix(self, frame: CameraFrame, tile_id: int, score: float, est: HeatmapEstimate) -> VisualFix:
         floor = self.cfg.pipeline.sigma_floor_m**2
         c = est.covariance_en_m2
         cov = (c[0] + floor, c[1], c[2], c[3] + floor)
@@ -284,8 +304,7 @@ class Pipeline:
             self.fusion.origin = EnuFrame(est.lat_deg, est.lon_deg, 0.0)
         east, north, _ = self.fusion.origin.to_enu(est.lat_deg, est.lon_deg, self.fusion.origin.alt0_m)
         return VisualFix(frame.stamp_s, est.lat_deg, est.lon_deg, float(east), float(north), cov,
-                         float(est.peak_mass), float(est.entropy_nats), int(result.ids[rank]),
-                         float(result.scores[rank]), frame.heading_rad)
+                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, frame.heading_rad)
 
     def _fused_state(self, stamp_s: float, gnss_used: bool, visual_used: bool, fix: VisualFix | None,
                      latency: StageLatency) -> FusedState:

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
-from edge_geoloc.geo import GeoRaster, Patch, latlon_to_utm
+from edge_geoloc.geo import GeoRaster, Patch, RasterError, latlon_to_utm
 from edge_geoloc.geo.geodesy import UtmZone
 from edge_geoloc.runtime.config import TileIndexConfig
 
@@ -215,6 +215,27 @@ class TileIndex:
         while len(self._patches) > self.cfg.patch_cache:
             self._patches.pop(next(iter(self._patches)))
         return patch
+
+    def nearest_tile(self, lat_deg: float, lon_deg: float) -> int | None:
+        """The tile whose centre is closest to a point (None for an empty index)."""
+        if len(self) == 0:
+            return None
+        east, north, _ = latlon_to_utm(lat_deg, lon_deg, self.zone)
+        d2 = (self.tiles["utm_east_m"] - east) ** 2 + (self.tiles["utm_north_m"] - north) ** 2
+        return int(np.argmin(d2))
+
+    def read_patch_around(self, lat_deg: float, lon_deg: float, size_m: float, out_px: int | None = None
+                          ) -> tuple[int, Patch] | None:
+        """(nearest tile id, a north-up patch centred on the point) from the nearest tile's source raster."""
+        tile_id = self.nearest_tile(lat_deg, lon_deg)
+        if tile_id is None:
+            return None
+        raster = self._raster(int(self.tiles["source"][tile_id]))
+        try:
+            patch = raster.read_around_latlon(lat_deg, lon_deg, size_m, int(out_px or self.manifest["tile_px"]))
+        except RasterError:
+            return None
+        return tile_id, patch
 
     def covers(self, tile_id: int, x: float, y: float) -> bool:
         """Whether a point in the tile's source CRS lies on that source raster (not on the black outside)."""

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from edge_geoloc.artifacts import atomic_write_json
-from edge_geoloc.data.pairs import PairDataset
+from edge_geoloc.data.pairs import PairDataset, dataset_for_model
 from edge_geoloc.evaluate.localization_metrics import predict
 from edge_geoloc.train.localizer_trainer import (
     batch_heading,
@@ -98,8 +98,7 @@ class AdaptResult:
 
 def open_target(target_dir: str | Path, model: torch.nn.Module, cfg: AdaptConfig) -> PairDataset:
     """The unlabeled target set: ground-truth fields are never read (``read_ground_truth=False``)."""
-    return PairDataset(target_dir, model.query_size, model.aerial_size, model.mean, model.std,
-                       align_north_up=cfg.align_north_up, read_ground_truth=False)
+    return dataset_for_model(target_dir, model, read_ground_truth=False, align_north_up=cfg.align_north_up)
 
 
 @torch.no_grad()
@@ -243,6 +242,5 @@ def validate(models: dict[str, torch.nn.Module], validation_dir: str | Path, cfg
              batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Optional, separate from :func:`adapt`: errors of each model on a labelled validation set of the area."""
     first = next(iter(models.values()))
-    dataset = PairDataset(validation_dir, first.query_size, first.aerial_size, first.mean, first.std,
-                          align_north_up=cfg.align_north_up, read_ground_truth=True)
+    dataset = dataset_for_model(validation_dir, first, read_ground_truth=True, align_north_up=cfg.align_north_up)
     return {name: evaluate_dataset(m, dataset, batch_size, cfg.device) for name, m in models.items()}

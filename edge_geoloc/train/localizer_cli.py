@@ -18,11 +18,12 @@ def open_datasets(cfg: LocalizerTrainConfig, model: torch.nn.Module) -> tuple:
     d = cfg.data
     common = dict(query_size=model.query_size, aerial_size=model.aerial_size, mean=model.mean, std=model.std)
     if d.format == "pairs":
-        from edge_geoloc.data.pairs import PairDataset
+        from edge_geoloc.data.pairs import dataset_for_model
 
-        train = PairDataset(d.train, align_north_up=d.align_north_up, read_ground_truth=True, **common)
-        val = PairDataset(d.val, align_north_up=d.align_north_up, read_ground_truth=True, **common) if d.val else None
-        return train, val
+        train = dataset_for_model(d.train, model, read_ground_truth=True, align_north_up=d.align_north_up)
+        if not d.val:
+            return train, None
+        return train, dataset_for_model(d.val, model, read_ground_truth=True, align_north_up=d.align_north_up)
     if d.format == "vigor":
         from edge_geoloc.data.vigor import VigorDataset
 

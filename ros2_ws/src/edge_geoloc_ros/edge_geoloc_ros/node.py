@@ -8,7 +8,8 @@ edge_geoloc.interop.
 
 Subscribes: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), with
 sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float64) or ``imu``
-(sensor_msgs/Imu).
+(sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64, m). The runner keeps their
+latest values.
 Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``.
 Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 """
@@ -21,6 +22,7 @@ from edge_geoloc.interop import (
     PythonMessageFactory,
     build_diagnostics,
     diagnostics_to_msg,
+    float64_msg_to_altitude_agl_m,
     float64_msg_to_heading_rad,
     image_msg_to_frame,
     imu_msg_to_heading_rad,
@@ -80,12 +82,12 @@ class GeolocNode(Node):
         self.frames = OutputFrames(
             self.settings.map_frame, self.settings.base_frame, self.settings.publish_visual_fix
         )
-        self.heading_rad = None
         self.last_state = None
         self.field_logger = field_logger or open_field_logger(self.settings)
         runner = GeolocRunner(
             build_pipeline(self.settings) if pipeline is None else pipeline,
             self.settings.max_inference_rate_hz,
+            fixed_altitude_agl_m=self.settings.camera_altitude_agl_m or None,
         )
         self.worker = AsyncRunner(
             runner,
@@ -122,6 +124,10 @@ class GeolocNode(Node):
             self.create_subscription(Float64, "heading", self._on_heading, qos_profile_sensor_data)
         elif s.heading_source == "imu":
             self.create_subscription(Imu, "imu", self._on_heading, qos_profile_sensor_data)
+        if s.altitude_source == "float64":
+            self.create_subscription(
+                Float64, "altitude_agl", self._on_altitude_agl, qos_profile_sensor_data
+            )
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
@@ -148,19 +154,27 @@ class GeolocNode(Node):
             else float64_msg_to_heading_rad
         )
         try:
-            self.heading_rad = convert(msg)
+            heading_rad = convert(msg)
         except ConversionError as err:
             self.worker.counters.add("conversion_errors")
             self.get_logger().warning(f"heading rejected: {err}", throttle_duration_sec=5.0)
             return
+        self.worker.runner.on_heading(heading_rad)
         if self.field_logger is not None:
-            self.field_logger.on_heading(self._now_s(), self.heading_rad)
+            self.field_logger.on_heading(self._now_s(), heading_rad)
+
+    def _on_altitude_agl(self, msg) -> None:
+        try:
+            altitude_agl_m = float64_msg_to_altitude_agl_m(msg)
+        except ConversionError as err:
+            self.worker.counters.add("conversion_errors")
+            self.get_logger().warning(f"altitude_agl rejected: {err}", throttle_duration_sec=5.0)
+            return
+        self.worker.runner.on_altitude_agl(altitude_agl_m)
 
     # -- worker thread --
     def _to_frame(self, msg):
-        return image_msg_to_frame(
-            msg, self.heading_rad, self.settings.camera_altitude_agl_m or None
-        )
+        return image_msg_to_frame(msg, *self.worker.runner.frame_inputs())
 
     def _publish_result(self, frame, state) -> None:
         self.last_state = state

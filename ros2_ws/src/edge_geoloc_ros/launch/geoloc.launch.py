@@ -22,6 +22,7 @@ REMAPPED_TOPICS = {
     "gnss/fix": ("gnss_topic", "/gnss/fix"),
     "heading": ("heading_topic", "/heading"),
     "imu": ("imu_topic", "/imu/data"),
+    "altitude_agl": ("altitude_agl_topic", "/altitude_agl"),
 }
 
 
