@@ -111,6 +111,7 @@ class VisualFix:
     tile_id: int
     retrieval_score: float
     heading_rad: float | None = None
+    from_prior_patch: bool = False  # found in a patch centred on the fused estimate: not independent of it
 
 
 @dataclass(frozen=True)

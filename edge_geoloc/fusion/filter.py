@@ -31,6 +31,7 @@ from edge_geoloc.types import FixStatus, GnssFix, VisualFix
 log = logging.getLogger(__name__)
 
 GNSS, VISUAL = "gnss", "visual"
+VISUAL_FROM_PRIOR = "visual_from_prior"  # accepted visual fixes that were searched for around the estimate
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,20 @@ class FusionFilter:
                             self.cfg.gnss_gate_probability, velocity)
 
     def update_visual(self, fix: VisualFix) -> UpdateResult:
-        """Fuse a visual fix (2-D east/north), gated at 2 dof; it starts the filter only when confident."""
+        """Fuse a visual fix (2-D east/north), gated at 2 dof; it starts the filter only when confident.
+
+        A fix with ``from_prior_patch`` was found in a patch centred on this filter's own estimate, so it can
+        only confirm that estimate, drift included: it is fused, but it does not hold off the recovery of a
+        sensor the filter keeps rejecting (see the module doc)."""
+        previous = self._last_accepted_s.get(VISUAL)
+        result = self._update_visual(fix)
+        if result.accepted and fix.from_prior_patch:
+            self._last_accepted_s[VISUAL_FROM_PRIOR] = self._last_accepted_s.pop(VISUAL)
+            if previous is not None:
+                self._last_accepted_s[VISUAL] = previous
+        return result
+
+    def _update_visual(self, fix: VisualFix) -> UpdateResult:
         self._ensure_origin(fix.lat_deg, fix.lon_deg, 0.0)
         east, north, _ = self.origin.to_enu(fix.lat_deg, fix.lon_deg, self._up_guess())
         R = _visual_covariance(fix, self.cfg.min_visual_sigma_m)
@@ -198,7 +212,7 @@ class FusionFilter:
         run = self._rejected_run[sensor]
         if len(run) < self.cfg.recovery_rejections:
             return False
-        others = [t for s, t in self._last_accepted_s.items() if s != sensor]
+        others = [t for s, t in self._last_accepted_s.items() if s not in (sensor, VISUAL_FROM_PRIOR)]
         if others and stamp_s - max(others) < self.cfg.recovery_quiet_s:
             return False
         return _consistent_track(run, gate)

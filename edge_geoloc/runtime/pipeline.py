@@ -234,8 +234,9 @@ class Pipeline:
         times.update(preprocess_ms=align_ms + enc_pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
         return None if best is None else self._to_visual_fix(frame, *best)
 
-    def _candidate_patches(self, prior: _Prior | None, result: SearchResult) -> Iterator[tuple[int, float, Patch]]:
-        """(tile id, retrieval score, aerial patch) to localize in, best first.
+    def _candidate_patches(self, prior: _Prior | None, result: SearchResult
+                           ) -> Iterator[tuple[int, float, Patch, bool]]:
+        """(tile id, retrieval score, aerial patch, centred on the fused estimate?) to localize in, best first.
 
         With a tight prior (1-sigma <= ``prior_patch_max_sigma_m``) the first candidate is the patch centred on
         the prior, the way the localizer is trained (a patch around the coarse fix); then the retrieved tiles.
@@ -246,24 +247,24 @@ class Pipeline:
                                                   self.aerial_size_m or self.index.tile_size_m, self._aerial_px())
             if around is not None:
                 self._bump("prior_patches")
-                yield around[0], float("nan"), around[1]
+                yield around[0], float("nan"), around[1], self.fusion.initialized
         for rank in range(min(pc.localize_top, result.ids.size)):
             tile_id = int(result.ids[rank])
-            yield tile_id, float(result.scores[rank]), self.index.read_patch(tile_id, self.aerial_size_m,
-                                                                              self._aerial_px())
+            patch = self.index.read_patch(tile_id, self.aerial_size_m, self._aerial_px())
+            yield tile_id, float(result.scores[rank]), patch, False
 
-    def _localize(self, query_rgb: np.ndarray, candidates: Iterator[tuple[int, float, Patch]]
-                  ) -> tuple[tuple[int, float, HeatmapEstimate] | None, float]:
+    def _localize(self, query_rgb: np.ndarray, candidates: Iterator[tuple[int, float, Patch, bool]]
+                  ) -> tuple[tuple[int, float, HeatmapEstimate, bool] | None, float]:
         """Run the localizer (on the aligned query) on the candidate patches in order; the first confident
         estimate wins (else the most confident one, to be reported as low confidence).
 
-        Returns ((tile id, retrieval score, estimate) or None, milliseconds spent reading patches and
-        preprocessing)."""
+        Returns ((tile id, retrieval score, estimate, from the prior patch) or None, milliseconds spent reading
+        patches and preprocessing)."""
         pc = self.cfg.pipeline
-        best: tuple[int, float, HeatmapEstimate] | None = None
+        best: tuple[int, float, HeatmapEstimate, bool] | None = None
         pre_ms = 0.0
         t = time.perf_counter()
-        for tile_id, score, patch in candidates:
+        for tile_id, score, patch, from_prior in candidates:
             pre_ms += (time.perf_counter() - t) * 1e3
             if patch.valid_fraction < pc.min_valid_fraction:
                 self._bump("edge_tiles_skipped")
@@ -273,7 +274,7 @@ class Pipeline:
             pre_ms += getattr(self.localizer, "preprocess_ms", 0.0)
             estimate = self._estimate(heatmap, patch, tile_id)
             if estimate is not None and (best is None or estimate.peak_mass > best[2].peak_mass):
-                best = (tile_id, score, estimate)
+                best = (tile_id, score, estimate, from_prior)
             if best is not None and best[2].peak_mass >= pc.min_confidence:
                 break
             t = time.perf_counter()
@@ -296,7 +297,8 @@ class Pipeline:
             return None
         return estimate
 
-    def _to_visual_fix(self, frame: CameraFrame, tile_id: int, score: float, est: HeatmapEstimate) -> VisualFix:
+    def _to_visual_fix(self, frame: CameraFrame, tile_id: int, score: float, est: HeatmapEstimate,
+                       from_prior_patch: bool) -> VisualFix:
         floor = self.cfg.pipeline.sigma_floor_m**2
         c = est.covariance_en_m2
         cov = (c[0] + floor, c[1], c[2], c[3] + floor)
@@ -304,7 +306,8 @@ class Pipeline:
             self.fusion.origin = EnuFrame(est.lat_deg, est.lon_deg, 0.0)
         east, north, _ = self.fusion.origin.to_enu(est.lat_deg, est.lon_deg, self.fusion.origin.alt0_m)
         return VisualFix(frame.stamp_s, est.lat_deg, est.lon_deg, float(east), float(north), cov,
-                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, frame.heading_rad)
+                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, frame.heading_rad,
+                         from_prior_patch)
 
     def _fused_state(self, stamp_s: float, gnss_used: bool, visual_used: bool, fix: VisualFix | None,
                      latency: StageLatency) -> FusedState:
