@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,6 +106,22 @@ def test_recovers_when_consistent_data_keeps_being_rejected():
     assert filt.counters.filter_resets == 1
     assert filt.position_enu()[:2] == pytest.approx((0.0, 10.0 * stamps[-1]), abs=2.0)
     assert filt.state.x[3:5] == pytest.approx((0.0, 10.0), abs=1.0)  # velocity from the consistent track
+
+
+@pytest.mark.parametrize("from_prior_patch", [False, True])
+def test_visual_fixes_searched_around_the_estimate_do_not_block_gnss_recovery(from_prior_patch):
+    """The filter sits 300 m off; visual fixes keep confirming it. Fixes found in a patch centred on the
+    estimate are no independent evidence, so consistent GNSS still takes over; independent ones hold it off."""
+    filt = FusionFilter(FusionConfig(recovery_rejections=5, recovery_quiet_s=1.0, init_visual_fixes=1), origin=ORIGIN)
+    filt.update_visual(visual_at(0.0, 300.0, 0.0, sigma=1.0))
+    for i in range(12):
+        t = 0.5 + 0.5 * i
+        fix = visual_at(t, 300.0 + 10.0 * t, 0.0, sigma=1.0)
+        filt.update_visual(replace(fix, from_prior_patch=from_prior_patch))
+        filt.update_gnss(gnss_at(t + 0.25, 10.0 * (t + 0.25), 0.0))
+    assert filt.counters.filter_resets == (1 if from_prior_patch else 0)
+    expected_east = 10.0 * 6.25 if from_prior_patch else 300.0 + 10.0 * 6.0
+    assert filt.position_enu()[0] == pytest.approx(expected_east, abs=15.0)
 
 
 @pytest.mark.parametrize("consistent", [False, True])
