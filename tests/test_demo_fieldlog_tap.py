@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_geoloc.demo.flight import FieldLogTap, flight_intrinsics
+from edge_geoloc.demo.flight import FieldLogTap
 from edge_geoloc.fieldlog import FieldLogConfig, FieldLogger, encode_jpeg, read_log
 from edge_geoloc.interop import camera_info_msg_to_intrinsics
+from edge_geoloc.interop.camera_info import flight_intrinsics
 from edge_geoloc.types import FusedState
 
 

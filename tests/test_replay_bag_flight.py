@@ -27,7 +27,9 @@ def flight_dir(tmp_path_factory):
 def test_flight_bag_holds_the_flight_exactly_and_replays(flight_dir, tmp_path, storage, distro):
     flight = read_flight(flight_dir)
     counts = flight_to_bag(flight_dir, tmp_path / "bag", distro=distro, storage=storage)
-    assert counts == {"/camera/image/compressed": len(flight.frame_paths), "/gnss/fix": len(flight.gnss)}
+    n_frames = len(flight.frame_paths)
+    assert counts == {"/camera/image/compressed": n_frames, "/gnss/fix": len(flight.gnss), "/heading": n_frames,
+                      "/altitude_agl": n_frames, "/camera/camera_info": 1}
     with AnyReader([tmp_path / "bag"]) as reader:
         by_topic: dict[str, list] = {}
         last_t = 0
@@ -46,6 +48,11 @@ def test_flight_bag_holds_the_flight_exactly_and_replays(flight_dir, tmp_path, s
     assert pipeline.seen[0][1].shape == (64, 64, 3)
     assert report.written["/geoloc/fix"] == len(flight.frame_paths)
     assert report.counters["gnss_received"] == len(flight.gnss)
+    # the frames carry what the vehicle measured (sensors.csv), never the truth
+    assert [h for *_, h in pipeline.seen] == pytest.approx(list(flight.sensors["heading_rad"]), abs=1e-9)
+    assert flight.sensors["heading_rad"] != pytest.approx(list(flight.truth["heading_rad"]), abs=1e-6)
+    info = by_topic["/camera/camera_info"][0]
+    assert (info.width, info.height) == (64, 64)
 
 
 def test_cli_refuses_a_folder_that_is_not_a_flight(tmp_path, capsys):

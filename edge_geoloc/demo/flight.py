@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_geoloc.demo.components import require
-from edge_geoloc.interop.camera_info import PinholeIntrinsics
+from edge_geoloc.interop.camera_info import flight_intrinsics
 from edge_geoloc.types import FusedState, GnssFix
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,6 @@ def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, r
     if flight is not None:
         runtime_cfg = require(REPLAY, "with_flight_camera", "runtime (replay)")(runtime_cfg, flight)
     return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
-
-
-def flight_intrinsics(meta: dict[str, Any]) -> PinholeIntrinsics | None:
-    """The camera of ``flight.json`` (``camera``: ``width_px``, ``height_px`` and ``K`` or ``hfov_deg``);
-    None when it does not say."""
-    cam = meta.get("camera") or {}
-    width, height = int(cam.get("width_px") or 0), int(cam.get("height_px") or 0)
-    if width <= 0 or height <= 0:
-        return None
-    if cam.get("K") is not None:
-        (fx, _, cx), (_, fy, cy), _ = cam["K"]
-        return PinholeIntrinsics(width, height, float(fx), float(fy), float(cx), float(cy))
-    hfov = float(cam.get("hfov_deg") or 0.0)
-    return PinholeIntrinsics.from_hfov(width, height, hfov) if 0.0 < hfov < 180.0 else None
 
 
 class FieldLogTap:

@@ -78,3 +78,17 @@ def float64_msg_to_altitude_agl_m(msg: Any) -> float:
     if not math.isfinite(value) or value < 0.0:
         raise ConversionError(f"height above ground {value} m is not a finite, non-negative number")
     return value
+
+
+def flight_intrinsics(meta: dict[str, Any]) -> PinholeIntrinsics | None:
+    """The camera of ``flight.json`` (``camera``: ``width_px``, ``height_px`` and ``K`` or ``hfov_deg``);
+    None when it does not say."""
+    cam = meta.get("camera") or {}
+    width, height = int(cam.get("width_px") or 0), int(cam.get("height_px") or 0)
+    if width <= 0 or height <= 0:
+        return None
+    if cam.get("K") is not None:
+        (fx, _, cx), (_, fy, cy), _ = cam["K"]
+        return PinholeIntrinsics(width, height, float(fx), float(fy), float(cx), float(cy))
+    hfov = float(cam.get("hfov_deg") or 0.0)
+    return PinholeIntrinsics.from_hfov(width, height, hfov) if 0.0 < hfov < 180.0 else None
