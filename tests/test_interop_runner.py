@@ -144,3 +144,19 @@ def test_runner_keeps_the_latest_heading_and_altitude_for_frames():
     assert GeolocRunner(pipeline=None).frame_inputs() == (None, None)
     with pytest.raises(ValueError, match="fixed_altitude_agl_m"):
         GeolocRunner(pipeline=None, fixed_altitude_agl_m=-1.0)
+
+
+def test_held_heading_and_altitude_expire_so_a_dead_sensor_cannot_misalign_later_frames():
+    runner = GeolocRunner(pipeline=None, fixed_altitude_agl_m=25.0, max_sensor_age_s=1.0)
+    runner.on_heading(0.5, stamp_s=10.0)
+    runner.on_altitude_agl(40.0, stamp_s=10.2)
+    assert runner.frame_inputs(10.9) == (0.5, 40.0)
+    assert runner.frame_inputs(11.1) == (None, 40.0)  # the heading is 1.1 s old
+    assert runner.frame_inputs(11.5) == (None, None)
+    assert runner.counters.snapshot()["heading_stale"] == 2 and runner.counters.snapshot()["altitude_stale"] == 1
+    runner.on_heading(0.7, stamp_s=11.6)  # the compass is back
+    assert runner.frame_inputs(11.7)[0] == 0.7
+    assert runner.frame_inputs() == (0.7, 40.0)  # no frame stamp: nothing to compare with
+    assert GeolocRunner(pipeline=None, max_sensor_age_s=0.0).frame_inputs(1e9) == (None, None)
+    with pytest.raises(ValueError, match="max_sensor_age_s"):
+        GeolocRunner(pipeline=None, max_sensor_age_s=-1.0)

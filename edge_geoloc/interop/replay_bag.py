@@ -181,15 +181,15 @@ class _Replay:
             elif connection.topic == self.report.gnss_topic:
                 self.runner.on_gnss(navsatfix_to_gnss(msg))
             elif connection.topic == self.report.heading_topic:
-                self.runner.on_heading(HEADING_TYPES[connection.msgtype](msg))
+                self.runner.on_heading(HEADING_TYPES[connection.msgtype](msg), ns_to_s(t_ns))
             else:
-                self.runner.on_altitude_agl(float64_msg_to_altitude_agl_m(msg))
+                self.runner.on_altitude_agl(float64_msg_to_altitude_agl_m(msg), ns_to_s(t_ns))
         except ConversionError as err:
             self.runner.counters.add("conversion_errors")
             log.warning("skipping a %s message at %.3f s: %s", connection.topic, ns_to_s(t_ns), err)
 
     def _on_image(self, t_ns: int, msg: Any) -> None:
-        frame = image_msg_to_frame(msg, *self.runner.frame_inputs())
+        frame = image_msg_to_frame(msg, *self.runner.frame_inputs(ns_to_s(t_ns)))
         if not self.runner.accept_frame(frame.stamp_s):
             return
         state = self.runner.process(frame)

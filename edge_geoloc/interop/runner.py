@@ -89,18 +89,24 @@ class GeolocRunner:
 
     It also keeps the latest heading (rad clockwise from north) and height above ground (m) received on their
     own topics, which :meth:`frame_inputs` hands to each frame; ``fixed_altitude_agl_m`` is used until a
-    measured height arrives (None = unknown).
+    measured height arrives (None = unknown). A measurement given with its stamp is handed on only while it is
+    at most ``max_sensor_age_s`` older than the frame (0 = never expires); a stale one becomes None (counted
+    ``heading_stale`` / ``altitude_stale``), so a dead compass cannot misalign every later frame.
     """
 
     def __init__(self, pipeline: SupportsProcess, max_rate_hz: float = 0.0, counters: Counters | None = None,
-                 fixed_altitude_agl_m: float | None = None) -> None:
+                 fixed_altitude_agl_m: float | None = None, max_sensor_age_s: float = 2.0) -> None:
         if max_rate_hz < 0:
             raise ValueError(f"max_rate_hz must be >= 0 (0 = unlimited), got {max_rate_hz}")
         if fixed_altitude_agl_m is not None and not fixed_altitude_agl_m >= 0:
             raise ValueError(f"fixed_altitude_agl_m must be >= 0 or None (unknown), got {fixed_altitude_agl_m}")
+        if not max_sensor_age_s >= 0:
+            raise ValueError(f"max_sensor_age_s must be >= 0 (0 = never expires), got {max_sensor_age_s}")
         self.pipeline = pipeline
         self.heading_rad: float | None = None
         self.altitude_agl_m: float | None = fixed_altitude_agl_m
+        self.max_sensor_age_s = max_sensor_age_s
+        self._measured_s: dict[str, float | None] = {"heading": None, "altitude": None}
         self.min_period_s = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
         self.counters = counters or Counters()
         self._lock = threading.Lock()
@@ -118,17 +124,31 @@ class GeolocRunner:
                 self.counters.add("gnss_superseded")
             self._pending_gnss = fix
 
-    def on_heading(self, heading_rad: float) -> None:
-        """The latest measured heading (a converted ``heading`` Float64 or ``imu`` message)."""
+    def on_heading(self, heading_rad: float, stamp_s: float | None = None) -> None:
+        """The latest measured heading (a converted ``heading`` Float64 or ``imu`` message), measured at
+        ``stamp_s`` (receive or bag time; None = timeless)."""
         self.heading_rad = float(heading_rad)
+        self._measured_s["heading"] = stamp_s
 
-    def on_altitude_agl(self, altitude_agl_m: float) -> None:
-        """The latest measured height above ground (a converted ``altitude_agl`` Float64)."""
+    def on_altitude_agl(self, altitude_agl_m: float, stamp_s: float | None = None) -> None:
+        """The latest measured height above ground (a converted ``altitude_agl`` Float64), see :meth:`on_heading`."""
         self.altitude_agl_m = float(altitude_agl_m)
+        self._measured_s["altitude"] = stamp_s
 
-    def frame_inputs(self) -> tuple[float | None, float | None]:
-        """(heading_rad, altitude_agl_m) for the next :class:`CameraFrame`; None where unknown."""
-        return self.heading_rad, self.altitude_agl_m
+    def frame_inputs(self, stamp_s: float | None = None) -> tuple[float | None, float | None]:
+        """(heading_rad, altitude_agl_m) for a :class:`CameraFrame` taken at ``stamp_s``; None where unknown or
+        stale."""
+        return (self._fresh("heading", self.heading_rad, stamp_s),
+                self._fresh("altitude", self.altitude_agl_m, stamp_s))
+
+    def _fresh(self, name: str, value: float | None, frame_s: float | None) -> float | None:
+        measured_s = self._measured_s[name]
+        if value is None or measured_s is None or frame_s is None or self.max_sensor_age_s == 0:
+            return value
+        if frame_s - measured_s > self.max_sensor_age_s:
+            self.counters.add(f"{name}_stale")
+            return None
+        return value
 
     def accept_frame(self, stamp_s: float) -> bool:
         """Count a received frame; False when the rate limit skips it."""

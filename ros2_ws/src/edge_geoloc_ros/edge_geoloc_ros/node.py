@@ -159,7 +159,7 @@ class GeolocNode(Node):
             self.worker.counters.add("conversion_errors")
             self.get_logger().warning(f"heading rejected: {err}", throttle_duration_sec=5.0)
             return
-        self.worker.runner.on_heading(heading_rad)
+        self.worker.runner.on_heading(heading_rad, self._now_s())
         if self.field_logger is not None:
             self.field_logger.on_heading(self._now_s(), heading_rad)
 
@@ -170,11 +170,11 @@ class GeolocNode(Node):
             self.worker.counters.add("conversion_errors")
             self.get_logger().warning(f"altitude_agl rejected: {err}", throttle_duration_sec=5.0)
             return
-        self.worker.runner.on_altitude_agl(altitude_agl_m)
+        self.worker.runner.on_altitude_agl(altitude_agl_m, self._now_s())
 
     # -- worker thread --
     def _to_frame(self, msg):
-        return image_msg_to_frame(msg, *self.worker.runner.frame_inputs())
+        return image_msg_to_frame(msg, *self.worker.runner.frame_inputs(self._now_s()))
 
     def _publish_result(self, frame, state) -> None:
         self.last_state = state
