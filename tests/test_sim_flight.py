@@ -11,6 +11,7 @@ import pytest
 
 from edge_geoloc.config import ConfigError, load_config
 from edge_geoloc.geo import haversine_m
+from edge_geoloc.sensors.nmea import with_checksum
 from edge_geoloc.sim import generate_area
 from edge_geoloc.sim.flight import FlightConfig, load_flight, simulate_flight
 from edge_geoloc.sim.gnss import (
@@ -19,7 +20,6 @@ from edge_geoloc.sim.gnss import (
     format_gst,
     format_rmc,
     gnss_preset,
-    nmea_checksum,
     simulate_gnss_errors,
 )
 from edge_geoloc.sim.layout import ROAD
@@ -30,7 +30,8 @@ T0 = 1717236000.0  # 2024-06-01 10:00:00 UTC
 def test_checksum_golden_value():
     # the classic example sentence from the NMEA 0183 documentation
     body = "GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"
-    assert nmea_checksum(body) == "47"
+    assert format_gga(T0, 48.1173, 11.5167, 545.4, 1, 8, 0.9).startswith("$GPGGA,")
+    assert with_checksum(body) == f"${body}*47"  # the writer the sim uses
 
 
 def test_sentences_round_trip_through_pynmea2():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge_geoloc.config import ConfigError
+from edge_geoloc.sensors.nmea import with_checksum
 
 
 @dataclass(frozen=True)
@@ -136,18 +137,6 @@ def simulate_gnss_errors(stamps_s: np.ndarray, cfg: GnssNoiseConfig, rng: np.ran
 # ---------------------------------------------------------------------------------------------- NMEA 0183
 
 
-def nmea_checksum(body: str) -> str:
-    """XOR of the characters between ``$`` and ``*``, as two upper-case hex digits."""
-    value = 0
-    for ch in body:
-        value ^= ord(ch)
-    return f"{value:02X}"
-
-
-def _sentence(body: str) -> str:
-    return f"${body}*{nmea_checksum(body)}"
-
-
 def _utc(stamp_s: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(stamp_s, tz=dt.timezone.utc)
 
@@ -177,7 +166,7 @@ def format_gga(stamp_s: float, lat_deg: float | None, lon_deg: float | None, alt
     else:
         body = (f"{talker}GGA,{_hhmmss(stamp_s)},{_lat_field(lat_deg)},{_lon_field(lon_deg)},{quality},"
                 f"{num_satellites:02d},{hdop:.1f},{alt_m:.3f},M,0.000,M,,")
-    return _sentence(body)
+    return with_checksum(body)
 
 
 def format_rmc(stamp_s: float, lat_deg: float | None, lon_deg: float | None, speed_mps: float,
@@ -190,7 +179,7 @@ def format_rmc(stamp_s: float, lat_deg: float | None, lon_deg: float | None, spe
         knots = speed_mps * 3600.0 / 1852.0
         body = (f"{talker}RMC,{_hhmmss(stamp_s)},A,{_lat_field(lat_deg)},{_lon_field(lon_deg)},{knots:.2f},"
                 f"{course_deg % 360:.1f},{date},,,A")
-    return _sentence(body)
+    return with_checksum(body)
 
 
 def format_gst(stamp_s: float, sigma_east_m: float, sigma_north_m: float, sigma_up_m: float,
@@ -201,4 +190,4 @@ def format_gst(stamp_s: float, sigma_east_m: float, sigma_north_m: float, sigma_
     rms = math.sqrt((sigma_east_m**2 + sigma_north_m**2 + sigma_up_m**2) / 3)
     body = (f"{talker}GST,{_hhmmss(stamp_s)},{rms:.2f},{major:.2f},{minor:.2f},{orient:.1f},{sigma_north_m:.2f},"
             f"{sigma_east_m:.2f},{sigma_up_m:.2f}")
-    return _sentence(body)
+    return with_checksum(body)
