@@ -15,8 +15,6 @@ from edge_geoloc.data.pairs import (
     PairDataset,
     PairDatasetError,
     PairWriter,
-    align_query_north_up,
-    align_query_scale,
     dataset_for_model,
     read_pairs,
 )
@@ -27,6 +25,7 @@ from edge_geoloc.evaluate.localization_metrics import (
     summarize_errors,
 )
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 GEOREF = PatchGeoref(32631, (0.5, 0.0, 500000.0, 0.0, -0.5, 5760000.0), 32, 32)

@@ -22,6 +22,7 @@ import torch
 
 from edge_geoloc.data.images import read_image_rgb
 from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
 
 log = logging.getLogger(__name__)
 
@@ -177,49 +178,6 @@ def read_pairs(root: str | Path, read_ground_truth: bool = False) -> tuple[PairD
     if rejected:
         log.warning("%s: %d of %d samples rejected", root, rejected, rejected + len(records))
     return info, records
-
-
-def align_query_north_up(image: np.ndarray, heading_rad: float, query_kind: str) -> np.ndarray:
-    """Rotate a query so that it looks as if taken with heading 0 (north-up / north-centred).
-
-    Drone (nadir) view: the image "up" points along ``heading_rad``, so the image is turned clockwise by the
-    heading about its centre (corners that fall outside are black). Panorama: columns are rolled so that
-    north is the centre column. Pinhole images cannot be aligned; that is an error.
-    """
-    if query_kind == "ground_pano":
-        shift = int(round(heading_rad / (2 * math.pi) * image.shape[1]))
-        return np.roll(image, shift, axis=1)
-    if query_kind != "drone":
-        raise ValueError("only drone views and panoramas can be rotated north-up; use orientation bins instead")
-    h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), -math.degrees(heading_rad), 1.0)
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-
-
-def nadir_footprint_m(altitude_agl_m: float, hfov_deg: float) -> float:
-    """Ground width seen across a nadir pinhole image: ``2 * altitude * tan(hfov / 2)``."""
-    return 2.0 * altitude_agl_m * math.tan(math.radians(hfov_deg) / 2.0)
-
-
-def align_query_scale(image: np.ndarray, altitude_agl_m: float, hfov_deg: float, ground_size_m: float,
-                      out_px: int) -> np.ndarray:
-    """Cut the ``ground_size_m`` x ``ground_size_m`` ground square around a nadir view's centre (the point below
-    the camera) and resample it to ``out_px`` x ``out_px``, i.e. to ``ground_size_m / out_px`` m/px.
-
-    Run after :func:`align_query_north_up`; parts of the square outside the image are black. Square pixels
-    are assumed (the vertical scale equals the horizontal one).
-    """
-    if not (altitude_agl_m and altitude_agl_m > 0 and hfov_deg and 0 < hfov_deg < 180):
-        raise ValueError(f"scale alignment needs altitude_agl_m > 0 and 0 < hfov_deg < 180, got {altitude_agl_m}, "
-                         f"{hfov_deg}; record them per sample (PairWriter.add) or per frame (CameraFrame)")
-    h, w = image.shape[:2]
-    src_per_m = w / nadir_footprint_m(altitude_agl_m, hfov_deg)
-    scale = out_px / (ground_size_m * src_per_m)  # output px per source px
-    c_out, c_row, c_col = (out_px - 1) / 2, (h - 1) / 2, (w - 1) / 2  # centres, integer-centre convention
-    matrix = np.array([[scale, 0.0, c_out - scale * c_col], [0.0, scale, c_out - scale * c_row]])
-    if scale < 0.75:  # strong reduction: low-pass first (warpAffine has no area filter)
-        image = cv2.GaussianBlur(image, (0, 0), 0.5 / scale)
-    return cv2.warpAffine(image, matrix, (out_px, out_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 class PairDataset(torch.utils.data.Dataset):

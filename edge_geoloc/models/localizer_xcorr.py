@@ -1,8 +1,8 @@
 """Siamese cross-correlation localizer for nadir drone views aligned to the aerial patch (template matching).
 
 When the drone's heading and altitude are known, the query can be rotated north-up
-(:func:`edge_geoloc.data.pairs.align_query_north_up`) and cut/resized to the aerial patch's ground sample
-distance (:func:`edge_geoloc.data.pairs.align_query_scale`): the query is then a template of the patch's
+(:func:`edge_geoloc.geo.view_alignment.align_query_north_up`) and cut/resized to the aerial patch's ground sample
+distance (:func:`edge_geoloc.geo.view_alignment.align_query_scale`): the query is then a template of the patch's
 content, up to appearance. One shared fully-convolutional feature net (strides 1, 2, 4, 8) encodes both. At
 each level, coarse (stride ``aerial_size / coarse_grid``) to fine (stride 2; CCVPE's geometry: the heat map
 is twice the finest level), the query feature map is the correlation kernel over the aerial feature map: a

@@ -1,7 +1,7 @@
 """Query alignment at run time: the same rotation / scale cut the localizer was trained with.
 
 A localizer artifact declares in its preprocessing (``preprocessing.query``) how queries were prepared:
-``alignment: "north_up"`` (rotate by the camera heading with ``edge_geoloc.data.pairs.align_query_north_up``)
+``alignment: "north_up"`` (rotate by the camera heading with ``edge_geoloc.geo.view_alignment.align_query_north_up``)
 and, for scale-aligned models, ``ground_size_m`` (cut that many metres of ground around the nadir point with
 ``align_query_scale``, from the height above ground and the camera's horizontal field of view). The runtime
 reads the declaration once (:meth:`QueryAlignment.from_sidecar`) and applies it to every camera frame
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_geoloc.data.pairs import align_query_north_up, align_query_scale
+from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
 from edge_geoloc.types import CameraFrame
 
 
