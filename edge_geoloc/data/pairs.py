@@ -295,11 +295,13 @@ class DronePairConfig:
     coarse_error_m: float = 16.0  # the coarse fix is uniform in a disc of this radius around the truth
     margin_m: float = 60.0  # keep poses this far inside the area edge
     photometric: bool = True
+    condition: str | None = None  # capture condition of the drone views (the patches are the map); None: same
 
 
 def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfig, seed: int,
                                 with_ground_truth: bool = True) -> Path:
     """Render ``cfg.count`` drone-view / aerial-patch pairs of a sim ``Area`` into a pair dataset at ``root``."""
+    from edge_geoloc.sim.area import capture_area
     from edge_geoloc.sim.camera import DronePose, PinholeCamera
     from edge_geoloc.sim.render import render_drone_view
 
@@ -308,13 +310,14 @@ def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfi
         raise ValueError(f"area of {area.size_m} m is too small for margin_m={cfg.margin_m}")
     rng = np.random.default_rng(seed)
     camera = PinholeCamera(cfg.query_px, cfg.query_px, cfg.hfov_deg)
+    seen = capture_area(area, cfg.condition)
     source = f"sim:{area.style_name}:seed{area.seed}:pairs{seed}"
     with PairWriter(root, "drone", cfg.aerial_size_m, cfg.aerial_px, (source,)) as writer:
         for i in range(cfg.count):
             east, north = rng.uniform(-half, half, size=2)
             pose = DronePose(float(east), float(north), float(rng.uniform(*cfg.alt_agl_m)),
                              float(rng.uniform(0, 2 * math.pi)))
-            query = render_drone_view(area, pose, camera, rng=rng if cfg.photometric else None)
+            query = render_drone_view(seen, pose, camera, rng=rng if cfg.photometric else None)
             radius, angle = cfg.coarse_error_m * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
             c_east, c_north = east + radius * math.sin(angle), north + radius * math.cos(angle)
             aerial, georef = area.aerial_patch(c_east, c_north, cfg.aerial_size_m, cfg.aerial_px)
