@@ -204,3 +204,22 @@ def _check_share(name: str, value: float | None) -> None:
 
 
 LAYOUT = Condition()  # the layout's own look: the style's sun, no season, no change, an ideal sensor
+
+
+def sample_condition(rng: np.random.Generator, name: str) -> Condition:
+    """A random capture condition for training data (domain randomisation): any sun, season and sensor within
+    plausible ranges. Benchmarks keep their test conditions (the built-in YAML files) out of training by using
+    these instead."""
+    sun = Light(float(rng.uniform(0, 360)), float(rng.uniform(12, 75)), float(rng.uniform(0.05, 0.7)))
+    autumn = rng.uniform(0, 1)
+    season = Season(vegetation_tint=(1 + 0.4 * autumn, 1.0, 1 - 0.4 * autumn),
+                    grass_dryness=float(rng.uniform(0, 0.8)), leaf_off=float(rng.choice([0.0, rng.uniform(0, 1)])),
+                    snow_cover=float(rng.choice([0.0, 0.0, 0.0, rng.uniform(0, 0.7)])))
+    change = Change(float(rng.uniform(0, 0.08)), float(rng.uniform(0, 0.08)), float(rng.uniform(0, 0.07)),
+                    float(rng.uniform(0.3, 1.0)))
+    sensor = Sensor(white_balance=tuple(float(v) for v in rng.uniform(0.85, 1.15, 3)),
+                    gain=float(rng.uniform(0.8, 1.2)), gamma=float(rng.uniform(0.8, 1.25)),
+                    contrast=float(rng.uniform(0.8, 1.2)),
+                    haze=float(rng.uniform(0, 0.12)), noise_sigma=float(rng.uniform(0, 5)),
+                    blur_m=float(rng.uniform(0, 0.3)), jpeg_quality=int(rng.integers(60, 95)))
+    return Condition(name, sun, season, change, sensor, "random training condition")
