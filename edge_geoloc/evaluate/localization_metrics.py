@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_geoloc.models.heatmap import heatmap_argmax_rowcol, orientation_at
+from edge_geoloc.models.localizer_blocks import heatmap_argmax_rowcol, orientation_at
 
 log = logging.getLogger(__name__)
 

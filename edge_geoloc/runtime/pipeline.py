@@ -35,7 +35,7 @@ import numpy as np
 
 from edge_geoloc.fusion import FusionFilter, UpdateResult
 from edge_geoloc.geo import EnuFrame, Patch
-from edge_geoloc.models.heatmap import HeatmapEstimate, estimate_from_heatmap
+from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex

@@ -214,7 +214,7 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            log.warning("tensorboard is not installed (pip install edge-geoloc[train]); logging to CSV only")
+            log.warning("tensorboard is not installed (pip install edge-geoloc[tensorboard]); logging to CSV only")
             return None
         return SummaryWriter(str(out_dir / "tb"))
 
