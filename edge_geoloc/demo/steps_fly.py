@@ -27,6 +27,7 @@ from edge_geoloc.demo.steps_train import (
     load_area_role,
     runtime_config,
 )
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.trajectory import read_trajectory
 from edge_geoloc.types import CameraFrame
 
@@ -195,8 +196,7 @@ def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str
     """``edge_geoloc.train.adaptation.adapt`` of the step-2 teacher on the unlabeled log dataset."""
     module = "edge_geoloc.train.adaptation"
     cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
-    teacher = require("edge_geoloc.train.localizer_trainer", "load_localizer", "localizer trainer")(
-        ctx.step(2) / LOCALIZER_CKPT)
+    teacher, _ = load_model(ctx.step(2) / LOCALIZER_CKPT, expected_kind="localizer")
     target = require(module, "open_target", "adaptation")(dataset_dir, teacher, cfg)
     result = require(module, "adapt", "adaptation")(teacher, target, cfg, ctx.step_dir / "adaptation")
     report = {k: v for k, v in result.report.items() if k not in ("config", "distance_histogram")}
@@ -206,10 +206,10 @@ def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str
 def validate_localizers(ctx: StepContext, teacher_ckpt: Path, student_ckpt: Path) -> dict[str, Any]:
     """Teacher vs adapted metric error on a labelled target-area pair set (never seen by adaptation)."""
     module = "edge_geoloc.train.adaptation"
-    load = require("edge_geoloc.train.localizer_trainer", "load_localizer", "localizer trainer")
     area = load_area_role(ctx, "target")
     section = {**ctx.config.localizer_data, **ctx.config.eval_pairs}
     eval_dir = drone_pairs(ctx, area, "localizer_target_eval", ctx.config.seed + EVAL_PAIRS_SEED_OFFSET, section)
     cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
-    models = {"teacher": load(teacher_ckpt), "adapted": load(student_ckpt)}
+    models = {name: load_model(path, expected_kind="localizer")[0]
+              for name, path in (("teacher", teacher_ckpt), ("adapted", student_ckpt))}
     return require(module, "validate", "adaptation")(models, eval_dir, cfg)
