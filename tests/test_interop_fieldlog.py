@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_geoloc.fieldlog import read_log
-from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch, open_field_logger
+from edge_geoloc.fieldlog.switch import FieldLogSwitch, open_field_logger
 from edge_geoloc.interop.params import NodeSettings
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 

@@ -19,8 +19,8 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 from test_replay_bag import FakePipeline, frame_pixels
 
+from edge_geoloc.fieldlog.switch import FieldLogSwitch
 from edge_geoloc.interop import RosbagsFactory, gnss_to_navsatfix, msg_to_diagnostics, rgb_to_compressed_msg
-from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch
 from edge_geoloc.types import GnssFix
 
 PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "edge_geoloc_ros"

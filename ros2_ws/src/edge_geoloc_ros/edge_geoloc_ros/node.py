@@ -15,6 +15,7 @@ Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 """
 
 from diagnostic_msgs.msg import DiagnosticArray
+from edge_geoloc.fieldlog.switch import open_field_logger
 from edge_geoloc.interop import (
     AsyncRunner,
     ConversionError,
@@ -30,7 +31,6 @@ from edge_geoloc.interop import (
 )
 from edge_geoloc.interop.build import backend_description, build_pipeline
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds
-from edge_geoloc.interop.fieldlog_bridge import open_field_logger
 from edge_geoloc.interop.outputs import (
     OUTPUT_TYPES,
     TOPIC_DIAGNOSTICS,

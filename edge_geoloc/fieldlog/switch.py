@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_geoloc.fieldlog.config import FieldLogConfig
+from edge_geoloc.fieldlog.logger import FieldLogger
 from edge_geoloc.interop.camera_info import PinholeIntrinsics
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
@@ -94,8 +96,6 @@ class FieldLogSwitch:
     def _new_logger(self) -> Any:
         if self._make_logger is not None:
             return self._make_logger(self.log_dir)
-        from edge_geoloc.fieldlog import FieldLogConfig, FieldLogger
-
         return FieldLogger(self.log_dir, FieldLogConfig(min_free_bytes=self.min_free_bytes))
 
 
