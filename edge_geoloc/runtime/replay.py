@@ -165,7 +165,7 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
             pipeline.add_gnss(fix)
         held = fixes[-1] if fixes else held
         if speed is not None and not _keep_pace(clock() - start, (stamp - t0) / speed, sleep):
-            pipeline.counters.dropped_frames += 1
+            pipeline.drop_frame()
             if fixes:
                 pipeline.add_gnss(fixes[-1])
             continue
