@@ -27,6 +27,7 @@ from edge_geoloc.demo.steps_train import (
     load_area_role,
     runtime_config,
 )
+from edge_geoloc.fieldlog.step import MapPatchSpec
 from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.trajectory import read_trajectory
 from edge_geoloc.types import CameraFrame
@@ -48,11 +49,11 @@ def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
     return cached_dataset(ctx, "flight", params, lambda root: simulate(area, root, flight_cfg))
 
 
-def patch_spec(ctx: StepContext, area_tif: Path) -> dict[str, Any]:
+def patch_spec(ctx: StepContext, area_tif: Path) -> MapPatchSpec:
     """The map patch the field logger references around each coarse position (the localizer's input size)."""
     pairs = from_dict(require("edge_geoloc.data.pairs", "DronePairConfig", "localizer data (pairs)"),
                       ctx.config.localizer_data)
-    return {"raster": area_tif, "size_m": float(pairs.aerial_size_m), "px": int(pairs.aerial_px)}
+    return MapPatchSpec(area_tif, float(pairs.aerial_size_m), int(pairs.aerial_px))
 
 
 def _fieldlog_config(ctx: StepContext) -> Any:
@@ -137,11 +138,11 @@ def _localizer(onnx_path: Path, flight: Any) -> Any:
 
 
 def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lon: float,
-            spec: dict[str, Any], locate: Any) -> None:
+            spec: MapPatchSpec, locate: Any) -> None:
     import cv2
 
     east, north = area.latlon_to_local(lat, lon)
-    aerial, georef = area.aerial_patch(float(east), float(north), spec["size_m"], spec["px"])
+    aerial, georef = area.aerial_patch(float(east), float(north), spec.size_m, spec.px)
     query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     heat = np.asarray(locate(i, query, aerial), dtype=np.float32)
     stamp, truth = flight.frame_stamps_s[i], flight.truth
