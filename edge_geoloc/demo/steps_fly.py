@@ -28,7 +28,7 @@ from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.backends import load_backend
 from edge_geoloc.runtime.pipeline import BackendLocalizer
 from edge_geoloc.runtime.query_alignment import align_query
-from edge_geoloc.runtime.replay import FlightData, measured_attitude
+from edge_geoloc.runtime.replay import FlightData, measured_attitude, truth_latlon
 from edge_geoloc.runtime.trajectory import read_trajectory
 from edge_geoloc.sim import Area
 from edge_geoloc.sim.flight import simulate_flight
@@ -130,10 +130,7 @@ def _sample(out: dict[str, list], area: Area, flight: FlightData, i: int, lat: f
     aerial, georef = area.aerial_patch(float(east), float(north), spec.size_m, spec.px)
     query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     heat = np.asarray(locate(i, query, aerial), dtype=np.float32)
-    stamp, truth = flight.frame_stamps_s[i], flight.truth
-    truth_latlon = (np.interp(stamp, truth["stamp_s"], truth["lat_deg"]), np.interp(stamp, truth["stamp_s"],
-                                                                                     truth["lon_deg"]))
-    truth_px = np.array(georef.latlon_to_pixel(*truth_latlon))
+    truth_px = np.array(georef.latlon_to_pixel(*truth_latlon(flight, float(flight.frame_stamps_s[i]))))
     peak = (np.array(heatmap_mode(heat)) + 0.5) * (aerial.shape[0] / heat.shape[0])  # pixel centre, patch pixels
     out["frame_index"].append(i)
     out["query"].append(cv2.resize(query, (QUERY_THUMBNAIL_PX, QUERY_THUMBNAIL_PX), interpolation=cv2.INTER_AREA))
