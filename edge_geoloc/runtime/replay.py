@@ -232,12 +232,18 @@ def _interp(stamp_s: float, stamps: np.ndarray, values: np.ndarray | None, wrap:
     return out % (2 * math.pi) if wrap else out
 
 
+def truth_latlon(flight: FlightData, stamp_s: float) -> tuple[float, float]:
+    """The true position at ``stamp_s`` (linear in time between truth samples); NaN without a truth table."""
+    if flight.truth is None:
+        return math.nan, math.nan
+    truth = flight.truth
+    return (float(np.interp(stamp_s, truth["stamp_s"], truth["lat_deg"])),
+            float(np.interp(stamp_s, truth["stamp_s"], truth["lon_deg"])))
+
+
 def _row(flight: FlightData, stamp: float, gnss: GnssFix | None, held: GnssFix | None,
          state: FusedState) -> TrajectoryRow:
-    truth_lat = truth_lon = math.nan
-    if flight.truth is not None:
-        truth_lat = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lat_deg"]))
-        truth_lon = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lon_deg"]))
+    truth_lat, truth_lon = truth_latlon(flight, stamp)
     fix = state.visual_fix
     return TrajectoryRow(
         stamp_s=float(stamp), truth_lat_deg=truth_lat, truth_lon_deg=truth_lon,
