@@ -69,12 +69,12 @@ class RecordingLogger:
     """An rclpy logger that keeps (method, message) pairs."""
 
     def __init__(self):
-        self.lines = []
+        self.lines, self.logged = [], threading.Event()
 
     def __getattr__(self, method):
         if method not in ("debug", "info", "warning", "error", "fatal"):
             raise AttributeError(method)
-        return lambda msg, **kw: self.lines.append((method, msg))
+        return lambda msg, **kw: (self.lines.append((method, msg)), self.logged.set())
 
 
 class StandInNode:
@@ -351,3 +351,24 @@ def test_heading_and_altitude_topics_go_with_each_frame_and_into_the_field_log(n
         ("/altitude_agl", 1.0, 30.0), ("/altitude_agl", 2.0, 62.5)]
     infos = [r.msg for r in records if r.topic == "/camera/camera_info"]
     assert len(infos) == 1 and camera_info_msg_to_intrinsics(infos[0]).hfov_deg == pytest.approx(90.0)
+
+
+def test_a_corrupt_image_is_counted_and_the_next_frame_still_processed(node_module):
+    module, ts = node_module
+    factory = RosbagsFactory(ts)
+    pipeline = FakePipeline()
+    node = module.GeolocNode(pipeline=pipeline, parameter_overrides=[
+        Param("image_transport", "compressed"), Param("max_image_age_s", 0.0), Param("max_inference_rate_hz", 0.0)])
+    fix_pub = node.pubs["geoloc/fix"]
+    try:
+        corrupt = rgb_to_compressed_msg(factory, frame_pixels(0), 1.0, "cam", "jpeg")
+        corrupt.data = np.frombuffer(b"\xff\xd8\xff\xe0 not a jpeg", np.uint8)
+        node.subs["image/compressed"](corrupt)
+        assert node.logger.logged.wait(WAIT_S)  # the library's warning, forwarded to the node's logger
+        assert "dropping a camera message at 1.000 s" in node.logger.lines[0][1]
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(1), 2.0, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)
+    finally:
+        node.destroy_node()
+    assert [seen[0] for seen in pipeline.seen] == [2.0]
+    assert node.worker.counters.snapshot()["conversion_errors"] == 1
