@@ -29,9 +29,9 @@ class TileIndexConfig:
     search: SearchMethod = "auto"  # "auto": exact inside a prior radius or below faiss_min_tiles, faiss above
     faiss_min_tiles: int = 50_000
     faiss_nlist: int = 0  # inverted lists of the IVF index; 0 = sqrt(N) (1000 lists for 1M tiles)
-    faiss_nprobe: int = 32
+    faiss_nprobe: int = 256  # of sqrt(N) lists: ~25 % of the codes at 1M tiles, cheap with fast scan
     faiss_store: Literal["fastscan", "fp16", "flat", "pq"] = "fastscan"  # codes inside the IVF lists
-    faiss_rerank: int = 100  # approximate top-N re-scored exactly against the fp16 embeddings; 0 = off
+    faiss_rerank: int = 300  # approximate top-N re-scored exactly against the fp16 embeddings; 0 = off
     exact_max_candidates: int = 200_000  # above this many tiles in the radius, faiss with an ID selector
     patch_cache: int = 16  # aerial patches kept in memory (read back from the GeoTIFF otherwise)
 
