@@ -1,4 +1,4 @@
-"""The calls into TensorRT itself (10.x / 11.x Python API); imported only when a build runs.
+"""The calls into TensorRT itself (10.x / 11.x Python API); TensorRT is imported only when a build runs.
 
 Not executed on the development machines (TensorRT and pycuda are not installable there); the decisions
 these functions follow (:class:`BuildPlan`, profiles, cache paths, calibration batches) are unit-tested in
@@ -7,6 +7,7 @@ these functions follow (:class:`BuildPlan`, profiles, cache paths, calibration b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,10 +17,33 @@ import numpy as np
 from edge_geoloc.export.calibration import CalibrationStream, batch_feeds, calibration_feeds
 from edge_geoloc.export.config import EngineConfig
 
-from edge_geoloc.artifacts import atomic_write_bytes
+from edge_geoloc.artifacts import atomic_write_bytes, sha256_file
 from edge_geoloc.runtime.backends.tensorrt_backend import pushed_primary_context
 
 logger = logging.getLogger(__name__)
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse or build the network; the message lists the parser/builder errors."""
+
+
+def calibration_cache_path(onnx_path: str | Path, calibration_id: str, trt_version: str) -> Path:
+    """Per ONNX, calibration set and TensorRT version: a stale cache is never silently reused."""
+    onnx_path = Path(onnx_path)
+    key = hashlib.sha256(f"{sha256_file(onnx_path)}|{calibration_id}|{trt_version}".encode()).hexdigest()[:12]
+    return onnx_path.with_name(f"{onnx_path.stem}.{key}.calib")
+
+
+def calibration_batch(profiles: Mapping[str, Any]) -> int:
+    """Images per calibration batch: the opt batch of the profile TensorRT calibrates with.
+
+    With explicit batch, TensorRT reads exactly one opt-shaped tensor per ``get_batch`` call; a larger batch
+    would leave all but the first opt-batch images unused, a smaller one would be read past its end.
+    """
+    batches = {opt[0] for _, opt, _ in profiles.values()}
+    if len(batches) != 1:
+        raise EngineBuildError(f"inputs disagree on the opt batch {sorted(batches)}; calibration needs one")
+    return batches.pop()
 
 
 def import_tensorrt() -> Any:
@@ -49,8 +73,6 @@ def run_tensorrt_build(onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineC
     else:
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         raise EngineBuildError(f"TensorRT failed to build {onnx_path.name} ({cfg.precision}); see the TensorRT "
                                "log above. `edge-geoloc export check` lists unsupported operators.")
     if timing_cache is not None:
@@ -87,8 +109,6 @@ def _parse_network(trt: Any, builder: Any, logger_trt: Any, onnx_path: Path, str
     network = builder.create_network(flags)  # explicit batch is the only mode in TensorRT 10+
     parser = trt.OnnxParser(network, logger_trt)
     if not parser.parse_from_file(str(onnx_path)):
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n  " + "\n  ".join(errors))
     return network
@@ -107,8 +127,6 @@ def _configure(trt: Any, builder: Any, config: Any, cfg: EngineConfig, plan: Any
     config.add_optimization_profile(profile)
     if plan.use_calibrator and not config.set_calibration_profile(profile):
         # required for dynamic shapes (TensorRT 10 docs); TensorRT reads the opt shape from each calibration batch
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         raise EngineBuildError("TensorRT refused the calibration profile (the optimisation profile's opt shapes)")
     if cfg.dla_core >= 0:
         config.default_device_type = trt.DeviceType.DLA
@@ -145,8 +163,6 @@ def _attach_timing_cache(trt: Any, config: Any, path: Path | None) -> Any:
                        "new one", path, trt.__version__)
     cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         raise EngineBuildError("TensorRT could not attach an empty timing cache; build without --timing-cache")
     return cache
 
@@ -157,8 +173,6 @@ def _make_calibrator(trt: Any, onnx_path: Path, sidecar: Mapping[str, Any], cfg:
 
     Batches hold the profile's opt batch of images: exactly what TensorRT reads from each buffer.
     """
-    from edge_geoloc.export.tensorrt_build import calibration_batch, calibration_cache_path
-
     feeds, calibration_id = calibration_feeds(sidecar, cfg.calibration_dir, cfg.calibration_images)
     stream = CalibrationStream(batch_feeds(feeds, calibration_batch(profiles), drop_last=True))
     cache = calibration_cache_path(onnx_path, calibration_id, trt.__version__)

@@ -29,16 +29,19 @@ from typing import Any
 from edge_geoloc.export.config import EngineConfig
 from edge_geoloc.export.manifest import DeviceInfo, build_engine_manifest, engine_mismatches
 from edge_geoloc.export.sidecar import read_sidecar, sidecar_path, tensor_specs, write_sidecar
+from edge_geoloc.export.tensorrt_api import (  # noqa: F401  (re-exported: the build API raises and names these)
+    EngineBuildError,
+    calibration_batch,
+    calibration_cache_path,
+    import_tensorrt,
+    run_tensorrt_build,
+)
 
-from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes, sha256_file
+from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max) shapes
-
-
-class EngineBuildError(RuntimeError):
-    """TensorRT could not parse or build the network; the message lists the parser/builder errors."""
 
 
 @dataclass(frozen=True)
@@ -135,18 +138,6 @@ def input_profiles(sidecar: Mapping[str, Any], cfg: EngineConfig) -> dict[str, P
     return profiles
 
 
-def calibration_batch(profiles: Mapping[str, Profile]) -> int:
-    """Images per calibration batch: the opt batch of the profile TensorRT calibrates with.
-
-    With explicit batch, TensorRT reads exactly one opt-shaped tensor per ``get_batch`` call; a larger batch
-    would leave all but the first opt-batch images unused, a smaller one would be read past its end.
-    """
-    batches = {opt[0] for _, opt, _ in profiles.values()}
-    if len(batches) != 1:
-        raise EngineBuildError(f"inputs disagree on the opt batch {sorted(batches)}; calibration needs one")
-    return batches.pop()
-
-
 def timing_cache_for(path: str | Path, trt_version: str, compute_capability: str) -> Path:
     """``timing.cache`` -> ``timing.trt10.3.0.sm8.7.cache``: tactic timings belong to one TensorRT and one GPU."""
     path = Path(path)
@@ -158,15 +149,6 @@ def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.engine`` (its manifest: ``model.fp16.json``)."""
     onnx_path = Path(onnx_path)
     return onnx_path.with_name(f"{onnx_path.stem}.{precision}.engine")
-
-
-def calibration_cache_path(onnx_path: str | Path, calibration_id: str, trt_version: str) -> Path:
-    """Per ONNX, calibration set and TensorRT version: a stale cache is never silently reused."""
-    import hashlib
-
-    onnx_path = Path(onnx_path)
-    key = hashlib.sha256(f"{sha256_file(onnx_path)}|{calibration_id}|{trt_version}".encode()).hexdigest()[:12]
-    return onnx_path.with_name(f"{onnx_path.stem}.{key}.calib")
 
 
 def reusable_engine(engine: Path, onnx_sha256: str, device: DeviceInfo, precision: str, force: bool) -> bool:
@@ -203,8 +185,6 @@ def rebuild_command(onnx_path: Path, cfg: EngineConfig) -> str:
 def build_engine(onnx_path: str | Path, cfg: EngineConfig, out_path: str | Path | None = None) -> Path:
     """Build (or reuse) the engine of ``onnx_path`` on this device; returns the engine path."""
     from edge_geoloc.export.manifest import current_device_info
-    from edge_geoloc.export.tensorrt_api import import_tensorrt, run_tensorrt_build
-
     import_tensorrt()  # fail first, with install instructions, where TensorRT is missing
     onnx_path = Path(onnx_path)
     sidecar = read_sidecar(onnx_path)

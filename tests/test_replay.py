@@ -243,7 +243,13 @@ class RecordingPipeline:
 
     def __init__(self, index) -> None:
         self.inner, self.frames = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg()), []
-        self.counters = self.inner.counters
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def drop_frame(self) -> None:
+        self.inner.drop_frame()
 
     def add_gnss(self, fix) -> bool:
         return self.inner.add_gnss(fix)

@@ -73,7 +73,7 @@ class ReplayResult:
 
 
 def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, max_frames: int | None = None,
-           on_state: Callable[[int, FusedState], None] | None = None,
+           on_state: Callable[[int, CameraFrame, FusedState], None] | None = None,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
            max_sensor_gap_s: float = 1.0) -> ReplayResult:
     """Feed the flight through ``pipeline`` in stamp order, as fast as possible (``speed=None``) or paced at
@@ -93,7 +93,7 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
             pipeline.add_gnss(fix)
         held = fixes[-1] if fixes else held
         if speed is not None and not _keep_pace(clock() - start, (stamp - t0) / speed, sleep):
-            pipeline.counters.dropped_frames += 1
+            pipeline.drop_frame()
             if fixes:
                 pipeline.add_gnss(fixes[-1])
             continue
@@ -105,7 +105,7 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
         state = pipeline.process(frame, fixes[-1] if fixes else None)
         rows.append(_row(flight, stamp, fixes[-1] if fixes else None, held, state))
         if on_state:
-            on_state(i, state)
+            on_state(i, frame, state)
     counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_reader, "input": asdict(flight.input)}
     return ReplayResult(rows, counters, clock() - start)
 
@@ -145,12 +145,18 @@ def _load_frame(path: Path, stamp: float, flight: FlightData, index: int,
     return CameraFrame(float(stamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame_{index:06d}", heading, altitude)
 
 
+def truth_latlon(flight: FlightData, stamp_s: float) -> tuple[float, float]:
+    """The true position at ``stamp_s`` (linear in time between truth samples); NaN without a truth table."""
+    if flight.truth is None:
+        return math.nan, math.nan
+    truth = flight.truth
+    return (float(np.interp(stamp_s, truth["stamp_s"], truth["lat_deg"])),
+            float(np.interp(stamp_s, truth["stamp_s"], truth["lon_deg"])))
+
+
 def _row(flight: FlightData, stamp: float, gnss: GnssFix | None, held: GnssFix | None,
          state: FusedState) -> TrajectoryRow:
-    truth_lat = truth_lon = math.nan
-    if flight.truth is not None:
-        truth_lat = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lat_deg"]))
-        truth_lon = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lon_deg"]))
+    truth_lat, truth_lon = truth_latlon(flight, stamp)
     fix = state.visual_fix
     return TrajectoryRow(
         stamp_s=float(stamp), truth_lat_deg=truth_lat, truth_lon_deg=truth_lon,
