@@ -11,6 +11,9 @@ is dropped and counted (the node's latest-frame slot does the same), its GNSS fi
 sleeps, so the run is faster than real time whenever the pipeline has idle time and about real time when it
 is saturated; the virtual duration is what ``--duration-s`` sets (default 600 s = 10 min of 30 Hz input).
 
+The models are exported to ONNX in a child process, so this one never imports torch: the RSS is the on-board
+runtime's own (``torch_loaded`` in the JSON says whether that held).
+
 Memory: resident set size (``/proc/self/statm``) sampled every ``--sample-s`` of virtual time. Growth is
 the median RSS of the last tenth of the run over the median of the tenth after warm-up (the first tenth,
 when ORT arenas, caches and the logger's queue fill); the target is < 5 %. The JSON keeps the whole curve.
@@ -26,13 +29,15 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from runtime import export_models, make_area
+from runtime import make_area
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -120,6 +125,34 @@ def rss_growth(samples: list[tuple[float, float]]) -> dict[str, float]:
             "slope_mib_per_virtual_min": slope, "peak_mib": float(mib.max())}
 
 
+class NullLogger:
+    """``--no-fieldlog``: the logger's calls, doing nothing (to tell its memory from the pipeline's)."""
+
+    counters = None
+
+    def log_gnss(self, fix) -> None:
+        pass
+
+    def log_frame(self, frame) -> None:
+        pass
+
+    def log_fused(self, state) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def exported_models(retrieval: str, localizer: str, out: Path) -> tuple[Path, Path]:
+    """``out/retrieval.onnx`` and ``out/localizer.onnx``, exported by a child process when missing."""
+    paths = out / "retrieval.onnx", out / "localizer.onnx"
+    if not all(p.is_file() for p in paths):
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from runtime import export_models; "
+                f"from pathlib import Path; export_models({retrieval!r}, {localizer!r}, Path({str(out)!r}))")
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return paths
+
+
 def build_runtime(args: argparse.Namespace, work: Path):
     from edge_geoloc.fieldlog import FieldLogConfig, FieldLogger
     from edge_geoloc.runtime.backends import load_backend
@@ -127,7 +160,7 @@ def build_runtime(args: argparse.Namespace, work: Path):
     from edge_geoloc.runtime.pipeline import BackendEncoder, BackendLocalizer, Pipeline
     from edge_geoloc.runtime.tile_build import build_tile_index
 
-    retrieval, localizer, _ = export_models(args.retrieval, args.localizer, work / "models")
+    retrieval, localizer = exported_models(args.retrieval, args.localizer, work / "models")
     backends = {k: load_backend(p, kind="onnxruntime", num_threads=args.threads)
                 for k, p in (("retrieval", retrieval), ("localizer", localizer))}
     cfg = RuntimeConfig(index=TileIndexConfig(tile_size_m=120.0, stride_m=60.0),
@@ -135,7 +168,8 @@ def build_runtime(args: argparse.Namespace, work: Path):
     ortho = make_area(work, 1000.0)
     index = build_tile_index([ortho], BackendEncoder(backends["retrieval"]), cfg.index)
     pipeline = Pipeline(BackendEncoder(backends["retrieval"]), BackendLocalizer(backends["localizer"]), index, cfg)
-    logger = FieldLogger(work / "fieldlog", FieldLogConfig(min_free_bytes=64 * 2**20))
+    logger = (NullLogger() if args.no_fieldlog
+              else FieldLogger(work / "fieldlog", FieldLogConfig(min_free_bytes=64 * 2**20)))
     return pipeline, logger, frame_pool(ortho, 240, cfg.index.tile_size_m), backends
 
 
@@ -148,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrieval", default="cspdh_mobilenetv3_small")
     parser.add_argument("--localizer", default="ccvpe_drone_tiny")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-fieldlog", action="store_true", help="run without the field logger")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edge_geoloc_bench_soak")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "soak.json")
     args = parser.parse_args(argv)
@@ -174,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         "drop_fraction": soak.dropped / max(1, soak.frames),
         "frame_ms": {"p50": float(np.percentile(compute_ms, 50)), "p90": float(np.percentile(compute_ms, 90)),
                      "max": float(compute_ms.max())},
-        "pipeline_counters": asdict(pipeline.counters), "fieldlog_counters": asdict(logger.counters),
+        "pipeline_counters": asdict(pipeline.counters),
+        "fieldlog_counters": asdict(logger.counters) if logger.counters else None,
+        "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "default (5 % of RAM)"),
+        "torch_loaded": "torch" in sys.modules,
         "rss": growth, "rss_target_pct": 5.0, "rss_pass": growth["growth_pct"] < 5.0,
         "rss_curve": [[round(t, 1), round(m, 2)] for t, m in soak.rss],
     }
