@@ -3,7 +3,8 @@ far better than the coarse fix (answering the patch centre) in that area and in 
 adapting it without labels to the target area keeps it there.
 
 Adaptation's own gain is measured by benchmarks/adaptation.py (3 seeds, bootstrap intervals), not here; the
-test guards against the failure that mattered: a teacher worse than the coarse fix, and an adaptation that breaks a working teacher."""
+test guards against the failure that mattered: a teacher worse than the coarse fix, and an adaptation that breaks a
+working teacher."""
 
 from __future__ import annotations
 
