@@ -40,7 +40,8 @@ from torch.utils.data import Subset
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.pairs import PairDataset, dataset_for_model
-from edge_geoloc.evaluate.localization_metrics import predict
+from edge_geoloc.evaluate.localization_metrics import evaluate_predictions, predict
+from edge_geoloc.evaluate.statistics import paired_bootstrap
 from edge_geoloc.train.adaptation_inputs import (
     RolledPanoramas,
     UsablePairs,
@@ -326,9 +327,22 @@ def _write_outputs(out: Path, final: TrainedStudent, aux: torch.nn.Module | None
     atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
 
 
-def validate(models: dict[str, torch.nn.Module], validation_dir: str | Path, cfg: AdaptConfig,
-             batch_size: int = 16) -> dict[str, dict[str, float]]:
-    """Optional, separate from :func:`adapt`: errors of each model on a labelled validation set of the area."""
-    first = next(iter(models.values()))
+def validate(models: dict[str, torch.nn.Module | None], validation_dir: str | Path, cfg: AdaptConfig,
+             batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Optional, separate from :func:`adapt`: errors of each model on a labelled set of the area; every model
+    after the first (the teacher) also gets ``vs_teacher``: the paired bootstrap 95 % interval of its mean error
+    change and ratio on the same pairs. ``None`` models are skipped."""
+    present = {name: m for name, m in models.items() if m is not None}
+    first = next(iter(present.values()))
     dataset = dataset_for_model(validation_dir, first, read_ground_truth=True, align_north_up=cfg.align_north_up)
-    return {name: evaluate_dataset(m, dataset, batch_size, cfg.device) for name, m in models.items()}
+    truth, m_per_px, heading = dataset.ground_truth()
+    out, reference = {}, None
+    for name, model in present.items():
+        pred = predict(model, make_loader(dataset, batch_size, shuffle=False, seed=0), cfg.device)
+        summary, errors = evaluate_predictions(pred, truth, m_per_px)
+        if reference is None:
+            reference = errors["distance_m"]
+        else:
+            summary["vs_teacher"] = paired_bootstrap(reference, errors["distance_m"], seed=cfg.seed)
+        out[name] = summary
+    return out
