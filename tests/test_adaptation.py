@@ -216,3 +216,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def test_adapt_cli_stops_on_too_few_pairs_with_one_line(tmp_path, capsys):
+    from edge_geoloc.train.adapt_cli import main
+    from edge_geoloc.train.localizer_trainer import save_localizer
+
+    ckpt = save_localizer(_micro_teacher(), tmp_path / "teacher.safetensors")
+    root = _target_set(tmp_path / "few", [30.0] * 6, [30.0] * 6)
+    with pytest.raises(SystemExit) as stop:
+        main(["--teacher", str(ckpt), "--target", str(root), "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "only 6 usable pairs of 6" in err and "min_pairs=50" in err
+    assert not (tmp_path / "out" / "student.safetensors").exists()

@@ -18,6 +18,7 @@ from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import add_config_arguments, config_from_args, save_config
 from edge_geoloc.data.pairs import dataset_for_model
 from edge_geoloc.train.adaptation import AdaptConfig, adapt, open_target, validate
+from edge_geoloc.train.adaptation_inputs import AdaptationInputError
 from edge_geoloc.train.localizer_trainer import load_localizer
 
 
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     val = None
     if args.validation:
         val = dataset_for_model(args.validation, teacher, read_ground_truth=True, align_north_up=cfg.align_north_up)
-    result = adapt(teacher, open_target(args.target, teacher, cfg), cfg, out, validation=val)
+    try:
+        result = adapt(teacher, open_target(args.target, teacher, cfg), cfg, out, validation=val)
+    except AdaptationInputError as err:  # bad teacher or pairs: one line, before any training
+        parser.exit(2, f"edge-geoloc adapt: error: {err}\n")
     report = result.report
     if args.validation:
         models = {"teacher": teacher, "student": result.student, "student_selected": result.selected}
