@@ -45,9 +45,10 @@ from edge_geoloc.config import from_dict  # noqa: E402
 from edge_geoloc.data.pairs import DronePairConfig, dataset_for_model, write_synthetic_drone_pairs  # noqa: E402
 from edge_geoloc.evaluate.statistics import auroc, paired_bootstrap  # noqa: E402
 from edge_geoloc.models import create_model  # noqa: E402
+from edge_geoloc.models.checkpoint import load_model  # noqa: E402
 from edge_geoloc.sim import generate_area  # noqa: E402
 from edge_geoloc.train.adaptation import AdaptConfig, adapt  # noqa: E402
-from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit, load_localizer, make_loader  # noqa: E402
+from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit, make_loader  # noqa: E402
 
 log = logging.getLogger("benchmarks.adaptation")
 
@@ -108,7 +109,7 @@ def supervised(out: Path, train_set, epochs: int, lr: float, init: Path | None =
     """Supervised training (the teacher) or fine-tuning from ``init`` (the ceiling), cached in ``out``."""
     done = out / "last.safetensors"
     if (out / "done").is_file():
-        return load_localizer(done).eval()
+        return load_model(done, expected_kind="localizer")[0]
     cfg = from_dict(LocalizerTrainConfig, {
         "model": {"name": MODEL, "init_checkpoint": str(init) if init else None}, "loss": TEACHER_LOSS,
         "optim": {"lr": lr, "epochs": epochs, "seed": seed}, "out_dir": str(out), "log_every": 0, "resume": True,

@@ -198,7 +198,7 @@ def test_a_labelled_validation_set_chooses_the_final_students_epoch(tmp_path):
     rows = np.random.default_rng(0).uniform(20, 44, (2, 12))
     target = open_target(_target_set(tmp_path / "t", *rows), teacher, cfg)
     from edge_geoloc.data.pairs import dataset_for_model
-    from edge_geoloc.train.localizer_trainer import evaluate_dataset
+    from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
 
     val = dataset_for_model(_target_set(tmp_path / "v", *rows), teacher, read_ground_truth=True)
     result = adapt(teacher, target, cfg, tmp_path / "out", validation=val)
@@ -219,10 +219,10 @@ def _one_thread():
 
 
 def test_adapt_cli_stops_on_too_few_pairs_with_one_line(tmp_path, capsys):
+    from edge_geoloc.models.checkpoint import save_model
     from edge_geoloc.train.adapt_cli import main
-    from edge_geoloc.train.localizer_trainer import save_localizer
 
-    ckpt = save_localizer(_micro_teacher(), tmp_path / "teacher.safetensors")
+    ckpt = save_model(_micro_teacher(), tmp_path / "teacher.safetensors")
     root = _target_set(tmp_path / "few", [30.0] * 6, [30.0] * 6)
     with pytest.raises(SystemExit) as stop:
         main(["--teacher", str(ckpt), "--target", str(root), "--out", str(tmp_path / "out"), "--threads", "1"])

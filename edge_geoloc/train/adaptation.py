@@ -40,8 +40,9 @@ from torch.utils.data import Subset
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.pairs import PairDataset, dataset_for_model
-from edge_geoloc.evaluate.localization_metrics import evaluate_predictions, predict
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset, evaluate_predictions, predict
 from edge_geoloc.evaluate.statistics import paired_bootstrap
+from edge_geoloc.models.checkpoint import save_model
 from edge_geoloc.train.adaptation_inputs import (
     RolledPanoramas,
     UsablePairs,
@@ -51,13 +52,7 @@ from edge_geoloc.train.adaptation_inputs import (
     check_teacher,
     usable_pairs,
 )
-from edge_geoloc.train.localizer_trainer import (
-    batch_heading,
-    evaluate_dataset,
-    make_loader,
-    save_localizer,
-    train_one_epoch,
-)
+from edge_geoloc.train.localizer_trainer import batch_heading, make_loader, train_one_epoch
 from edge_geoloc.train.losses_localizer import (
     LocalizerLoss,
     LocalizerLossConfig,
@@ -318,11 +313,11 @@ def _write_outputs(out: Path, final: TrainedStudent, aux: torch.nn.Module | None
                    student_modes: np.ndarray, kept: np.ndarray, report: dict[str, Any], cfg: AdaptConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     extra = {"adaptation": {k: v for k, v in report.items() if k != "config"}}
-    save_localizer(final.last, out / "student.safetensors", cfg, extra)
+    save_model(final.last, out / "student.safetensors", cfg, extra)
     if final.selected is not None:
-        save_localizer(final.selected, out / "student_selected.safetensors", cfg, extra)
+        save_model(final.selected, out / "student_selected.safetensors", cfg, extra)
     if aux is not None:
-        save_localizer(aux, out / "auxiliary_student.safetensors", cfg)
+        save_model(aux, out / "auxiliary_student.safetensors", cfg)
     np.savez(out / "pseudo_labels.npz", teacher_modes=labels.modes, student_modes=student_modes, kept=kept)
     atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
 
