@@ -66,6 +66,9 @@ SIZES = {
 }
 ADAPT = AdaptConfig(supervised_levels=2, keep_fraction=0.8, lr=3e-4, batch_size=8)  # sigma_m: paper's 0.57 m
 TEACHER_LOSS = {"sigma_px": 1.0, "infonce_weight": 1.0}
+ROW_ORDER = ["teacher", "ceiling: fine-tuned on true target labels", "plain self-distillation (heat map, max-pooled)",
+             "+ mode-based labels (auxiliary student)", "+ mode labels + outlier filtering (the method)",
+             "the method, epoch chosen on target validation"]  # the cached JSON sorts keys; tables use this order
 
 
 def pairs(area, root: Path, count: int, seed: int, **overrides) -> Path:
@@ -191,7 +194,7 @@ def centre_errors(path: Path) -> np.ndarray:
 
 def summarise(per_seed: list[dict]) -> dict:
     """Per row: pooled mean/median, per-seed means, paired bootstrap vs teacher, source error, AUROC."""
-    names = list(per_seed[0]["rows"])
+    names = sorted(per_seed[0]["rows"], key=lambda n: ROW_ORDER.index(n) if n in ROW_ORDER else len(ROW_ORDER))
     groups = np.concatenate([[s["seed"]] * len(s["rows"]["teacher"]["test_error_m"]) for s in per_seed])
     pooled = {n: np.concatenate([s["rows"][n]["test_error_m"] for s in per_seed]) for n in names}
     out = {}
