@@ -2,9 +2,9 @@
 far better than the coarse fix (answering the patch centre) in that area and in a target-style area, and
 adapting it without labels to the target area keeps it there.
 
-Adaptation's own gain is small and not robust at this scale (benchmarks/adaptation.py --quick: -4% mean,
-+0.1 m median), so it is not asserted here; the test guards against the failure that mattered: a teacher
-worse than the coarse fix, and an adaptation that breaks a working teacher."""
+Adaptation's own gain is measured by benchmarks/adaptation.py (3 seeds, bootstrap intervals), not here; the
+test guards against the failure that mattered: a teacher worse than the coarse fix, and an adaptation that breaks a
+working teacher."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_teacher_beats_the_coarse_fix_and_adaptation_keeps_it(tmp_path):
         "optim": {"lr": 1e-3, "epochs": 2, "seed": 17}, "out_dir": str(tmp_path / "teacher"), "log_every": 0,
         "data": {"batch_size": 16}})
     teacher = fit(cfg, _labelled(tmp_path / "src")).eval()
-    adapt_cfg = AdaptConfig(sigma_px=2.0, aux_epochs=2, student_epochs=3, lr=3e-4, supervised_levels=3)
+    adapt_cfg = AdaptConfig(aux_epochs=2, student_epochs=3, lr=3e-4)  # sigma 0.57 m, K'=2 of 3 levels
     result = adapt(teacher, dataset_for_model(tmp_path / "tgt_train", teacher), adapt_cfg)
     src_test, tgt_test = _labelled(tmp_path / "src_test"), _labelled(tmp_path / "tgt_test")
     src_centre, tgt_centre = _centre_median_m(src_test), _centre_median_m(tgt_test)
@@ -69,4 +69,4 @@ def test_teacher_beats_the_coarse_fix_and_adaptation_keeps_it(tmp_path):
     assert src["median_m"] < 0.2 * src_centre, "teacher does not clearly beat the coarse fix in its own area"
     assert before["median_m"] < 0.3 * tgt_centre, "teacher does not clearly beat the coarse fix in a new area"
     assert after["median_m"] < 0.3 * tgt_centre and after["mean_m"] < before["mean_m"] + 1.0
-    assert result.report["kept"] == 160
+    assert 160 <= result.report["kept"] < 200  # T = 80 % by distance quantile (ties kept together)

@@ -103,8 +103,11 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         loc = summary.get("localizer", {}).get(model)
         if loc:
             count = loc.get("count", loc.get("n", "?"))
+            vs = loc.get("vs_teacher")
+            change = (f"; mean / teacher {vs['ratio']:.2f} [{vs['ratio_ci95'][0]:.2f}, {vs['ratio_ci95'][1]:.2f}] "
+                      f"(95 % CI)") if vs else ""
             rows.append((f"Localizer {model}: mean / median error (target pairs)",
-                         f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={count})"))
+                         f"{_fmt(loc.get('mean_m'))} / {_fmt(loc.get('median_m'))} m (n={count}){change}"))
     adaptation = summary.get("adaptation") or {}
     if "samples" in adaptation:
         shift = (adaptation.get("teacher_vs_student") or {}).get("median_m")

@@ -1,8 +1,9 @@
 """``edge-geoloc adapt --teacher CKPT --target DIR --out DIR [--validation DIR] [key=value ...]``.
 
 Adapts a localizer to a new area from unlabeled query/aerial pairs (coarse positions only); the target's
-ground-truth fields, if any, are never read. ``--validation`` (a labelled pair dataset of the same area) is
-optional and only reports teacher vs student errors after the fact.
+ground-truth fields, if any, are never read. ``--validation`` (a labelled pair dataset of the same area, never
+trained on) is optional: it chooses the final student's epoch (``student_selected.safetensors``, as the paper
+does) and reports teacher vs student errors; ``student.safetensors`` is always the last epoch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import torch
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import add_config_arguments, config_from_args, save_config
+from edge_geoloc.data.pairs import dataset_for_model
 from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.train.adaptation import AdaptConfig, adapt, open_target, validate
+from edge_geoloc.train.adaptation_inputs import AdaptationInputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     teacher, _ = load_model(args.teacher, expected_kind="localizer")
     out = Path(args.out)
     save_config(cfg, out / "config.yaml")
-    result = adapt(teacher, open_target(args.target, teacher, cfg), cfg, out)
+    val = None
+    if args.validation:
+        val = dataset_for_model(args.validation, teacher, read_ground_truth=True, align_north_up=cfg.align_north_up)
+    try:
+        result = adapt(teacher, open_target(args.target, teacher, cfg), cfg, out, validation=val)
+    except AdaptationInputError as err:  # bad teacher or pairs: one line, before any training
+        parser.exit(2, f"edge-geoloc adapt: error: {err}\n")
     report = result.report
     if args.validation:
-        report["validation"] = validate({"teacher": teacher, "student": result.student}, args.validation, cfg)
+        models = {"teacher": teacher, "student": result.student, "student_selected": result.selected}
+        report["validation"] = validate(models, args.validation, cfg)
         atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
     print(f"kept {report['kept']}/{report['samples']} samples; teacher-student median shift "
           f"{report['teacher_vs_student']['median_m']:.2f} m; student: {out / 'student.safetensors'}")

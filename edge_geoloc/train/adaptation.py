@@ -1,20 +1,26 @@
 """Adapt a trained localizer to a new area by self-distillation, with no ground-truth position of that area.
 
-The pipeline of Xia et al. (ECCV 2024), as in the authors' released code:
-1. the teacher (trained elsewhere) predicts every unlabeled target sample; its finest heat map's mode ``y^T``;
-2. mode-based pseudo ground truth: a Gaussian (``sigma_px``, 4 px by default) at ``y^T``, lifted to the known
-   orientation bin and max-pooled to each matching level;
+The pipeline of Xia et al. (ECCV 2024), as in the authors' released code, with the settings in physical units:
+1. the teacher (trained elsewhere) predicts every usable unlabeled target sample; its finest heat map's mode
+   ``y^T``;
+2. mode-based pseudo ground truth: a Gaussian of ``sigma_m`` metres (the paper's 4 px at VIGOR's 512 px, about
+   0.57 m) converted to the model's heat-map pixels (``sigma_px = sigma_m / m_per_px``), at ``y^T``, lifted to
+   the known orientation bin and max-pooled to each matching level;
 3. an auxiliary student, initialised from the teacher, is trained on all samples with coarse-only supervision:
-   ``L = w * (1/K') sum_{k <= K'} L_infoNCE,k`` (no heat-map CE, no orientation loss);
-4. the teacher-auxiliary distance ``d = |y^T - y^aux|`` of every sample; the ``T`` fraction with the smallest
-   ``d`` is kept (rank-based, so ties at 0 px cannot empty the set as a strict ``d < quantile`` could);
+   ``L = w * (1/K') sum_{k <= K'} L_infoNCE,k`` with ``K'`` below the number of levels (no heat-map CE, no
+   orientation loss); panoramas are rolled at random with their orientation label (released code);
+4. the teacher-auxiliary distance ``d = |y^T - y^aux|`` of every sample; samples with
+   ``d <= quantile_T(d)`` are kept (a distance quantile: tied samples are kept or dropped together, never
+   split by dataset order; inclusive, so an all-tied set is kept whole where the released ``<`` keeps none);
 5. the final student, again initialised from the teacher, is trained the same way on the kept samples with the
-   teacher's pseudo labels.
+   teacher's pseudo labels. With a labelled validation set of the area (optional, as the paper's 10 % split),
+   the epoch with the lowest validation mean error is also returned (``AdaptResult.selected``); the last
+   epoch's student is always returned too, so both can be reported.
 The target set is opened with ``read_ground_truth=False`` and training only reads ``query``, ``aerial``,
 ``heading_rad`` and ``index``; ``tests/test_adaptation.py`` proves that garbage labels give the same student.
-Validation with ground truth (:func:`validate`) is optional and separate.
-Ablations: ``mode_based_labels=False`` distils the teacher's whole heat map (sum-pooled to each level) instead
-of its mode; ``filter_outliers=False`` trains the final student on all samples (no auxiliary student).
+Inputs are checked before any training (:mod:`edge_geoloc.train.adaptation_inputs`).
+Ablations: ``mode_based_labels=False`` distils the teacher's whole heat map, max-pooled to each level as the
+mode labels are, instead of its mode; ``filter_outliers=False`` trains the final student on all samples.
 """
 
 from __future__ import annotations
@@ -34,8 +40,18 @@ from torch.utils.data import Subset
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.pairs import PairDataset, dataset_for_model
-from edge_geoloc.evaluate.localization_metrics import evaluate_dataset, predict
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset, evaluate_predictions, predict
+from edge_geoloc.evaluate.statistics import paired_bootstrap
 from edge_geoloc.models.checkpoint import save_model
+from edge_geoloc.train.adaptation_inputs import (
+    RolledPanoramas,
+    UsablePairs,
+    check_enough,
+    check_ground_size,
+    check_supervised_levels,
+    check_teacher,
+    usable_pairs,
+)
 from edge_geoloc.train.localizer_trainer import batch_heading, make_loader, train_one_epoch
 from edge_geoloc.train.losses_localizer import (
     LocalizerLoss,
@@ -48,11 +64,15 @@ from edge_geoloc.train.losses_localizer import (
 log = logging.getLogger(__name__)
 
 
+PAPER_SIGMA_M = 4.0 * 640 * 0.1133 / 512  # 4 px at 512 px over VIGOR's 640 px x 0.1133 m tiles: ~0.57 m
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Settings of the adaptation; defaults are the paper's CCVPE values (K'=2, T=80%, sigma 4 px, 3 epochs)."""
+    """Settings of the adaptation; defaults are the paper's CCVPE values (K'=2, T=80 %, 3 epochs, Adam 1e-4,
+    batch 8) with sigma in metres (the paper's 4 px at 512 px of VIGOR, ~0.57 m)."""
 
-    sigma_px: float = 4.0
+    sigma_m: float = round(PAPER_SIGMA_M, 3)
     supervised_levels: int = 2
     keep_fraction: float = 0.8
     aux_epochs: int = 3
@@ -66,14 +86,18 @@ class AdaptConfig:
     mode_based_labels: bool = True
     filter_outliers: bool = True
     align_north_up: bool = True
+    roll_augment_deg: float = 180.0  # panorama models with orientation bins only
+    min_pairs: int = 50
     device: str = "cpu"
     histogram_bins: int = 20
 
     def __post_init__(self) -> None:
         if not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction (T) must be in (0, 1], got {self.keep_fraction}")
-        if self.supervised_levels < 1 or self.sigma_px <= 0:
-            raise ValueError("supervised_levels (K') must be >= 1 and sigma_px > 0")
+        if self.supervised_levels < 1 or self.sigma_m <= 0:
+            raise ValueError("supervised_levels (K') must be >= 1 and sigma_m > 0")
+        if self.min_pairs < 1 or not 0.0 <= self.roll_augment_deg <= 180.0:
+            raise ValueError("min_pairs must be >= 1 and roll_augment_deg in [0, 180]")
 
 
 @dataclass
@@ -86,9 +110,17 @@ class PseudoLabels:
 
 @dataclass
 class AdaptResult:
-    student: torch.nn.Module
+    student: torch.nn.Module  # the last epoch's final student
     report: dict[str, Any]
     auxiliary: torch.nn.Module | None = None  # trained on all samples (the "no filtering" ablation row)
+    selected: torch.nn.Module | None = None  # the final student's epoch with the lowest validation error
+
+
+@dataclass
+class TrainedStudent:
+    last: torch.nn.Module
+    selected: torch.nn.Module | None  # lowest validation mean error (None without a validation set)
+    curve: list[dict[str, float]]  # per epoch: loss and, with validation, mean/median error
 
 
 def open_target(target_dir: str | Path, model: torch.nn.Module, cfg: AdaptConfig) -> PairDataset:
@@ -109,10 +141,11 @@ def teacher_pseudo_labels(teacher: torch.nn.Module, dataset: Any, cfg: AdaptConf
 
 def _soft_level_labels(heatmaps: torch.Tensor, bins: torch.Tensor, level_sizes: tuple[int, ...]
                        ) -> tuple[torch.Tensor, ...]:
-    """The teacher's heat map as it is (no mode), sum-pooled to each level and lifted to orientation bins."""
+    """The teacher's heat map as it is (no mode), max-pooled to each level (as the mode labels are) and lifted to
+    orientation bins (the infoNCE normalises the weights, so the map's scale does not matter)."""
     out = []
     for n in level_sizes:
-        pooled = F.avg_pool2d(heatmaps[:, None], heatmaps.shape[-1] // n)[:, 0]
+        pooled = F.max_pool2d(heatmaps[:, None], heatmaps.shape[-1] // n)[:, 0]
         out.append(pooled[:, None] * bins[:, :, None, None])
     return tuple(out)
 
@@ -134,35 +167,71 @@ def pseudo_targets(model: torch.nn.Module, labels: PseudoLabels, sigma_px: float
     return targets
 
 
-def coarse_only_loss(cfg: AdaptConfig) -> LocalizerLoss:
+def coarse_only_loss(cfg: AdaptConfig, sigma_px: float) -> LocalizerLoss:
     """infoNCE on the first K' levels only: no CE on the final map, no orientation loss (released code)."""
-    return LocalizerLoss(LocalizerLossConfig(sigma_px=cfg.sigma_px, temperature=cfg.temperature,
+    return LocalizerLoss(LocalizerLossConfig(sigma_px=sigma_px, temperature=cfg.temperature,
                                              positive_threshold=cfg.positive_threshold, ce_weight=0.0,
                                              infonce_weight=cfg.infonce_weight, orientation_weight=0.0,
                                              supervised_levels=cfg.supervised_levels))
 
 
+def sigma_px_for(cfg: AdaptConfig, m_per_px: float) -> float:
+    """The label Gaussian's sigma in the model's heat-map pixels."""
+    return cfg.sigma_m / m_per_px
+
+
+def training_view(model: torch.nn.Module, dataset: Any, cfg: AdaptConfig) -> Any:
+    """The target set as the student sees it: panoramas rolled with their labels when the model has orientation
+    bins (released code's augmentation); otherwise the set itself."""
+    rolls = dataset.info.query_kind == "ground_pano" and model.num_orientations > 1 and cfg.roll_augment_deg > 0
+    return RolledPanoramas(dataset, cfg.roll_augment_deg, cfg.seed) if rolls else dataset
+
+
 def train_student(teacher: torch.nn.Module, dataset: Any, labels: PseudoLabels, indices: np.ndarray,
-                  epochs: int, cfg: AdaptConfig) -> torch.nn.Module:
-    """A copy of the teacher trained on ``dataset[indices]`` against the pseudo labels."""
+                  epochs: int, cfg: AdaptConfig, sigma_px: float, validation: Any = None) -> TrainedStudent:
+    """A copy of the teacher trained on ``dataset[indices]`` against the pseudo labels; with a labelled
+    ``validation`` set, also the epoch with the lowest validation mean error."""
     torch.manual_seed(cfg.seed)
     student = copy.deepcopy(teacher).to(cfg.device)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    subset = Subset(dataset, [int(i) for i in indices])
-    loss_fn, targets_fn = coarse_only_loss(cfg), pseudo_targets(student, labels, cfg.sigma_px)
+    view = training_view(student, dataset, cfg)
+    subset = Subset(view, [int(i) for i in indices])
+    loss_fn, targets_fn = coarse_only_loss(cfg, sigma_px), pseudo_targets(student, labels, sigma_px)
+    curve: list[dict[str, float]] = []
+    best, best_state = float("inf"), None
     for epoch in range(epochs):
+        if isinstance(view, RolledPanoramas):
+            view.set_epoch(epoch)
         loader = make_loader(subset, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         parts = train_one_epoch(student, loader, targets_fn, loss_fn, optimizer, cfg.device, log_every=0,
                                 epoch=epoch)
-        log.info("student epoch %d/%d on %d samples: infoNCE %.4f", epoch + 1, epochs, len(subset),
-                 parts.get("infonce", float("nan")))
-    return student.eval()
+        point = {"epoch": epoch + 1, "infonce": parts.get("infonce", float("nan"))}
+        if validation is not None:
+            metrics = evaluate_dataset(student, validation, cfg.batch_size, cfg.device)
+            point.update(val_mean_m=metrics["mean_m"], val_median_m=metrics["median_m"])
+            if metrics["mean_m"] < best:
+                best, best_state = metrics["mean_m"], copy.deepcopy(student.state_dict())
+        curve.append(point)
+        log.info("student epoch %d/%d on %d samples: %s", epoch + 1, epochs, len(subset),
+                 ", ".join(f"{k} {v:.4g}" for k, v in point.items() if k != "epoch"))
+    return TrainedStudent(student.eval(), _with_state(student, best_state), curve)
 
 
-def keep_closest(distances: np.ndarray, keep_fraction: float) -> np.ndarray:
-    """Sorted indices of the ``ceil(T * N)`` samples with the smallest distance (stable on ties)."""
-    n_keep = max(1, int(np.ceil(keep_fraction * len(distances) - 1e-9)))
-    return np.sort(np.argsort(distances, kind="stable")[:n_keep])
+def _with_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None) -> torch.nn.Module | None:
+    if state is None:
+        return None
+    copy_ = copy.deepcopy(model)
+    copy_.load_state_dict(state)
+    return copy_.eval()
+
+
+def keep_within_quantile(distances: np.ndarray, keep_fraction: float) -> np.ndarray:
+    """Sorted indices of the samples with ``d <= quantile(d, T)``: tied samples share one fate, whatever
+    their order in the dataset (so more than ``T * N`` may be kept when many tie at the threshold)."""
+    if len(distances) == 0:
+        return np.zeros(0, dtype=np.int64)
+    threshold = np.quantile(distances, keep_fraction)
+    return np.flatnonzero(distances <= threshold + 1e-9)
 
 
 def distance_histogram(distances_px: np.ndarray, m_per_px: float, bins: int) -> dict[str, Any]:
@@ -179,35 +248,53 @@ def agreement(a: np.ndarray, b: np.ndarray, m_per_px: float) -> dict[str, float]
 
 
 def adapt(teacher: torch.nn.Module, target: PairDataset, cfg: AdaptConfig,
-          out_dir: str | Path | None = None) -> AdaptResult:
-    """Run the whole pipeline on an unlabeled target set; writes checkpoints and ``report.json`` to ``out_dir``."""
+          out_dir: str | Path | None = None, validation: PairDataset | None = None) -> AdaptResult:
+    """Run the whole pipeline on an unlabeled target set; writes checkpoints and ``report.json`` to ``out_dir``.
+
+    ``validation``: an optional labelled set of the area (never trained on) used to choose the final student's
+    epoch; the last epoch's student is returned as well.
+    """
     t0 = time.monotonic()
-    if target.read_ground_truth:
-        raise ValueError("open the target set with read_ground_truth=False (see open_target)")
+    usable = check_inputs(teacher, target, cfg)
     torch.manual_seed(cfg.seed)
     teacher = teacher.to(cfg.device).eval()
     labels = teacher_pseudo_labels(teacher, target, cfg)
     m_per_px = _mean_m_per_px(target)
-    all_idx = np.arange(len(target))
-    report: dict[str, Any] = {"config": cfg.__dict__, "samples": len(target), "m_per_px": m_per_px}
-    kept, aux = all_idx, None
+    sigma_px = sigma_px_for(cfg, m_per_px)
+    report: dict[str, Any] = {"config": cfg.__dict__, "samples": len(target), "usable": int(len(usable.indices)),
+                              "rejected": usable.rejected, "m_per_px": m_per_px, "sigma_px": sigma_px}
+    kept, aux = usable.indices, None
     if cfg.filter_outliers:
-        aux = train_student(teacher, target, labels, all_idx, cfg.aux_epochs, cfg)
+        aux = train_student(teacher, target, labels, usable.indices, cfg.aux_epochs, cfg, sigma_px).last
         aux_modes = predict(aux, make_loader(target, cfg.batch_size, False, 0), cfg.device)["rowcol"]
-        distances = np.linalg.norm(labels.modes - aux_modes, axis=1)
-        kept = keep_closest(distances, cfg.keep_fraction)
-        report.update(_filter_report(distances, kept, m_per_px, cfg))
-        report["teacher_vs_auxiliary"] = agreement(labels.modes, aux_modes, m_per_px)
-    student = train_student(teacher, target, labels, kept, cfg.student_epochs, cfg)
-    student_modes = predict(student, make_loader(target, cfg.batch_size, False, 0), cfg.device)["rowcol"]
-    report["kept"] = int(len(kept))
-    report["teacher_vs_student"] = agreement(labels.modes, student_modes, m_per_px)
+        distances = np.linalg.norm(labels.modes - aux_modes, axis=1)[usable.indices]
+        kept = usable.indices[keep_within_quantile(distances, cfg.keep_fraction)]
+        report.update(_filter_report(distances, len(kept), m_per_px, cfg))
+        report["teacher_vs_auxiliary"] = agreement(labels.modes[usable.indices], aux_modes[usable.indices], m_per_px)
+    final = train_student(teacher, target, labels, kept, cfg.student_epochs, cfg, sigma_px, validation)
+    student_modes = predict(final.last, make_loader(target, cfg.batch_size, False, 0), cfg.device)["rowcol"]
+    report.update(kept=int(len(kept)), student_curve=final.curve,
+                  teacher_vs_student=agreement(labels.modes[kept], student_modes[kept], m_per_px))
+    if final.selected is not None:
+        report["selected_epoch"] = int(np.argmin([p["val_mean_m"] for p in final.curve])) + 1
     report["seconds"] = round(time.monotonic() - t0, 1)
     if out_dir is not None:
-        _write_outputs(Path(out_dir), student, aux, labels, student_modes, kept, report, cfg)
-    log.info("adaptation: kept %d/%d samples, teacher-student median shift %.2f m", len(kept), len(target),
-             report["teacher_vs_student"]["median_m"])
-    return AdaptResult(student, report, aux)
+        _write_outputs(Path(out_dir), final, aux, labels, student_modes, kept, report, cfg)
+    log.info("adaptation: kept %d/%d usable samples, teacher-student median shift %.2f m", len(kept),
+             len(usable.indices), report["teacher_vs_student"]["median_m"])
+    return AdaptResult(final.last, report, aux, final.selected)
+
+
+def check_inputs(teacher: torch.nn.Module, target: PairDataset, cfg: AdaptConfig) -> UsablePairs:
+    """Every check that must pass before training; returns the usable pairs (see ``adaptation_inputs``)."""
+    if target.read_ground_truth:
+        raise ValueError("open the target set with read_ground_truth=False (see open_target)")
+    check_teacher(teacher, target)
+    check_supervised_levels(teacher, cfg.supervised_levels)
+    check_ground_size(teacher, target)
+    usable = usable_pairs(target)
+    check_enough(usable, len(target), cfg.min_pairs)
+    return usable
 
 
 def _mean_m_per_px(dataset: PairDataset) -> float:
@@ -215,27 +302,42 @@ def _mean_m_per_px(dataset: PairDataset) -> float:
     return float(np.mean(sizes))
 
 
-def _filter_report(distances: np.ndarray, kept: np.ndarray, m_per_px: float, cfg: AdaptConfig) -> dict[str, Any]:
-    threshold = float(distances[kept].max()) if len(kept) else 0.0
+def _filter_report(distances: np.ndarray, kept: int, m_per_px: float, cfg: AdaptConfig) -> dict[str, Any]:
+    threshold = float(np.quantile(distances, cfg.keep_fraction)) if len(distances) else 0.0
     return {"distance_threshold_px": threshold, "distance_threshold_m": threshold * m_per_px,
-            "distance_median_px": float(np.median(distances)),
+            "distance_median_px": float(np.median(distances)), "kept_fraction": kept / max(1, len(distances)),
             "distance_histogram": distance_histogram(distances, m_per_px, cfg.histogram_bins)}
 
 
-def _write_outputs(out: Path, student: torch.nn.Module, aux: torch.nn.Module | None, labels: PseudoLabels,
+def _write_outputs(out: Path, final: TrainedStudent, aux: torch.nn.Module | None, labels: PseudoLabels,
                    student_modes: np.ndarray, kept: np.ndarray, report: dict[str, Any], cfg: AdaptConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     extra = {"adaptation": {k: v for k, v in report.items() if k != "config"}}
-    save_model(student, out / "student.safetensors", cfg, extra)
+    save_model(final.last, out / "student.safetensors", cfg, extra)
+    if final.selected is not None:
+        save_model(final.selected, out / "student_selected.safetensors", cfg, extra)
     if aux is not None:
         save_model(aux, out / "auxiliary_student.safetensors", cfg)
     np.savez(out / "pseudo_labels.npz", teacher_modes=labels.modes, student_modes=student_modes, kept=kept)
     atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
 
 
-def validate(models: dict[str, torch.nn.Module], validation_dir: str | Path, cfg: AdaptConfig,
-             batch_size: int = 16) -> dict[str, dict[str, float]]:
-    """Optional, separate from :func:`adapt`: errors of each model on a labelled validation set of the area."""
-    first = next(iter(models.values()))
+def validate(models: dict[str, torch.nn.Module | None], validation_dir: str | Path, cfg: AdaptConfig,
+             batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Optional, separate from :func:`adapt`: errors of each model on a labelled set of the area; every model
+    after the first (the teacher) also gets ``vs_teacher``: the paired bootstrap 95 % interval of its mean error
+    change and ratio on the same pairs. ``None`` models are skipped."""
+    present = {name: m for name, m in models.items() if m is not None}
+    first = next(iter(present.values()))
     dataset = dataset_for_model(validation_dir, first, read_ground_truth=True, align_north_up=cfg.align_north_up)
-    return {name: evaluate_dataset(m, dataset, batch_size, cfg.device) for name, m in models.items()}
+    truth, m_per_px, heading = dataset.ground_truth()
+    out, reference = {}, None
+    for name, model in present.items():
+        pred = predict(model, make_loader(dataset, batch_size, shuffle=False, seed=0), cfg.device)
+        summary, errors = evaluate_predictions(pred, truth, m_per_px)
+        if reference is None:
+            reference = errors["distance_m"]
+        else:
+            summary["vs_teacher"] = paired_bootstrap(reference, errors["distance_m"], seed=cfg.seed)
+        out[name] = summary
+    return out
