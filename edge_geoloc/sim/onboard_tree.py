@@ -8,7 +8,9 @@ measured heading and height carry the sensors' noise (``heading_sigma_deg``, ``a
 ``configs/sim_flight_drone.yaml``). Frames are stored raw; ``poses.csv`` (see :mod:`edge_geoloc.data.poses`)
 holds truth and measurements, and the reader aligns them as the runtime does.
 
-Training areas: every tile gets ``views_per_tile`` frames taken within half a stride of its centre (so it is
+Frames are rendered from the area as captured under ``flight_condition`` (the conditions of
+:mod:`edge_geoloc.sim.conditions`; the tiles come from the map itself), so the map-vs-flight gap is part of the
+protocol. Training areas: every tile gets ``views_per_tile`` frames taken within half a stride of its centre (so it is
 the nearest tile). Test areas: ``queries_per_area`` frames at random places, labelled with the nearest tile;
 the gallery is every tile of the test areas (tiles without a query are distractors). ``locations.csv`` lists
 each tile's centre so metrics can also accept any tile that contains the point below the drone.
@@ -27,8 +29,9 @@ import numpy as np
 
 from edge_geoloc.data.poses import ViewPose, write_view_poses
 from edge_geoloc.runtime.tile_build import axis_centres
-from edge_geoloc.sim.area import Area
+from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
+from edge_geoloc.sim.conditions import sample_condition
 from edge_geoloc.sim.datasets import write_image
 from edge_geoloc.sim.render import render_drone_view
 
@@ -50,6 +53,7 @@ class OnboardTreeConfig:
     queries_per_area: int = 80
     margin_m: float = 0.0  # keep tiles this far inside the area (0: build-index's grid exactly)
     photometric: bool = True
+    flight_condition: str | None = None  # frames captured under: None = the map's look, a condition name, "random"
     seed: int = 0
 
 
@@ -75,6 +79,14 @@ def random_frame_pose(centre: np.ndarray, spread_m: float, cfg: OnboardTreeConfi
     return DronePose(east, north, alt, heading, pitch), view
 
 
+def flight_capture(area: Area, condition: str | None, rng: np.random.Generator) -> Area:
+    """The area as the flight camera sees it: the map's look, a named condition, or a random one
+    (:func:`edge_geoloc.sim.conditions.sample_condition`, domain randomisation for training)."""
+    if condition == "random":
+        return capture_area(area, sample_condition(rng, f"random_{area.seed}"))
+    return capture_area(area, condition)
+
+
 def write_onboard_tree(root: str | Path, train_areas: Sequence[Area], test_areas: Sequence[Area],
                        cfg: OnboardTreeConfig = OnboardTreeConfig()) -> Path:
     """Write the tree (see the module docstring); either list of areas may be empty. Returns ``root``."""
@@ -90,7 +102,7 @@ def write_onboard_tree(root: str | Path, train_areas: Sequence[Area], test_areas
             next_id += len(centres)
             _write_tiles(root, split, area, centres, ids, cfg)
             frames = _train_frames if split == "train" else _test_frames
-            frames(root, area, centres, ids, cfg, camera, rng, poses)
+            frames(root, flight_capture(area, cfg.flight_condition, rng), centres, ids, cfg, camera, rng, poses)
             rows += [[i, split, area.style_name, area.seed, f"{c[0]:.3f}", f"{c[1]:.3f}"] for i, c in zip(ids, centres,
                                                                                                      strict=True)]
     write_view_poses(root, poses)
@@ -140,4 +152,6 @@ def _test_frames(root: Path, area: Area, centres: np.ndarray, ids: list[str], cf
                 camera, cfg, rng, poses)
         sat = root / "test" / "query_satellite" / loc_id / f"{loc_id}.jpg"
         if not sat.is_file():
-            write_image(sat, area.aerial_patch(*centres[ids.index(loc_id)], cfg.tile_size_m, cfg.tile_px)[0])
+            tile = root / "test" / "gallery_satellite" / loc_id / f"{loc_id}.jpg"
+            sat.parent.mkdir(parents=True, exist_ok=True)
+            sat.write_bytes(tile.read_bytes())

@@ -6,7 +6,9 @@ whose styles are random variations of one base style (colours, sun, shadows, tin
 seen, so "new style" figures stay honest. Training is the retrieval trainer's InfoNCE on an on-board tree
 (:mod:`edge_geoloc.sim.onboard_tree`), so no second training loop exists.
 
-The result is a self-describing safetensors file: the backbone's weights plus metadata (format, timm backbone
+Map and flight are rendered under independent random conditions
+(:func:`edge_geoloc.sim.conditions.sample_condition`), never the built-in test conditions. The result is a
+self-describing safetensors file: the backbone's weights plus metadata (format, timm backbone
 name, its kwargs, input size, the pretraining config and the trainer's last loss); ``model.pretrained=PATH``
 loads it, and a file for another backbone stops with an error naming the file. Files are cached under
 ``cache_dir`` by a hash of the config, so the demo, tests and benchmarks reuse one.
@@ -26,7 +28,9 @@ import numpy as np
 import torch
 
 from edge_geoloc.config import to_dict
+from edge_geoloc.data.transforms import AugmentConfig
 from edge_geoloc.models.backbone import PRETRAINED_FORMAT
+from edge_geoloc.sim.conditions import sample_condition
 from edge_geoloc.sim.onboard_tree import OnboardTreeConfig, write_onboard_tree
 from edge_geoloc.sim.styles import Style, get_style
 
@@ -41,18 +45,29 @@ class PretrainConfig:
     n_areas: int = 8
     area_size_m: float = 480.0
     gsd_m: float = 1.0
-    tree: OnboardTreeConfig = field(default_factory=lambda: OnboardTreeConfig(views_per_tile=2, drone_px=96,
-                                                                              tile_px=64, photometric=True))
-    steps: int = 600
+    tree: OnboardTreeConfig = field(default_factory=lambda: OnboardTreeConfig(
+        views_per_tile=2, drone_px=96, tile_px=64, photometric=True, flight_condition="random"))
+    steps: int = 150
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
     cache_dir: str = "runs/pretrained"
 
 
+# colour only: at 64 px the paper recipe's dropout and blur keep a from-scratch net at ln(B) for 150+ steps
+ONBOARD_AUGMENT = AugmentConfig(rotate_satellite=False, dropout_p=0.0, blur_p=0.0, jpeg_p=0.2)
+
+
 def config_key(cfg: PretrainConfig) -> str:
     """12 hex digits identifying a pretraining config (the cache key; ``cache_dir`` does not count)."""
     data = {k: v for k, v in to_dict(cfg).items() if k != "cache_dir"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def tree_key(cfg: PretrainConfig) -> str:
+    """12 hex digits identifying the pretraining data (areas, styles, frames), reused across training settings."""
+    data = {k: v for k, v in to_dict(cfg).items() if k in ("base_style", "n_areas", "area_size_m", "gsd_m", "tree",
+                                                           "seed")}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -80,7 +95,8 @@ def pretraining_areas(cfg: PretrainConfig) -> list:
     rng = np.random.default_rng([cfg.seed, 7])
     base = get_style(cfg.base_style)
     return [generate_area(jittered_style(base, rng, i), seed=10_000 + cfg.seed * 100 + i, size_m=cfg.area_size_m,
-                          gsd_m=cfg.gsd_m) for i in range(cfg.n_areas)]
+                          gsd_m=cfg.gsd_m, condition=sample_condition(rng, f"pretrain_map_{i}"))
+            for i in range(cfg.n_areas)]
 
 
 def backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -104,7 +120,6 @@ def save_pretrained(path: Path, model: torch.nn.Module, cfg: PretrainConfig, sum
 
 def pretrain_backbone(cfg: PretrainConfig, force: bool = False) -> Path:
     """Pretrain (or reuse the cached result) and return the safetensors path."""
-    from edge_geoloc.data.transforms import AugmentConfig
     from edge_geoloc.train.losses_retrieval import CSDAConfig, HCDConfig, LossConfig, PALWConfig
     from edge_geoloc.train.retrieval_trainer import (
         OptimConfig,
@@ -120,12 +135,12 @@ def pretrain_backbone(cfg: PretrainConfig, force: bool = False) -> Path:
         log.info("reusing pretrained backbone %s", path)
         return path
     work = Path(cfg.cache_dir) / f"work-{config_key(cfg)}"
-    tree = work / "tree"
+    tree = Path(cfg.cache_dir) / f"tree-{tree_key(cfg)}"
     if not (tree / "poses.csv").is_file():
         write_onboard_tree(tree, pretraining_areas(cfg), [], cfg.tree)
     train_cfg = RetrievalTrainConfig(
         data=RetrievalDataConfig(dataset="synthetic", root=str(tree), num_workers=0, protocol="onboard",
-                                 augment=AugmentConfig(rotate_satellite=False)),
+                                 augment=ONBOARD_AUGMENT),
         model=RetrievalModelConfig(name=cfg.model, img_size=cfg.img_size),
         loss=LossConfig(hcd=HCDConfig(enabled=False), palw=PALWConfig(enabled=False), csda=CSDAConfig(enabled=False)),
         optim=OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=10_000, max_steps=cfg.steps, amp=False),

@@ -52,7 +52,7 @@ class RetrievalDataConfig:
 @dataclass(frozen=True)
 class RetrievalModelConfig:
     name: str = "cspdh_convnext_base"
-    pretrained: bool | str = False
+    pretrained: bool | str = False  # True (timm hub), a weights file, or "synthetic" (edge-geoloc pretrain, cached)
     img_size: int | None = None  # None: the registered model's default
     pool: str | None = None  # None: the registered model's default ("avg" for ConvNeXt, "gem" otherwise)
     embed_dim: int | None = None
@@ -135,12 +135,22 @@ def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
     """Constructor overrides; per-stage heads exist only when HCD uses them (derived, not configured)."""
     m = cfg.model
     onboard = cfg.data.protocol == "onboard"
-    kwargs = dict(pretrained=m.pretrained, img_size=m.img_size, pool=m.pool, embed_dim=m.embed_dim,
+    kwargs = dict(pretrained=resolve_pretrained(m), img_size=m.img_size, pool=m.pool, embed_dim=m.embed_dim,
                   shared_weights=m.shared_weights, num_stages=m.num_stages, stage_heads=cfg.loss.hcd.enabled,
                   grad_checkpointing=m.grad_checkpointing, backbone_kwargs=m.backbone_kwargs,
                   query_alignment="north_up" if onboard else None,
                   query_ground_size_m=cfg.data.query_ground_size_m if onboard else None)
     return {k: v for k, v in kwargs.items() if v is not None or k == "embed_dim"}
+
+
+def resolve_pretrained(m: RetrievalModelConfig) -> bool | str:
+    """``model.pretrained``: True (timm hub), False, a weights file, or ``"synthetic"``: the backbone pretrained on
+    the synthetic world by ``edge-geoloc pretrain`` (built on first use, then cached; see train/pretrain.py)."""
+    if m.pretrained != "synthetic":
+        return m.pretrained
+    from edge_geoloc.train.pretrain import PretrainConfig, pretrain_backbone
+
+    return str(pretrain_backbone(PretrainConfig(model=m.name)))
 
 
 def seed_everything(seed: int) -> None:
@@ -378,7 +388,9 @@ class RetrievalTrainer:
         return grad_norm
 
     def checkpoint_meta(self) -> CheckpointMeta:
-        return CheckpointMeta("retrieval", self.model.model_name, self.model.model_kwargs, config=to_dict(self.cfg),
+        # the weights hold the backbone: rebuilding must not fetch or read the pretrained source again
+        kwargs = {**self.model.model_kwargs, "pretrained": False}
+        return CheckpointMeta("retrieval", self.model.model_name, kwargs, config=to_dict(self.cfg),
                               preprocessing=self.model.preprocessing(),
                               extra={"step": self.state.step, "epoch": self.state.epoch,
                                      "embed_dim": self.model.embed_dim})
