@@ -46,7 +46,7 @@ VARIANTS = {
 }
 KEYS = {"D2S": "drone_to_satellite/distractors", "S2D": "satellite_to_drone/distractors"}
 SETTINGS = {
-    "full": dict(seeds=(1, 2, 3), steps=80, img=64, batch=16, n_train=48, n_test=24, views=6, px=96),
+    "full": dict(seeds=(1, 2, 3), steps=60, img=64, batch=16, n_train=48, n_test=24, views=6, px=96),
     "quick": dict(seeds=(1,), steps=30, img=48, batch=12, n_train=24, n_test=12, views=4, px=48),
 }
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cspdh_onboard.yaml"
@@ -106,14 +106,15 @@ def run_one(root: Path, work: Path, s: dict, name: str, seed: int, protocol: str
                       pretrained)
     t0 = time.perf_counter()
     run = train_retrieval(cfg)
-    run["seconds"] = time.perf_counter() - t0
+    run["seconds"], run["seed"] = time.perf_counter() - t0, seed
     logging.info("%s seed %d: %s", name, seed, {k: round(run["eval"][v]["recall_at_1"], 1) for k, v in KEYS.items()})
     return run
 
 
 def variant_row(runs: list[dict]) -> dict:
     return {"metrics": summarise(runs), "seconds_per_run": statistics.fmean(r["seconds"] for r in runs),
-            "seeds_done": len(runs), "per_seed": [{k: r["eval"][v] for k, v in KEYS.items()} for r in runs]}
+            "seeds_done": len(runs),
+            "per_seed": [{"seed": r.get("seed"), **{k: r["eval"][v] for k, v in KEYS.items()}} for r in runs]}
 
 
 def untrained(root: Path, work: Path, s: dict, protocol: str, pretrained: str) -> dict:
@@ -139,15 +140,16 @@ def chance(root: Path) -> dict[str, float]:
 
 
 def paired_differences(rows: dict) -> dict[str, dict]:
-    """Per variant: D2S R@1 minus the baseline's, seed by seed, with mean and std."""
-    base = [r["D2S"]["recall_at_1"] for r in rows["baseline (InfoNCE)"]["per_seed"]]
+    """Per variant: D2S R@1 minus the baseline's on the same seed, with mean and std over the shared seeds."""
+    base = {r["seed"]: r["D2S"]["recall_at_1"] for r in rows["baseline (InfoNCE)"]["per_seed"]}
     out = {}
     for name, row in rows.items():
         if name in ("untrained", "baseline (InfoNCE)"):
             continue
-        diff = [r["D2S"]["recall_at_1"] - b for r, b in zip(row["per_seed"], base, strict=False)]
-        out[name] = {"per_seed": diff, "mean": statistics.fmean(diff),
-                     "std": statistics.stdev(diff) if len(diff) > 1 else 0.0}
+        diff = {r["seed"]: r["D2S"]["recall_at_1"] - base[r["seed"]] for r in row["per_seed"] if r["seed"] in base}
+        values = list(diff.values())
+        out[name] = {"per_seed": diff, "mean": statistics.fmean(values) if values else float("nan"),
+                     "std": statistics.stdev(values) if len(values) > 1 else 0.0}
     return out
 
 
@@ -158,18 +160,29 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/retrieval_ablation"))
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/retrieval_ablation_<protocol>.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", help="comma-separated subset of the setting's seeds (run seeds in parallel "
+                        "processes, each with its own --out, then --merge)")
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge the JSON files of per-seed runs into --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("edge_geoloc.train.retrieval_trainer", "edge_geoloc.sim.datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     setting = "quick" if args.quick else "full"
-    s = SETTINGS[setting]
+    s = dict(SETTINGS[setting])
+    if args.seeds:
+        s["seeds"] = tuple(int(v) for v in args.seeds.split(","))
     work = args.work_dir / f"{args.protocol}_{setting}"
     root = build_tree(work / "data", s, args.protocol)
     t0 = time.perf_counter()
     pretrained = str(pretrain_backbone(PretrainConfig()))
     out = args.out or Path(__file__).parent / "results" / f"retrieval_ablation_{args.protocol}.json"
+    if args.merge:
+        floor, runs = merged_runs(args.merge)
+        s["seeds"] = tuple(seed for f in args.merge for seed in json.loads(f.read_text())["settings"]["seeds"])
+        rows = {"untrained": floor, **{n: variant_row(r) for n, r in runs.items()}}
+        write_report(out, args, s, pretrained, root, rows, float("nan"))
+        return
     floor = untrained(root, work, s, args.protocol, pretrained)
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for seed in s["seeds"]:  # seed-major: a run cut short still has every variant for the seeds it finished
@@ -177,6 +190,19 @@ def main() -> None:
             runs[name].append(run_one(root, work, s, name, seed, args.protocol, pretrained))
             done = {n: variant_row(r) for n, r in runs.items() if r}
             write_report(out, args, s, pretrained, root, {"untrained": floor, **done}, time.perf_counter() - t0)
+
+
+def merged_runs(files: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
+    """(untrained row of the first file, per-variant runs of all files in file order)."""
+    reports = [json.loads(f.read_text()) for f in files]
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for report in reports:
+        for name in VARIANTS:
+            row = report["rows"].get(name)
+            for per_seed in row["per_seed"] if row else []:
+                runs[name].append({"eval": {KEYS[k]: per_seed[k] for k in KEYS}, "seed": per_seed["seed"],
+                                   "seconds": row["seconds_per_run"]})
+    return reports[0]["rows"]["untrained"], {n: r for n, r in runs.items() if r}
 
 
 def write_report(out: Path, args: argparse.Namespace, s: dict, pretrained: str, root: Path, rows: dict,

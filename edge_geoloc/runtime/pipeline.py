@@ -4,7 +4,8 @@
 any) is fused first. The models are reached through two small protocols, so any backend (TensorRT, ONNX
 Runtime, PyTorch) or a test double fits:
 
-- :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``;
+- :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``; an optional ``alignment`` (an
+  on-board-protocol retrieval artifact's ``preprocessing.image``) makes the frame north-up / scale-aligned first;
 - :class:`Localizer`: ``locate(query_rgb, aerial_rgb) -> (Ha, Wa)`` heat map over the aerial patch; an optional
   ``alignment`` attribute (:class:`~edge_geoloc.runtime.query_alignment.QueryAlignment`, read from the
   artifact) says how the frame must be prepared first (north-up from ``heading_rad``, scale from
