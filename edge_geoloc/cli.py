@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "retrieval": ("edge_geoloc.evaluate.retrieval_cli", "R@k and AP of a retrieval checkpoint"),
         "localizer": ("edge_geoloc.evaluate.localizer_cli", "metric errors of a localizer checkpoint"),
     },
+    "pretrain": ("edge_geoloc.train.pretrain_cli", "pretrain a retrieval backbone on the synthetic world"),
     "adapt": ("edge_geoloc.train.adapt_cli", "adapt the localizer to a new area without ground truth"),
     "export": ("edge_geoloc.export.cli", "export a checkpoint to ONNX (parity-gated); `export check` audits"),
     "build-engine": ("edge_geoloc.export.engine_cli", "build a TensorRT engine on the target device"),

@@ -319,3 +319,41 @@ def test_backend_localizer_reads_the_alignment_its_artifact_declares():
     backend.sidecar["preprocessing"]["query"]["alignment"] = "gravity_up"
     with pytest.raises(ValueError, match="north_up"):
         BackendLocalizer(backend)
+
+
+class RecordingEncoder(ThumbnailEncoder):
+    """The thumbnail encoder that declares an on-board retrieval artifact's alignment and records its inputs."""
+
+    def __init__(self, alignment) -> None:
+        super().__init__()
+        self.alignment, self.images = alignment, []
+
+    def embed(self, images):
+        self.images += [img.copy() for img in images]
+        return super().embed(images)
+
+
+def test_onboard_retrieval_artifact_embeds_the_frame_aligned_as_it_declares(world):
+    from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
+    from edge_geoloc.runtime.config import CameraConfig
+    from edge_geoloc.runtime.query_alignment import QueryAlignment
+
+    ortho, index = world
+    encoder = RecordingEncoder(QueryAlignment(north_up=True, ground_size_m=40.0, out_px=48))
+    localizer = RecordingLocalizer(QueryAlignment())  # the localizer wants the frame as captured
+    cfg = RuntimeConfig(pipeline=runtime_cfg(localize_top=1).pipeline, camera=CameraConfig(hfov_deg=60.0))
+    pipe = Pipeline(encoder, localizer, index, cfg, origin=ORIGIN)
+    image = camera(ortho, 10.0, 10.0, 0.0).image_rgb
+    pipe.process(CameraFrame(0.0, image, heading_rad=0.3, altitude_agl_m=50.0), gnss(10.0, 10.0, 0.0))
+    expected = align_query_scale(align_query_north_up(image, 0.3, "drone"), 50.0, 60.0, 40.0, 48)
+    assert np.array_equal(encoder.images[0], expected) and np.array_equal(localizer.queries[0], image)
+    pipe.process(CameraFrame(1.0, image, altitude_agl_m=50.0), gnss(10.0, 10.0, 1.0))  # no heading: no retrieval
+    assert len(encoder.images) == 1 and pipe.counters.extra["missing_heading"] == 1
+
+
+def test_backend_encoder_reads_the_alignment_its_artifact_declares():
+    backend = FakeBackend("retrieval", 1)
+    assert not BackendEncoder(backend).alignment.north_up  # paper-protocol artifact: the frame as captured
+    backend.sidecar = {"preprocessing": {"image": {"size_hw": [8, 8], "alignment": "north_up", "ground_size_m": 80.0}}}
+    encoder = BackendEncoder(backend)
+    assert encoder.alignment.north_up and encoder.alignment.ground_size_m == 80.0 and encoder.alignment.out_px == 8

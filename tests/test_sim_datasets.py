@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_geoloc.data.poses import read_view_poses
 from edge_geoloc.geo import latlon_to_utm
 from edge_geoloc.sim import generate_area
 from edge_geoloc.sim.datasets import write_university_tree, write_vigor_tree
@@ -45,6 +46,14 @@ def test_university_tree_layout_and_content(tmp_path, area):
         shifted, _ = area.aerial_patch(east + 20.0, north, 80.0, 96)
         error, error_shifted = np.abs(sat - expected).mean(), np.abs(sat - shifted).mean()
         assert error < 6.0 and error < 0.4 * error_shifted  # JPEG noise only; 20 m off is far worse
+    poses = read_view_poses(root)  # the pose side file covers every drone view, at the location it orbits
+    drone = {p.relative_to(root).as_posix() for p in root.glob("*/*drone/*/*.jpeg")}
+    assert set(poses) == drone
+    centre = {r["id"]: area.latlon_to_local(float(r["lat_deg"]), float(r["lon_deg"])) for r in rows}
+    for rel, pose in poses.items():
+        reach = pose.alt_agl_m / np.tan(pose.pitch_rad)  # where the camera axis meets the ground
+        aim = (pose.east_m + reach * np.sin(pose.heading_rad), pose.north_m + reach * np.cos(pose.heading_rad))
+        assert np.hypot(*(np.subtract(aim, centre[rel.split("/")[2]]))) < 1.0
 
 
 def test_vigor_labels_match_geodesy(tmp_path, area):

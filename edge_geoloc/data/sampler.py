@@ -7,7 +7,8 @@ file never crashes an epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,9 @@ from edge_geoloc.data.transforms import PairTransform, to_tensor
 from edge_geoloc.data.university import LabeledImages, TrainPair
 
 log = logging.getLogger(__name__)
+
+# (path, RGB image) -> RGB image: a protocol's view preparation (e.g. ``edge_geoloc.data.poses.OnboardAlignment``)
+PrepareView = Callable[[Path, np.ndarray], np.ndarray]
 
 
 class UniqueLocationBatchSampler(Sampler[list[int]]):
@@ -105,10 +109,12 @@ class Batch(NamedTuple):
 class PairDataset(Dataset):
     """(drone, satellite, label) training pairs; augmentation seeded by ``(seed, epoch, index)``."""
 
-    def __init__(self, pairs: Sequence[TrainPair], transform: PairTransform, seed: int = 0) -> None:
+    def __init__(self, pairs: Sequence[TrainPair], transform: PairTransform, seed: int = 0,
+                 prepare_drone: PrepareView | None = None) -> None:
         if not pairs:
             raise ValueError("no training pairs: check the dataset root and its train/drone, train/satellite")
         self.pairs, self.transform, self.seed = list(pairs), transform, seed
+        self.prepare_drone = prepare_drone
         self.labels = np.array([p.label for p in self.pairs], dtype=np.int64)
         self.epoch = 0
 
@@ -125,6 +131,8 @@ class PairDataset(Dataset):
         except (UnreadableImageError, FileNotFoundError) as err:
             log.warning("skipping training pair %d: %s", index, err)
             return None
+        if self.prepare_drone is not None:
+            drone = self.prepare_drone(pair.drone, drone)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         d, s = self.transform(drone, sat, rng)
         return d, s, pair.label
@@ -142,8 +150,9 @@ class ImageListDataset(Dataset):
     """Evaluation images: ``(tensor, label, index)`` or ``None`` for an unreadable file."""
 
     def __init__(self, images: LabeledImages, size_hw: tuple[int, int], mean: tuple[float, ...],
-                 std: tuple[float, ...]) -> None:
+                 std: tuple[float, ...], prepare: PrepareView | None = None) -> None:
         self.images, self.size_hw, self.mean, self.std = images, size_hw, mean, std
+        self.prepare = prepare
 
     def __len__(self) -> int:
         return len(self.images)
@@ -154,6 +163,8 @@ class ImageListDataset(Dataset):
         except (UnreadableImageError, FileNotFoundError) as err:
             log.warning("skipping evaluation image: %s", err)
             return None
+        if self.prepare is not None:
+            image = self.prepare(self.images.paths[index], image)
         return to_tensor(image, self.size_hw, self.mean, self.std), int(self.images.labels[index]), index
 
 

@@ -58,9 +58,11 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
 
 
 def blur_or_sharpen(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur with sigma 0.3-1.5 px *at 384 px* (Sample4Geo's size), scaled to the image width, or a
+    sharpening kernel."""
     if rng.random() < 0.5:
-        k = int(rng.choice([3, 5, 7]))
-        return cv2.GaussianBlur(image, (k, k), sigmaX=float(rng.uniform(0.3, 1.5)))
+        sigma = float(rng.uniform(0.3, 1.5)) * image.shape[1] / 384.0
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma) if sigma >= 0.2 else image
     alpha = float(rng.uniform(0.2, 0.5))
     kernel = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32) * alpha
     kernel[1, 1] += 1.0 - alpha

@@ -60,7 +60,7 @@ def measured_metrics(ctx: StepContext) -> dict[str, Any]:
     train, adapt = ctx.metrics(2), ctx.metrics(5)
     retrieval = train.get("retrieval", {})
     recall = {f"{k} ({where})": v for where in ("target", "source") for k, v in retrieval.get(where, {}).items()
-              if k == "recall_at_1"}
+              if k in ("recall_at_1", "chance_at_1")}
     return {"retrieval": recall, "localizer": adapt.get("localizer_eval", {}),
             "adaptation": adapt.get("adaptation", {}), "index": ctx.metrics(3).get("index", {}),
             "counters": {"teacher": ctx.metrics(4).get("counters", {}),

@@ -64,7 +64,10 @@ def _recall_summary(results: dict[str, dict]) -> dict[str, float]:
     """Drone -> satellite recall@1/5 and AP (the first protocol the metrics report)."""
     for key, value in results.items():
         if key.startswith("drone_to_satellite/"):
-            return {k: float(value[k]) for k in ("recall_at_1", "recall_at_5", "ap") if k in value}
+            summary = {k: float(value[k]) for k in ("recall_at_1", "recall_at_5", "ap") if k in value}
+            if value.get("num_gallery"):  # one positive per drone query: a random ranking hits 1 / |gallery|
+                summary["chance_at_1"] = 100.0 / float(value["num_gallery"])
+            return summary
     return {}
 
 

@@ -142,9 +142,10 @@ def extract_features(model: torch.nn.Module, dataset: torch.utils.data.Dataset, 
 
 
 def evaluate_folders(model: torch.nn.Module, folders, batch_size: int = 64, device: torch.device | str = "cpu",
-                     multi_view: bool = False, num_workers: int = 0) -> dict[str, dict]:
+                     multi_view: bool = False, num_workers: int = 0, prepare_drone=None) -> dict[str, dict]:
     """Both directions x both protocols on a reader's test split (``University1652`` / ``SUES200``).
 
+    ``prepare_drone(path, image)`` prepares every drone image first (the on-board protocol's alignment).
     Keys ``"<direction>/<protocol>"``; with ``multi_view`` also ``"drone_to_satellite_multiview/<protocol>"``
     (all drone views of a location fused into one query), reported apart from single-image results.
     """
@@ -155,8 +156,11 @@ def evaluate_folders(model: torch.nn.Module, folders, batch_size: int = 64, devi
     for direction in ("drone_to_satellite", "satellite_to_drone"):
         query, gallery = folders.test_split(direction)
         q_view, g_view = direction.split("_to_")
-        qf, ql = extract_features(model, ImageListDataset(query, *prep), q_view, batch_size, device, num_workers)
-        gf, gl = extract_features(model, ImageListDataset(gallery, *prep), g_view, batch_size, device, num_workers)
+        q_prep, g_prep = (prepare_drone if view == "drone" else None for view in (q_view, g_view))
+        qf, ql = extract_features(model, ImageListDataset(query, *prep, q_prep), q_view, batch_size, device,
+                                  num_workers)
+        gf, gl = extract_features(model, ImageListDataset(gallery, *prep, g_prep), g_view, batch_size, device,
+                                  num_workers)
         for protocol in PROTOCOLS:
             results[f"{direction}/{protocol}"] = evaluate_retrieval(qf, ql, gf, gl, protocol).as_dict()
             if multi_view and direction == "drone_to_satellite":

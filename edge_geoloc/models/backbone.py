@@ -10,6 +10,8 @@ from torch import nn
 
 from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
 
+PRETRAINED_FORMAT = "edge_geoloc.pretrained_backbone"  # metadata "format" of `edge-geoloc pretrain` files
+
 
 class Backbone(nn.Module):
     """Multi-scale features of a timm model (``features_only=True``).
@@ -36,16 +38,27 @@ class Backbone(nn.Module):
             self.load_local_weights(Path(pretrained))
 
     def load_local_weights(self, path: Path) -> None:
-        """Load backbone weights from a local file (no network), ignoring a classifier head."""
+        """Load backbone weights from a local file (no network), ignoring a classifier head. A file written by
+        ``edge-geoloc pretrain`` names its backbone; another backbone's file is an error naming the file."""
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights not found: {path}")
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") == PRETRAINED_FORMAT and meta.get("backbone") != self.name:
+                raise ValueError(f"{path} holds pretrained weights for backbone {meta.get('backbone')!r}, not "
+                                 f"{self.name!r}: pretrain this backbone (edge-geoloc pretrain model=...) or pick "
+                                 "the matching model")
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, _ = self.body.load_state_dict(state, strict=False)
+        try:
+            missing, _ = self.body.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise ValueError(f"{path} does not fit backbone {self.name!r}: {str(err).splitlines()[1:2]}") from err
         if len(missing) == len(self.body.state_dict()):
             raise ValueError(f"{path} holds no weights for backbone {self.name!r}")
 

@@ -35,10 +35,10 @@ class RetrievalBranch(nn.Module):
     """Backbone + heads for one view (or for both when weights are shared)."""
 
     def __init__(self, backbone: str, pretrained: bool | str, num_stages: int, embed_dim: int | None,
-                 pool: str, stage_heads: bool) -> None:
+                 pool: str, stage_heads: bool, backbone_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         indices = tuple(range(-num_stages, 0))
-        self.backbone = Backbone(backbone, pretrained=pretrained, out_indices=indices)
+        self.backbone = Backbone(backbone, pretrained=pretrained, out_indices=indices, **(backbone_kwargs or {}))
         channels = self.backbone.channels
         self.head = EmbeddingHead(channels[-1], embed_dim, pool)
         dim = self.head.embed_dim
@@ -60,11 +60,14 @@ class RetrievalModel(nn.Module):
     def __init__(self, backbone: str = "convnext_atto", pretrained: bool | str = False, img_size: int = 384,
                  pool: str = "gem", embed_dim: int | None = None, shared_weights: bool = True,
                  num_stages: int = 4, stage_heads: bool = True, grad_checkpointing: bool = False,
-                 temperature_init: float = 0.07) -> None:
+                 temperature_init: float = 0.07, query_alignment: str = "none",
+                 query_ground_size_m: float | None = None, backbone_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         if num_stages < 1:
             raise ValueError(f"num_stages must be >= 1, got {num_stages}")
-        args = (backbone, pretrained, num_stages, embed_dim, pool, stage_heads)
+        if query_alignment not in ("none", "north_up"):
+            raise ValueError(f"query_alignment must be 'none' or 'north_up', got {query_alignment!r}")
+        args = (backbone, pretrained, num_stages, embed_dim, pool, stage_heads, backbone_kwargs)
         names = ("shared",) if shared_weights else VIEWS
         self.branches = nn.ModuleDict({n: RetrievalBranch(*args) for n in names})
         first = self.branches[names[0]]
@@ -75,6 +78,7 @@ class RetrievalModel(nn.Module):
         self.std: tuple[float, float, float] = first.backbone.std
         self.stage_channels: list[int] = list(first.backbone.channels)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature_init)))
+        self.query_alignment, self.query_ground_size_m = query_alignment, query_ground_size_m
         if grad_checkpointing:
             self.set_grad_checkpointing(True)
 
@@ -100,9 +104,15 @@ class RetrievalModel(nn.Module):
         return self.branch(view).forward_stages(images)
 
     def preprocessing(self) -> dict[str, Any]:
-        """Preprocessing block for checkpoints and export sidecars."""
-        return {"size_hw": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "color_order": "RGB", "interpolation": "bilinear", "scale": 1.0 / 255.0}
+        """Preprocessing block for checkpoints and export sidecars. ``alignment`` / ``ground_size_m`` declare the
+        on-board protocol (drone frame rotated north-up by the measured heading and cut to ``ground_size_m``
+        of ground from the height above ground and FOV); the runtime applies them before the encoder."""
+        prep = {"size_hw": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+                "color_order": "RGB", "interpolation": "bilinear", "scale": 1.0 / 255.0,
+                "alignment": self.query_alignment}
+        if self.query_ground_size_m:
+            prep["ground_size_m"] = float(self.query_ground_size_m)
+        return prep
 
 
 def _factory(backbone: str, img_size: int, pool: str):
@@ -122,6 +132,7 @@ _BUILTIN = {
     "cspdh_mobilenetv3_small": ("mobilenetv3_small_100", 128, "gem", "MobileNetV3-S: the smallest"),
     "cspdh_efficientnet_b0": ("efficientnet_b0", 224, "gem", "EfficientNet-B0: Jetson-sized"),
     "cspdh_resnet18": ("resnet18", 128, "gem", "ResNet-18: small and simple"),
+    "cspdh_regnetx_002": ("regnetx_002", 64, "gem", "RegNetX-200MF (BatchNorm): trains from scratch on a CPU"),
 }
 
 for _name, (_backbone, _size, _pool, _doc) in _BUILTIN.items():

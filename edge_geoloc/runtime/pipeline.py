@@ -4,7 +4,8 @@
 any) is fused first. The models are reached through two small protocols, so any backend (TensorRT, ONNX
 Runtime, PyTorch) or a test double fits:
 
-- :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``;
+- :class:`~edge_geoloc.runtime.tile_index.Encoder`: ``embed(images) -> (N, D)``; an optional ``alignment`` (an
+  on-board-protocol retrieval artifact's ``preprocessing.image``) makes the frame north-up / scale-aligned first;
 - :class:`Localizer`: ``locate(query_rgb, aerial_rgb) -> (Ha, Wa)`` heat map over the aerial patch; an optional
   ``alignment`` attribute (:class:`~edge_geoloc.runtime.query_alignment.QueryAlignment`, read from the
   artifact) says how the frame must be prepared first (north-up from ``heading_rad``, scale from
@@ -66,6 +67,7 @@ class BackendEncoder:
         self.input_name, self.output_name = backend.input_names[0], "embedding"
         self.dynamic_batch = isinstance(backend.inputs[0].shape[0], str)
         self.preprocess_ms = 0.0
+        self.alignment = QueryAlignment.from_sidecar(backend.sidecar, self.input_name)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         start = time.perf_counter()
@@ -116,6 +118,7 @@ class Pipeline:
         self._own = PipelineCounters()  # what only the pipeline sees; fix counts are the filter's
         self._last_gnss: GnssFix | None = None
         self.alignment: QueryAlignment = getattr(localizer, "alignment", None) or QueryAlignment()
+        self.retrieval_alignment: QueryAlignment = getattr(encoder, "alignment", None) or QueryAlignment()
         self.aerial_size_m = _aerial_size_m(self.cfg.pipeline.aerial_size_m, getattr(localizer, "aerial_size_m", None))
         self._warned: set[str] = set()
 
@@ -196,11 +199,11 @@ class Pipeline:
         radius = max(pc.min_search_radius_m, pc.search_sigma_factor * sigma + pc.search_margin_m)
         return None if radius > pc.max_search_radius_m else _Prior(lat, lon, radius, sigma)
 
-    def _aligned_query(self, frame: CameraFrame) -> np.ndarray | None:
-        """The frame as the localizer expects it (see the module doc); None (counted, logged once) when a
-        measurement the artifact needs is missing."""
+    def _aligned_query(self, frame: CameraFrame, alignment: QueryAlignment) -> np.ndarray | None:
+        """The frame as a model (localizer or retrieval encoder) expects it (see the module doc); None (counted,
+        logged once) when a measurement the artifact needs is missing."""
         try:
-            return align_query(frame, self.alignment, self.cfg.camera.hfov_deg)
+            return align_query(frame, alignment, self.cfg.camera.hfov_deg)
         except MissingSensorError as err:
             self._bump(err.counter)
             if err.counter not in self._warned:
@@ -210,12 +213,14 @@ class Pipeline:
 
     def _visual_fix(self, frame: CameraFrame, prior: _Prior | None, times: dict[str, float]) -> VisualFix | None:
         t = time.perf_counter()
-        query = self._aligned_query(frame)
-        if query is None:
+        query = self._aligned_query(frame, self.alignment)
+        retrieval_query = query if self.retrieval_alignment == self.alignment else \
+            self._aligned_query(frame, self.retrieval_alignment)
+        if query is None or retrieval_query is None:
             return None
         align_ms = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        embedding = self.encoder.embed([frame.image_rgb])[0]
+        embedding = self.encoder.embed([retrieval_query])[0]
         times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
         enc_pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
         t = time.perf_counter()

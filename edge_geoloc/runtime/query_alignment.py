@@ -1,4 +1,5 @@
-"""Query alignment at run time: the same rotation / scale cut the localizer was trained with.
+"""Query alignment at run time: the same rotation / scale cut the localizer (and, under the on-board protocol, the
+retrieval encoder: ``preprocessing.image``) was trained with.
 
 A localizer artifact declares in its preprocessing (``preprocessing.query``) how queries were prepared:
 ``alignment: "north_up"`` (rotate by the camera heading with ``edge_geoloc.geo.view_alignment.align_query_north_up``)
@@ -46,13 +47,14 @@ class QueryAlignment:
         return self.ground_size_m is not None
 
     @classmethod
-    def from_sidecar(cls, sidecar: Mapping[str, Any]) -> QueryAlignment:
-        """Read ``preprocessing.query`` of a localizer sidecar (or checkpoint); unknown alignments fail fast."""
-        query = sidecar.get("preprocessing", {}).get("query", {})
+    def from_sidecar(cls, sidecar: Mapping[str, Any], input_name: str = "query") -> QueryAlignment:
+        """Read ``preprocessing.<input_name>`` of a sidecar (or checkpoint): ``query`` of a localizer, ``image`` of
+        a retrieval encoder (the on-board protocol); unknown alignments fail fast."""
+        query = sidecar.get("preprocessing", {}).get(input_name, {})
         alignment = query.get("alignment") or "none"
         if alignment not in ("none", "north_up"):
-            raise ValueError(f"localizer artifact declares query alignment {alignment!r}; this runtime knows "
-                             "'none' and 'north_up': update edge_geoloc or re-export the model")
+            raise ValueError(f"{sidecar.get('kind', 'model')} artifact declares query alignment {alignment!r}; this "
+                             "runtime knows 'none' and 'north_up': update edge_geoloc or re-export the model")
         ground = query.get("ground_size_m")
         kind = sidecar.get("model", {}).get("kwargs", {}).get("query_kind", "drone")
         return cls(alignment == "north_up", float(ground) if ground else None, int(query["size_hw"][0]) if ground

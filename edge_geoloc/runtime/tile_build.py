@@ -39,8 +39,8 @@ def tile_grid(raster: GeoRaster, cfg: TileIndexConfig) -> TileGrid:
     """Tile centres every ``stride_m`` over the raster; tiles at the edge keep ``min_valid_fraction`` inside."""
     left, bottom, right, top = raster.bounds_crs
     half = 0.5 * cfg.tile_size_m
-    xs = _axis_centres(left, right, half, cfg.stride_m)
-    ys = _axis_centres(bottom, top, half, cfg.stride_m)[::-1]  # north first, like raster rows
+    xs = axis_centres(left, right, half, cfg.stride_m)
+    ys = axis_centres(bottom, top, half, cfg.stride_m)[::-1]  # north first, like raster rows
     X, Y = (a.ravel() for a in np.meshgrid(xs, ys))
     row_c, col_c = raster.georef.crs_to_pixel(X, Y)
     size_px = cfg.tile_size_m / raster.m_per_px
@@ -53,7 +53,7 @@ def tile_grid(raster: GeoRaster, cfg: TileIndexConfig) -> TileGrid:
     return TileGrid(X[keep], Y[keep], row0[keep].astype(np.int64), col0[keep].astype(np.int64), span, valid[keep])
 
 
-def _axis_centres(low: float, high: float, half: float, stride: float) -> np.ndarray:
+def axis_centres(low: float, high: float, half: float, stride: float) -> np.ndarray:
     """Centres from ``low + half`` in steps of ``stride``; the last tile may overhang the edge by < stride."""
     count = max(1, math.ceil((high - low - 2 * half) / stride - 1e-9) + 1)
     return low + half + stride * np.arange(count)

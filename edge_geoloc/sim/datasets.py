@@ -6,6 +6,8 @@ University-1652 (drone <-> satellite retrieval)::
     ROOT/test/query_drone/<id>/image-XX.jpeg     ROOT/test/gallery_satellite/<id>/<id>.jpg (+ distractors)
     ROOT/test/query_satellite/<id>/<id>.jpg      ROOT/test/gallery_drone/<id>/image-XX.jpeg
     ROOT/locations.csv  (extra: id, split, lat/lon, local position of every location)
+    ROOT/poses.csv      (extra: every drone view's position, height, heading and pitch, truth and as measured
+                         with 2 deg / 1 m sensor noise; see edge_geoloc.data.poses)
 
 VIGOR (ground panorama <-> aerial, metric localisation)::
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_geoloc.data.poses import ViewPose, write_view_poses
 from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.ground import render_ground_panorama, sample_street_points
@@ -106,6 +109,8 @@ def write_university_tree(root: str | Path, areas: Area | Sequence[Area], n_trai
     per_area = [total // len(areas) + (i < total % len(areas)) for i in range(len(areas))]
     margin = satellite_size_m / 2 + 10
     rows, camera = [], PinholeCamera(drone_px, drone_px, hfov_deg)
+    poses: dict[str, ViewPose] = {}
+    sensor_rng = np.random.default_rng([seed, 1])  # separate stream: the images do not change
     places = [(area, p) for area, k in zip(areas, per_area, strict=True)
               for p in pick_locations(area, k, rng, margin, 0.4 * satellite_size_m)]
     order = rng.permutation(len(places))
@@ -114,9 +119,10 @@ def write_university_tree(root: str | Path, areas: Area | Sequence[Area], n_trai
         split, loc_id = ("train" if index < n_train else "test"), f"{index + 1:04d}"
         sat, _ = area.aerial_patch(centre[0], centre[1], satellite_size_m, satellite_px)
         seen = capture_area(area, condition)
-        views = [render_drone_view(seen, pose, camera, rng if photometric else None)
-                 for pose in orbit_poses(centre, views_per_location, alt_range_m, rng)]
+        orbit = orbit_poses(centre, views_per_location, alt_range_m, rng)
+        views = [render_drone_view(seen, pose, camera, rng if photometric else None) for pose in orbit]
         _write_location(root, split, loc_id, sat, views)
+        poses.update(_view_poses(split, loc_id, orbit, hfov_deg, sensor_rng))
         lat, lon = area.local_to_latlon(centre[0], centre[1])
         rows.append([loc_id, split, f"{lat:.8f}", f"{lon:.8f}", area.style_name, area.seed, *np.round(centre, 3)])
     for k in range(n_distractors):
@@ -127,9 +133,23 @@ def write_university_tree(root: str | Path, areas: Area | Sequence[Area], n_trai
         write_image(root / "test" / "gallery_satellite" / loc_id / f"{loc_id}.jpg", sat)
     _write_csv(root / "locations.csv", ["id", "split", "lat_deg", "lon_deg", "style", "seed", "east_m", "north_m"],
                rows)
+    write_view_poses(root, poses)
     log.info("wrote University-1652-like tree at %s: %d train, %d test, %d distractors", root, n_train, n_test,
              n_distractors)
     return root
+
+
+def _view_poses(split: str, loc_id: str, orbit: list[DronePose], hfov_deg: float,
+                rng: np.random.Generator) -> dict[str, ViewPose]:
+    """Side-file rows of one location's views (the same view sits in query_drone and gallery_drone)."""
+    folders = ("train/drone",) if split == "train" else ("test/query_drone", "test/gallery_drone")
+    out = {}
+    for k, p in enumerate(orbit):
+        heading = (p.heading_rad + rng.normal(0, math.radians(2.0))) % (2 * math.pi)
+        pose = ViewPose(p.east_m, p.north_m, p.alt_agl_m, p.heading_rad, p.pitch_rad, heading,
+                        p.alt_agl_m + rng.normal(0, 1.0), hfov_deg)
+        out.update({f"{folder}/{loc_id}/image-{k + 1:02d}.jpeg": pose for folder in folders})
+    return out
 
 
 def _write_location(root: Path, split: str, loc_id: str, sat: np.ndarray, views: list[np.ndarray]) -> None:

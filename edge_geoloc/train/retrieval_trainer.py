@@ -21,6 +21,7 @@ from torch import nn
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import save_config
 from edge_geoloc.data.folders import open_cross_view_folders
+from edge_geoloc.data.poses import PROTOCOLS, OnboardAlignment
 from edge_geoloc.data.sampler import Batch, PairDataset, UniqueLocationBatchSampler, collate_pairs
 from edge_geoloc.data.transforms import AugmentConfig, PairTransform
 from edge_geoloc.data.university import CrossViewFolders
@@ -29,6 +30,7 @@ from edge_geoloc.models.registry import create_model
 from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
 from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
 from edge_geoloc.train.losses_retrieval import CSPHDLoss, LossConfig
+from edge_geoloc.train.optim import decay_groups, warmup_steps
 from edge_geoloc.train.schedules import ProgressiveAdaptiveWeight, cosine_with_warmup
 from edge_geoloc.train.shell import (
     AmpContext,
@@ -48,6 +50,8 @@ class RetrievalDataConfig:
     dataset: str = "university1652"  # "university1652" | "sues200" | "synthetic" (University-1652 layout)
     root: str = "data/University-1652"
     altitude_m: int = 150  # SUES-200 only
+    protocol: str = "paper"  # "paper": views as they are | "onboard": north-up + ground cut from poses.csv
+    query_ground_size_m: float = 80.0  # onboard: metres of ground the aligned drone view covers
     num_workers: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -55,13 +59,14 @@ class RetrievalDataConfig:
 @dataclass(frozen=True)
 class RetrievalModelConfig:
     name: str = "cspdh_convnext_base"
-    pretrained: bool | str = False
+    pretrained: bool | str = False  # True (timm hub), a weights file, or "synthetic" (edge-geoloc pretrain, cached)
     img_size: int | None = None  # None: the registered model's default
     pool: str | None = None  # None: the registered model's default ("avg" for ConvNeXt, "gem" otherwise)
     embed_dim: int | None = None
     shared_weights: bool = True
     num_stages: int = 4
     grad_checkpointing: bool = False
+    backbone_kwargs: dict[str, Any] | None = None  # passed to timm (e.g. ls_init_value for ConvNeXt)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class OptimConfig:
     max_steps: int | None = None  # cap on optimizer steps (a fixed budget)
     warmup_epochs: float = 0.1
     warmup_steps: int | None = None  # overrides warmup_epochs (short runs: epochs may be a handful of steps)
+    warmup_min_steps: int = 30  # floor on the warm-up (capped at half the run)
     min_lr_factor: float = 0.0
     clip_grad_value: float | None = 100.0
     clip_grad_norm: float | None = None
@@ -131,17 +137,45 @@ def open_folders(cfg: RetrievalDataConfig) -> CrossViewFolders:
 def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
     """Constructor overrides; per-stage heads exist only when HCD uses them (derived, not configured)."""
     m = cfg.model
-    kwargs = dict(pretrained=m.pretrained, img_size=m.img_size, pool=m.pool, embed_dim=m.embed_dim,
+    onboard = cfg.data.protocol == "onboard"
+    kwargs = dict(pretrained=resolve_pretrained(m), img_size=m.img_size, pool=m.pool, embed_dim=m.embed_dim,
                   shared_weights=m.shared_weights, num_stages=m.num_stages, stage_heads=cfg.loss.hcd.enabled,
-                  grad_checkpointing=m.grad_checkpointing)
+                  grad_checkpointing=m.grad_checkpointing, backbone_kwargs=m.backbone_kwargs,
+                  query_alignment="north_up" if onboard else None,
+                  query_ground_size_m=cfg.data.query_ground_size_m if onboard else None)
     return {k: v for k, v in kwargs.items() if v is not None or k == "embed_dim"}
+
+
+def resolve_pretrained(m: RetrievalModelConfig) -> bool | str:
+    """``model.pretrained``: True (timm hub), False, a weights file, or ``"synthetic"``: the backbone pretrained on
+    the synthetic world by ``edge-geoloc pretrain`` (built on first use, then cached; see train/pretrain.py)."""
+    if m.pretrained != "synthetic":
+        return m.pretrained
+    from edge_geoloc.train.pretrain import PretrainConfig, pretrain_backbone
+
+    return str(pretrain_backbone(PretrainConfig(model=m.name)))
+
+
+def drone_preparation(cfg: RetrievalDataConfig, model: RetrievalModel) -> OnboardAlignment | None:
+    """The protocol's drone-view preparation: None for the paper protocol, the runtime's alignment on board."""
+    if cfg.protocol not in PROTOCOLS:
+        raise ValueError(f"data.protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+    if cfg.protocol == "paper":
+        return None
+    if cfg.augment.enabled and cfg.augment.rotate_satellite:
+        raise ValueError("data.protocol=onboard pairs north-up views with north-up tiles: set "
+                         "data.augment.rotate_satellite=false")
+    return OnboardAlignment(cfg.root, cfg.query_ground_size_m, model.input_size[0])
 
 
 def build_loader(cfg: RetrievalTrainConfig, model: RetrievalModel, info: DistInfo
                  ) -> tuple[PairDataset, UniqueLocationBatchSampler, torch.utils.data.DataLoader]:
     pairs = open_folders(cfg.data).train_pairs()
     transform = PairTransform(cfg.data.augment, model.input_size, model.mean, model.std)
-    dataset = PairDataset(pairs, transform, seed=cfg.run.seed)
+    prepare = drone_preparation(cfg.data, model)
+    if prepare is not None:
+        prepare.check_all([p.drone for p in pairs])
+    dataset = PairDataset(pairs, transform, seed=cfg.run.seed, prepare_drone=prepare)
     sampler = UniqueLocationBatchSampler(dataset.labels, cfg.optim.batch_size, cfg.run.seed, info.rank,
                                          info.world_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
@@ -186,10 +220,10 @@ class RetrievalTrainer:
         self.model = create_model(cfg.model.name, **model_kwargs(cfg)).to(self.device)
         self.dataset, self.sampler, self.loader = build_loader(cfg, self.model, self.info)
         self.total_steps = total_steps(cfg.optim, len(self.sampler))
-        self.warmup_steps = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else \
-            round(cfg.optim.warmup_epochs * len(self.sampler))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
-                                           weight_decay=cfg.optim.weight_decay)
+        o = cfg.optim
+        self.warmup_steps = warmup_steps(self.total_steps, len(self.sampler), o.warmup_epochs, o.warmup_steps,
+                                         o.warmup_min_steps)
+        self.optimizer = torch.optim.AdamW(decay_groups(self.model, o.weight_decay), lr=o.lr)
         self.criterion = CSPHDLoss(cfg.loss)
         self.palw = ProgressiveAdaptiveWeight(cfg.loss.palw, self.total_steps)
         self.amp = AmpContext(cfg.optim.amp, self.device)
@@ -319,7 +353,8 @@ class RetrievalTrainer:
             barrier()
             return {}
         r = self.cfg.run
-        results = evaluate_folders(self.model, folders, r.eval_batch_size, self.device, r.multi_view)
+        results = evaluate_folders(self.model, folders, r.eval_batch_size, self.device, r.multi_view,
+                                   prepare_drone=drone_preparation(self.cfg.data, self.model))
         log.info("evaluation: %s", json.dumps({k: round(v["recall_at_1"], 2) for k, v in results.items()}))
         barrier()
         return results
