@@ -197,3 +197,9 @@ def write_geotiff(path: str | Path, image: np.ndarray, georef: PatchGeoref, tile
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.moveaxis(image, -1, 0))
     return path
+
+
+def axis_centres(low: float, high: float, half: float, stride: float) -> np.ndarray:
+    """Centres from ``low + half`` in steps of ``stride``; the last tile may overhang the edge by < stride."""
+    count = max(1, math.ceil((high - low - 2 * half) / stride - 1e-9) + 1)
+    return low + half + stride * np.arange(count)

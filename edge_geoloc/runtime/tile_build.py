@@ -19,6 +19,7 @@ import numpy as np
 from edge_geoloc.artifacts import sha256_file
 from edge_geoloc.geo import GeoRaster, latlon_to_utm, utm_to_latlon, utm_zone_for
 from edge_geoloc.geo.geodesy import _transformer
+from edge_geoloc.geo.raster import axis_centres
 from edge_geoloc.runtime.config import TileIndexConfig
 from edge_geoloc.runtime.tile_index import FORMAT, VERSION, Encoder, TileIndex, TileIndexError
 
@@ -51,12 +52,6 @@ def tile_grid(raster: GeoRaster, cfg: TileIndexConfig) -> TileGrid:
     keep = valid >= cfg.min_valid_fraction
     span = np.full(int(keep.sum()), math.ceil(size_px), dtype=np.int64)
     return TileGrid(X[keep], Y[keep], row0[keep].astype(np.int64), col0[keep].astype(np.int64), span, valid[keep])
-
-
-def axis_centres(low: float, high: float, half: float, stride: float) -> np.ndarray:
-    """Centres from ``low + half`` in steps of ``stride``; the last tile may overhang the edge by < stride."""
-    count = max(1, math.ceil((high - low - 2 * half) / stride - 1e-9) + 1)
-    return low + half + stride * np.arange(count)
 
 
 def build_tile_index(rasters: Sequence[str | Path], encoder: Encoder, cfg: TileIndexConfig,

@@ -34,10 +34,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_geoloc.data.poses import ViewPose, write_view_poses
 from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.ground import render_ground_panorama, sample_street_points
+from edge_geoloc.sim.poses import ViewPose, write_view_poses
 from edge_geoloc.sim.render import render_drone_view
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The on-board retrieval protocol's synthetic tree: drone frames as the flights see them, tiles as build-index
 cuts them, in the University-1652 layout so the same readers, trainer and metrics apply.
 
-Per area, tile centres lie on ``build-index``'s grid (:func:`edge_geoloc.runtime.tile_build.axis_centres`,
+Per area, tile centres lie on ``build-index``'s grid (:func:`edge_geoloc.geo.raster.axis_centres`,
 ``tile_size_m`` squares every ``stride_m``, north-up) and each tile is one location (its id). Drone frames are
 nadir to mildly oblique (tilt up to ``max_tilt_deg``), at any heading and a height in ``alt_range_m``; their
 measured heading and height carry the sensors' noise (``heading_sigma_deg``, ``altitude_sigma_m``, as in
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_geoloc.data.poses import ViewPose, write_view_poses
-from edge_geoloc.runtime.tile_build import axis_centres
+from edge_geoloc.geo.raster import axis_centres
 from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.conditions import sample_condition
 from edge_geoloc.sim.datasets import write_image
+from edge_geoloc.sim.poses import ViewPose, write_view_poses
 from edge_geoloc.sim.render import render_drone_view
 
 log = logging.getLogger(__name__)

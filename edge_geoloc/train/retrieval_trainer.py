@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edge_geoloc.artifacts import atomic_write_json
-from edge_geoloc.config import save_config
+from edge_geoloc.config import ConfigError, save_config
 from edge_geoloc.data.folders import open_cross_view_folders
 from edge_geoloc.data.poses import PROTOCOLS, OnboardAlignment
 from edge_geoloc.data.sampler import Batch, PairDataset, UniqueLocationBatchSampler, collate_pairs
@@ -31,6 +31,7 @@ from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
 from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
 from edge_geoloc.train.losses_retrieval import CSPHDLoss, LossConfig
 from edge_geoloc.train.optim import decay_groups, warmup_steps
+from edge_geoloc.train.pretrain_config import PretrainConfig, cached_path
 from edge_geoloc.train.schedules import ProgressiveAdaptiveWeight, cosine_with_warmup
 from edge_geoloc.train.shell import (
     AmpContext,
@@ -148,12 +149,14 @@ def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
 
 def resolve_pretrained(m: RetrievalModelConfig) -> bool | str:
     """``model.pretrained``: True (timm hub), False, a weights file, or ``"synthetic"``: the backbone pretrained on
-    the synthetic world by ``edge-geoloc pretrain`` (built on first use, then cached; see train/pretrain.py)."""
+    the synthetic world by ``edge-geoloc pretrain`` (its cached output; see train/pretrain.py)."""
     if m.pretrained != "synthetic":
         return m.pretrained
-    from edge_geoloc.train.pretrain import PretrainConfig, pretrain_backbone
-
-    return str(pretrain_backbone(PretrainConfig(model=m.name)))
+    path = cached_path(PretrainConfig(model=m.name))
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained=synthetic: no cached backbone at {path}; build it first with "
+                          f"`edge-geoloc pretrain model={m.name}`")
+    return str(path)
 
 
 def drone_preparation(cfg: RetrievalDataConfig, model: RetrievalModel) -> OnboardAlignment | None:
