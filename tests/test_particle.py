@@ -30,7 +30,7 @@ def blob_heatmap(stamp_s, centre_en, peaks_en, sigma_m=2.0, global_candidate=Tru
     for peak in peaks_en:
         r, c = A @ np.array([peak[0], peak[1], 1.0])
         p += np.exp(-0.5 * ((rows - r) ** 2 + (cols - c) ** 2) / sigma_m**2)
-    return HeatmapMeasurement(stamp_s, p / p.sum(), A, global_candidate)
+    return HeatmapMeasurement(p / p.sum(), A, global_candidate)
 
 
 def _affine(centre_en, size_m):

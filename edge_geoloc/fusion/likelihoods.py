@@ -32,7 +32,6 @@ class HeatmapMeasurement:
     upper-left corner). ``global_candidate`` marks a tile found by global retrieval: recovery draws new
     hypotheses from those only, never from the patch around the belief itself."""
 
-    stamp_s: float
     probability: np.ndarray  # (H, W), sums to 1
     enu_to_pixel: np.ndarray  # (2, 3)
     global_candidate: bool = True
