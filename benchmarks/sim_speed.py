@@ -35,6 +35,7 @@ from edge_geoloc.sim import (  # noqa: E402
     render_ground_pinhole,
     sample_street_points,
 )
+from edge_geoloc.sim.area import capture_area  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "sim_speed.json"
 
@@ -73,12 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for style in ("source", "target"):
         c0, w0 = time.process_time(), time.perf_counter()
-        area = generate_area(style, 1, size_m, 0.5)
+        area = generate_area(style, 1, size_m, 0.5, condition="summer_map")
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         target = 30.0 * (size_m / 1000.0) ** 2
         rows.append({"case": f"generate_{style}_{size_m:.0f}m_0.5mpx", "cpu_s": cpu, "wall_s": wall,
                      "target_s": target})
-        for name, fn in _render_cases(area).items():
+        c0, w0 = time.process_time(), time.perf_counter()
+        flight_view = capture_area(area, "autumn_flight")
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        rows.append({"case": f"capture_{style}_autumn_flight", "cpu_s": cpu, "wall_s": wall, "target_s": target})
+        for name, fn in {**_render_cases(area), **{f"{k}_autumn_flight": f for k, f in
+                                                   _render_cases(flight_view).items() if "photometric" not in k}
+                         }.items():
             fn()  # warm the per-area caches (pyramid, padded height maps)
             cpu, wall = _time(fn, repeats)
             target = 0.2 if "panorama" in name else 0.1

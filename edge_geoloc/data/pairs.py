@@ -295,6 +295,8 @@ class DronePairConfig:
     coarse_error_m: float = 16.0  # the coarse fix is uniform in a disc of this radius around the truth
     margin_m: float = 60.0  # keep poses this far inside the area edge
     photometric: bool = True
+    condition: str | None = None  # capture condition of the drone views (the patches are the map); None: same
+    random_conditions: int = 0  # > 0: views cycle through this many random conditions instead (training data)
 
 
 def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfig, seed: int,
@@ -308,13 +310,14 @@ def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfi
         raise ValueError(f"area of {area.size_m} m is too small for margin_m={cfg.margin_m}")
     rng = np.random.default_rng(seed)
     camera = PinholeCamera(cfg.query_px, cfg.query_px, cfg.hfov_deg)
+    seen = _captures(area, cfg, seed)
     source = f"sim:{area.style_name}:seed{area.seed}:pairs{seed}"
     with PairWriter(root, "drone", cfg.aerial_size_m, cfg.aerial_px, (source,)) as writer:
         for i in range(cfg.count):
             east, north = rng.uniform(-half, half, size=2)
             pose = DronePose(float(east), float(north), float(rng.uniform(*cfg.alt_agl_m)),
                              float(rng.uniform(0, 2 * math.pi)))
-            query = render_drone_view(area, pose, camera, rng=rng if cfg.photometric else None)
+            query = render_drone_view(seen[i % len(seen)], pose, camera, rng=rng if cfg.photometric else None)
             radius, angle = cfg.coarse_error_m * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
             c_east, c_north = east + radius * math.sin(angle), north + radius * math.cos(angle)
             aerial, georef = area.aerial_patch(c_east, c_north, cfg.aerial_size_m, cfg.aerial_px)
@@ -324,3 +327,14 @@ def write_synthetic_drone_pairs(area: Any, root: str | Path, cfg: DronePairConfi
             writer.add(f"{i:06d}", query, aerial, georef, float(lat), float(lon), pose.heading_rad,
                        stamp_s=float(i), altitude_agl_m=pose.alt_agl_m, hfov_deg=cfg.hfov_deg, **gt)
     return Path(root)
+
+
+def _captures(area: Any, cfg: DronePairConfig, seed: int) -> list[Any]:
+    """The capture areas the views are rendered from: one per random condition, or the configured one."""
+    from edge_geoloc.sim.area import capture_area
+    from edge_geoloc.sim.conditions import sample_condition
+
+    if cfg.random_conditions <= 0:
+        return [capture_area(area, cfg.condition)]
+    rng = np.random.default_rng([seed, 7919])
+    return [capture_area(area, sample_condition(rng, f"random{seed}_{k}")) for k in range(cfg.random_conditions)]

@@ -24,6 +24,7 @@ class AreaSpec:
     center_lat_deg: float = 52.0
     center_lon_deg: float = 4.36
     seed_offset: int = 0  # added to the run's seed, so source and target differ
+    condition: str | None = None  # the map's condition (edge_geoloc/sim/conditions/); None: the layout's own look
 
     def __post_init__(self) -> None:
         if self.size_m <= 0 or self.gsd_m <= 0:

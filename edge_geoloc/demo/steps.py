@@ -49,7 +49,7 @@ def demo_steps() -> list[Step]:
 def area_params(spec: AreaSpec, seed: int) -> dict[str, Any]:
     """Keyword arguments of ``generate_area`` for one area of the run (also its cache key)."""
     return {"style": spec.style, "seed": seed + spec.seed_offset, "size_m": spec.size_m, "gsd_m": spec.gsd_m,
-            "center_lat_deg": spec.center_lat_deg, "center_lon_deg": spec.center_lon_deg}
+            "center_lat_deg": spec.center_lat_deg, "center_lon_deg": spec.center_lon_deg, "condition": spec.condition}
 
 
 def step_areas(ctx: StepContext) -> dict[str, Any]:

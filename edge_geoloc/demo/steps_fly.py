@@ -208,7 +208,8 @@ def validate_localizers(ctx: StepContext, teacher_ckpt: Path, student_ckpt: Path
     module = "edge_geoloc.train.adaptation"
     load = require("edge_geoloc.train.localizer_trainer", "load_localizer", "localizer trainer")
     area = load_area_role(ctx, "target")
-    section = {**ctx.config.localizer_data, **ctx.config.eval_pairs}
+    flight_condition = {"condition": ctx.config.flight.get("condition"), "random_conditions": 0}
+    section = {**ctx.config.localizer_data, **ctx.config.eval_pairs, **flight_condition}  # seen as the flight sees
     eval_dir = drone_pairs(ctx, area, "localizer_target_eval", ctx.config.seed + EVAL_PAIRS_SEED_OFFSET, section)
     cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
     models = {"teacher": load(teacher_ckpt), "adapted": load(student_ckpt)}

@@ -3,6 +3,10 @@
 The local frame is metres east/north of the area centre along the UTM grid axes of the centre's zone;
 the orthophoto is north-up in that UTM zone with ``gsd_m`` metres per pixel. ``Area.save`` writes a real
 GeoTIFF (readable by :class:`edge_geoloc.geo.GeoRaster`) plus the scene needed for rendering.
+
+An area is a layout (style + seed) seen under a :class:`~edge_geoloc.sim.conditions.Condition`. The map is one
+such area (its sensor applied to the orthophoto); :func:`capture_area` gives the same layout as a camera would
+see it at another moment (another sun, season, changes), with the camera's sensor applied to each rendered view.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import rasterio
 from edge_geoloc.config import from_dict
 from edge_geoloc.geo import PatchGeoref, UtmZone, latlon_to_utm, utm_to_latlon, write_geotiff
 from edge_geoloc.geo.geodesy import check_latlon
+from edge_geoloc.sim.changes import changed_scene
+from edge_geoloc.sim.conditions import LAYOUT, Condition, Light, Sensor, apply_sensor, get_condition
 from edge_geoloc.sim.layout import Scene, generate_scene
 from edge_geoloc.sim.ortho import paint_ortho
 from edge_geoloc.sim.styles import Style, get_style
@@ -49,6 +55,8 @@ class Area:
     sun_elevation_rad: float
     ground_alt_m: float = 0.0  # ellipsoidal height of the (flat) ground
     source_dir: str | None = None  # the folder it was saved to / loaded from, if any
+    condition: Condition = LAYOUT  # light, season, change and sensor of this capture
+    view_sensor: Sensor | None = None  # set on capture areas: applied to every view rendered from them
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -140,7 +148,19 @@ class Area:
                 "center_lon_deg": self.center_lon_deg, "utm_epsg": self.zone.epsg,
                 "center_utm_m": list(self.center_utm), "sun_azimuth_rad": self.sun_azimuth_rad,
                 "sun_elevation_rad": self.sun_elevation_rad, "ground_alt_m": self.ground_alt_m,
-                "num_buildings": int(len(self.scene.buildings))}
+                "num_buildings": int(len(self.scene.buildings)), "condition": asdict(self.condition)}
+
+    def view_rng(self) -> np.random.Generator:
+        """The generator of this capture's per-view sensor noise (deterministic sequence per area object)."""
+        if "view_rng" not in self._cache:
+            self._cache["view_rng"] = self.condition.rng(self.seed, self.style.name, "views")
+        return self._cache["view_rng"]
+
+    def record_view(self, image: np.ndarray, m_per_px: float) -> np.ndarray:
+        """A rendered view as this capture's camera records it (unchanged on a map area)."""
+        if self.view_sensor is None:
+            return image
+        return apply_sensor(image, self.view_sensor, m_per_px, self.view_rng())
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -167,26 +187,61 @@ def load_area(area_dir: str | Path) -> Area:
     with np.load(root / "scene.npz", allow_pickle=False) as npz:
         scene = Scene(npz["height_m"], npz["classes"], npz["building_id"], npz["buildings"],
                       float(meta["gsd_m"]), float(meta["size_m"]))
+    condition = from_dict(Condition, meta["condition"]) if "condition" in meta else LAYOUT
     return Area(np.ascontiguousarray(ortho), scene, from_dict(Style, meta["style"]), int(meta["seed"]),
                 float(meta["size_m"]), float(meta["gsd_m"]), float(meta["center_lat_deg"]),
                 float(meta["center_lon_deg"]), float(meta["sun_azimuth_rad"]), float(meta["sun_elevation_rad"]),
-                float(meta.get("ground_alt_m", 0.0)), str(root))
+                float(meta.get("ground_alt_m", 0.0)), str(root), condition=condition)
 
 
 def generate_area(style: str | Style, seed: int, size_m: float = 1000.0, gsd_m: float = 0.5,
-                  center_lat_deg: float = 52.0, center_lon_deg: float = 4.36) -> Area:
-    """Generate a deterministic synthetic area (same arguments -> same arrays and files)."""
-    style = get_style(style)
-    _check_area_args(size_m, gsd_m, center_lat_deg, center_lon_deg)
+                  center_lat_deg: float = 52.0, center_lon_deg: float = 4.36,
+                  condition: str | Condition | None = None) -> Area:
+    """Generate a deterministic synthetic area: the layout of (style, seed) as a map under ``condition``
+    (default: the layout's own look). Same arguments -> same arrays and files."""
+    return _render_area(get_style(style), seed, size_m, gsd_m, center_lat_deg, center_lon_deg,
+                        get_condition(condition), sensor_on_ortho=True)
+
+
+def capture_area(area: Area, condition: str | Condition | None) -> Area:
+    """The layout of ``area`` as a camera sees it under ``condition``: its own sun, season and changes in the
+    scene and orthophoto, and the condition's sensor applied to each view rendered from it
+    (:meth:`Area.record_view`). ``None`` or the map's own condition returns ``area`` itself (the easy case)."""
+    condition = get_condition(condition)
+    if condition == area.condition:
+        return area
+    key = ("capture", condition)
+    if key not in area._cache:
+        area._cache[key] = _render_area(area.style, area.seed, area.size_m, area.gsd_m, area.center_lat_deg,
+                                        area.center_lon_deg, condition, sensor_on_ortho=False)
+    return area._cache[key]
+
+
+def _render_area(style: Style, seed: int, size_m: float, gsd_m: float, lat: float, lon: float,
+                 condition: Condition, sensor_on_ortho: bool) -> Area:
+    _check_area_args(size_m, gsd_m, lat, lon)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(style.name.encode())])
-    sun_az = math.radians(style.sun_azimuth_deg + rng.uniform(-15, 15))
-    sun_el = math.radians(float(np.clip(style.sun_elevation_deg + rng.uniform(-5, 5), 5, 89)))
+    sun_az, sun_el = _sun(style, condition.light, rng)
     scene, roads = generate_scene(style, rng, size_m, gsd_m)
-    ortho = paint_ortho(scene, style, rng, roads, sun_az, sun_el)
-    log.info("generated %s area seed=%d: %.0f m at %.2f m/px, %d buildings", style.name, seed, size_m, gsd_m,
-             len(scene.buildings))
-    return Area(ortho, scene, style, int(seed), float(size_m), float(gsd_m), float(center_lat_deg),
-                float(center_lon_deg), sun_az, sun_el)
+    crng = condition.rng(seed, style.name, "scene")
+    scene, cars = changed_scene(scene, style, condition.change, crng)
+    ortho = paint_ortho(scene, style, rng, roads, sun_az, sun_el, condition, cars, crng)
+    if sensor_on_ortho:
+        ortho = apply_sensor(ortho, condition.sensor, gsd_m, condition.rng(seed, style.name, "map_sensor"))
+    log.info("generated %s area seed=%d under %r: %.0f m at %.2f m/px, %d buildings", style.name, seed,
+             condition.name, size_m, gsd_m, len(scene.buildings))
+    return Area(ortho, scene, style, int(seed), float(size_m), float(gsd_m), float(lat), float(lon), sun_az, sun_el,
+                condition=condition, view_sensor=None if sensor_on_ortho else condition.sensor)
+
+
+def _sun(style: Style, light: Light, rng: np.random.Generator) -> tuple[float, float]:
+    """Sun azimuth/elevation (radians): the condition's, else the style's jittered per seed. Both jitters are
+    always drawn, so the layout generator advances the same way under every condition."""
+    az_jitter, el_jitter = rng.uniform(-15, 15), rng.uniform(-5, 5)
+    azimuth = light.sun_azimuth_deg if light.sun_azimuth_deg is not None else style.sun_azimuth_deg + az_jitter
+    elevation = (light.sun_elevation_deg if light.sun_elevation_deg is not None
+                 else float(np.clip(style.sun_elevation_deg + el_jitter, 5, 89)))
+    return math.radians(azimuth % 360.0), math.radians(elevation)
 
 
 def _check_area_args(size_m: float, gsd_m: float, lat: float, lon: float) -> None:

@@ -74,7 +74,8 @@ def _load_areas(paths: list[str]) -> list[Area]:
 
 def _cmd_area(args: argparse.Namespace, out: Path) -> None:
     cfg = config_from_args(AreaConfig, args)
-    area = generate_area(cfg.style, cfg.seed, cfg.size_m, cfg.gsd_m, cfg.center_lat_deg, cfg.center_lon_deg)
+    area = generate_area(cfg.style, cfg.seed, cfg.size_m, cfg.gsd_m, cfg.center_lat_deg, cfg.center_lon_deg,
+                         cfg.condition)
     area.save(out)
     save_config(cfg, out / "config.yaml")
     preview = cv2.resize(area.ortho, (1024, 1024), interpolation=cv2.INTER_AREA)

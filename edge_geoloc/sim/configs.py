@@ -16,6 +16,7 @@ class AreaConfig:
     gsd_m: float = 0.5
     center_lat_deg: float = 52.0
     center_lon_deg: float = 4.36
+    condition: str | None = None  # the map's condition (name or YAML path); None: the layout's own look
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class UniversityConfig:
     alt_range_m: tuple[float, float] = (121.5, 256.0)
     seed: int = 0
     photometric: bool = True
+    condition: str | None = None  # capture condition of the drone views; None: the map's own
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,4 @@ class VigorConfig:
     test_fraction: float = 0.5
     random_heading: bool = False
     seed: int = 0
+    condition: str | None = None  # capture condition of the panoramas; None: the map's own

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_geoloc.sim.area import Area
+from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.ground import render_ground_panorama, sample_street_points
 from edge_geoloc.sim.render import render_drone_view
@@ -97,8 +97,9 @@ def write_university_tree(root: str | Path, areas: Area | Sequence[Area], n_trai
                           n_distractors: int = 5, views_per_location: int = 54, drone_px: int = 512,
                           satellite_px: int = 512, satellite_size_m: float = 180.0, hfov_deg: float = 60.0,
                           alt_range_m: tuple[float, float] = (121.5, 256.0), seed: int = 0,
-                          photometric: bool = True) -> Path:
-    """A University-1652-like tree (see the module docstring); returns ``root``."""
+                          photometric: bool = True, condition: str | None = None) -> Path:
+    """A University-1652-like tree (see the module docstring); returns ``root``. Satellite tiles come from each
+    area (the map); drone views from the same layout under the capture ``condition`` (None: the map's)."""
     root, areas = Path(root), _as_list(areas)
     rng = np.random.default_rng(seed)
     total = n_train + n_test
@@ -112,7 +113,8 @@ def write_university_tree(root: str | Path, areas: Area | Sequence[Area], n_trai
         area, centre = places[place_idx]
         split, loc_id = ("train" if index < n_train else "test"), f"{index + 1:04d}"
         sat, _ = area.aerial_patch(centre[0], centre[1], satellite_size_m, satellite_px)
-        views = [render_drone_view(area, pose, camera, rng if photometric else None)
+        seen = capture_area(area, condition)
+        views = [render_drone_view(seen, pose, camera, rng if photometric else None)
                  for pose in orbit_poses(centre, views_per_location, alt_range_m, rng)]
         _write_location(root, split, loc_id, sat, views)
         lat, lon = area.local_to_latlon(centre[0], centre[1])
@@ -179,8 +181,9 @@ VIGOR_CITY_M_PER_PX = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco":
 def write_vigor_tree(root: str | Path, areas: Area | Sequence[Area], cities: Sequence[str] | None = None,
                      panos_per_city: int = 40, pano_px: tuple[int, int] = (1024, 512), satellite_px: int = 640,
                      satellite_m_per_px: float | None = None, test_fraction: float = 0.5,
-                     random_heading: bool = False, seed: int = 0) -> Path:
-    """A VIGOR-like tree (see the module docstring); one city per area.
+                     random_heading: bool = False, seed: int = 0, condition: str | None = None) -> Path:
+    """A VIGOR-like tree (see the module docstring); one city per area. Satellite tiles come from each area (the
+    map), panoramas from the same layout under the capture ``condition`` (None: the map's own).
 
     Cities default to VIGOR's names in the order NewYork, Seattle, SanFrancisco, Chicago (cross-area: the first
     two train, the last two test), so readers of the real tree read it unchanged; with 4 areas (e.g. 2 source
@@ -200,7 +203,7 @@ def write_vigor_tree(root: str | Path, areas: Area | Sequence[Area], cities: Seq
     for city, area in zip(cities, areas, strict=True):
         m_per_px = satellite_m_per_px or VIGOR_CITY_M_PER_PX.get(city, 0.125)
         meta["cities"][city] = _write_vigor_city(root, city, area, rng, panos_per_city, pano_px, satellite_px,
-                                                 m_per_px, test_fraction, random_heading)
+                                                 m_per_px, test_fraction, random_heading, condition)
     (root / "synthetic_meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     log.info("wrote VIGOR-like tree at %s: %s", root, ", ".join(cities))
     return root
@@ -208,7 +211,7 @@ def write_vigor_tree(root: str | Path, areas: Area | Sequence[Area], cities: Seq
 
 def _write_vigor_city(root: Path, city: str, area: Area, rng: np.random.Generator, count: int,
                       pano_px: tuple[int, int], sat_px: int, m_per_px: float, test_fraction: float,
-                      random_heading: bool) -> dict:
+                      random_heading: bool, condition: str | None = None) -> dict:
     tile_m = sat_px * m_per_px
     tiles = vigor_tile_grid(area, tile_m, margin_m=5.0)
     if len(tiles) < 4:
@@ -229,7 +232,8 @@ def _write_vigor_city(root: Path, city: str, area: Area, rng: np.random.Generato
         lat, lon = area.local_to_latlon(east, north)
         name = f"syn{len(lines):06d},{lat:.8f},{lon:.8f},.jpg"
         heading = float(rng.uniform(0, 2 * math.pi)) if random_heading else 0.0
-        pano = render_ground_panorama(area, east, north, heading, width_px=pano_px[0], height_px=pano_px[1])
+        pano = render_ground_panorama(capture_area(area, condition), east, north, heading, width_px=pano_px[0],
+                                      height_px=pano_px[1])
         write_image(root / city / "panorama" / name, pano)
         headings[name] = heading
         lines.append(" ".join([name] + [f"{sat_names[i]} {a:.6f} {b:.6f}" for i, (a, b) in

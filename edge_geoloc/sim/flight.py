@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from edge_geoloc.config import save_config, to_dict
-from edge_geoloc.sim.area import Area
+from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.datasets import write_image
 from edge_geoloc.sim.gnss import GnssNoiseConfig, format_gga, format_gst, format_rmc, simulate_gnss_errors
@@ -63,6 +63,7 @@ class FlightConfig:
     start_utc: str = "2024-06-01T10:00:00Z"
     photometric: bool = False
     seed: int = 0
+    condition: str | None = None  # the capture condition (name or YAML); None: the map's own condition
     heading_sigma_deg: float = 2.0  # compass/IMU heading noise (Gaussian, per frame) in sensors.csv
     altitude_sigma_m: float = 1.0  # baro/lidar height-above-ground noise (Gaussian, per frame)
     gnss: GnssNoiseConfig = field(default_factory=GnssNoiseConfig)
@@ -245,7 +246,8 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
     t0 = cfg.start_stamp_s
     frame_t = np.arange(0.0, cfg.duration_s + 1e-9, 1.0 / cfg.frame_rate_hz)
     truth = _truth_rows(area, cfg, path, frame_t, t0)
-    _write_frames(area, cfg, truth, out / "frames", rng)
+    scene_now = capture_area(area, cfg.condition)
+    _write_frames(scene_now, cfg, truth, out / "frames", rng)
     _write_csv_rows(out / "truth.csv", TRUTH_COLUMNS, truth)
     _write_csv_rows(out / "sensors.csv", SENSOR_COLUMNS, _sensor_rows(cfg, truth))
     gnss_t = np.arange(0.0, cfg.duration_s + 1e-9, 1.0 / cfg.gnss.rate_hz)
@@ -259,7 +261,8 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
                                              cfg.width_px, cfg.height_px, cfg.hfov_deg).K.tolist()},
             "frame_rate_hz": cfg.frame_rate_hz, "gnss_rate_hz": cfg.gnss.rate_hz, "start_utc": cfg.start_utc,
             "num_frames": len(truth["stamp_s"]), "gnss_noise": to_dict(cfg.gnss), "config": to_dict(cfg),
-            "events": events, "sensors": _sensors_meta(cfg)}
+            "events": events, "sensors": _sensors_meta(cfg),
+            "conditions": {"map": area.condition.name, "capture": scene_now.condition.name}}
     (out / "flight.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     save_config(cfg, out / "config.yaml")
     log.info("wrote %s flight of %d frames to %s (%d GNSS events)", cfg.kind, len(frame_t), out, len(events))

@@ -19,6 +19,7 @@ from edge_geoloc.sim.render import _lookup, _padded, facade_colour, sample_ortho
 
 MAX_DISTANCE_M = 600.0
 _HAZE_M = 900.0
+_NOMINAL_RANGE_M = 10.0  # a ground camera's sensor blur/resolution in metres is taken at this range
 
 
 def _distances() -> np.ndarray:
@@ -37,7 +38,8 @@ def render_ground_panorama(area: Area, east_m: float, north_m: float, heading_ra
     azimuth = heading_rad + ((np.arange(width_px) + 0.5) / width_px - 0.5) * 2 * math.pi
     elevation = (0.5 - (np.arange(height_px) + 0.5) / height_px) * math.pi
     tan_el = np.repeat(np.tan(np.clip(elevation, -1.5707, 1.5707))[:, None], width_px, axis=1)
-    return _render_columns(area, east_m, north_m, height_m, azimuth, tan_el)
+    image = _render_columns(area, east_m, north_m, height_m, azimuth, tan_el)
+    return area.record_view(image, _NOMINAL_RANGE_M * 2 * math.pi / width_px)
 
 
 def render_ground_pinhole(area: Area, east_m: float, north_m: float, heading_rad: float, camera: PinholeCamera,
@@ -49,7 +51,8 @@ def render_ground_pinhole(area: Area, east_m: float, north_m: float, heading_rad
     y = (np.arange(camera.height_px) + 0.5 - camera.height_px / 2) / f
     azimuth = heading_rad + np.arctan(x)
     tan_el = -y[:, None] / np.sqrt(1 + x[None, :] ** 2)
-    return _render_columns(area, east_m, north_m, height_m, azimuth, tan_el)
+    image = _render_columns(area, east_m, north_m, height_m, azimuth, tan_el)
+    return area.record_view(image, _NOMINAL_RANGE_M / f)
 
 
 def _check_ground_args(area: Area, east_m: float, north_m: float, height_m: float) -> None:

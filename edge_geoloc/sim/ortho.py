@@ -4,6 +4,11 @@ Each class gets its style colour modulated by fractal noise (patchy grass, worn 
 parking stripes), roofs get their own colour, outline and sun shading (gabled roofs show a lit and a dark
 side), trees a blobby shaded canopy, and every surface is darkened where the height map casts a shadow
 along the sun direction. All vectorised on the full grid.
+
+The painting follows a :class:`~edge_geoloc.sim.conditions.Condition`: its season recolours vegetation, thins
+canopies and lays snow; its change draws cars and wears markings; its light (resolved by the caller into the
+sun angles) casts the shadows. The layout generator ``rng`` is consumed the same way under every condition, so
+the surface textures of a layout never change; draws that belong to the condition come from ``condition_rng``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,20 @@ import math
 import cv2
 import numpy as np
 
-from edge_geoloc.sim.layout import GRASS, GROUND, PAVED, ROAD, TREE, WATER, Scene, _cv_points, fbm_noise
+from edge_geoloc.sim.changes import CAR_COLOURS
+from edge_geoloc.sim.conditions import LAYOUT, SNOW_RGB, Condition, Season
+from edge_geoloc.sim.layout import (
+    BUILDING,
+    GRASS,
+    GROUND,
+    PAVED,
+    ROAD,
+    TREE,
+    WATER,
+    Scene,
+    _cv_points,
+    fbm_noise,
+)
 from edge_geoloc.sim.styles import Style
 
 
@@ -24,28 +42,76 @@ def sun_vector(azimuth_rad: float, elevation_rad: float) -> np.ndarray:
 
 
 def paint_ortho(scene: Scene, style: Style, rng: np.random.Generator, roads: list, sun_az_rad: float,
-                sun_el_rad: float) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB orthophoto of the scene under the given sun."""
+                sun_el_rad: float, condition: Condition = LAYOUT, cars: np.ndarray | None = None,
+                condition_rng: np.random.Generator | None = None) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB orthophoto of the scene under the given sun and condition (no sensor)."""
     shape = scene.classes.shape
-    image = _class_colours(scene, style, rng)
+    season = condition.season
+    image = _class_colours(scene, style, rng, season)
     shade = _hillshade(scene, sun_az_rad, sun_el_rad)
     image *= shade[..., None]
-    _draw_markings(image, roads, style, scene.gsd_m)
+    _draw_markings(image, roads, style, scene.gsd_m, condition.change.marking_visibility)
     grain = 1 + style.noise_strength * (fbm_noise(shape, rng, 16 / scene.gsd_m, 3)
                                         + 0.5 * rng.standard_normal(shape).astype(np.float32))
     image *= grain[..., None]
-    shadow = cv2.GaussianBlur(cast_shadows(scene.height_m, scene.gsd_m, sun_az_rad, sun_el_rad), (0, 0), 0.8)
+    crng = condition_rng if condition_rng is not None else np.random.default_rng(0)
+    if cars is not None and cars.any():
+        _paint_cars(image, cars, crng)
+    if season.snow_cover > 0:
+        _paint_snow(image, scene, season.snow_cover, crng)
+    casting = _shadow_heights(scene, season.leaf_off)
+    shadow = cv2.GaussianBlur(cast_shadows(casting, scene.gsd_m, sun_az_rad, sun_el_rad), (0, 0), 0.8)
+    strength = style.shadow_strength if condition.light.shadow_strength is None else condition.light.shadow_strength
     tint = np.array([0.85, 0.9, 1.12], np.float32)
-    image *= (1 - style.shadow_strength * shadow[..., None] * (2 - tint)).astype(np.float32)
+    image *= (1 - strength * shadow[..., None] * (2 - tint)).astype(np.float32)
     image *= np.asarray(style.tint, np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _class_colours(scene: Scene, style: Style, rng: np.random.Generator) -> np.ndarray:
+def _vegetation_colours(style: Style, season: Season) -> tuple[np.ndarray, np.ndarray]:
+    """(grass, tree) RGB under a season: dry grass fades to the ground colour, the tint recolours both."""
+    veg = np.asarray(season.vegetation_tint, np.float32)
+    ground = np.asarray(style.ground_color, np.float32)
+    grass = (np.asarray(style.grass_color, np.float32) * (1 - season.grass_dryness) + ground * season.grass_dryness)
+    return grass * veg, np.asarray(style.tree_color, np.float32) * veg
+
+
+def _shadow_heights(scene: Scene, leaf_off: float) -> np.ndarray:
+    """Heights that cast shadows: bare trees let most light through, so their canopy casts less."""
+    if leaf_off <= 0:
+        return scene.height_m
+    heights = scene.height_m.copy()
+    trees = scene.classes == TREE
+    heights[trees] *= 1 - 0.6 * leaf_off
+    return heights
+
+
+def _paint_cars(image: np.ndarray, cars: np.ndarray, rng: np.random.Generator) -> None:
+    """Cars (mask values = colour index + 1) with a darker windscreen band from per-car shading."""
+    on = cars > 0
+    lut = np.concatenate([np.zeros((1, 3), np.float32), np.asarray(CAR_COLOURS, np.float32)])
+    shade = rng.uniform(0.8, 1.1, int(on.sum())).astype(np.float32)
+    interior = cv2.erode(on.astype(np.uint8), np.ones((3, 3), np.uint8))[on] > 0
+    image[on] = lut[cars[on]] * np.where(interior, shade, 0.55)[:, None]
+
+
+def _paint_snow(image: np.ndarray, scene: Scene, cover: float, rng: np.random.Generator) -> None:
+    """Snow over ``cover`` of open ground, lots and flat roofs, in patches (roads are cleared)."""
+    cls = scene.classes
+    field = fbm_noise(cls.shape, rng, 25 / scene.gsd_m, 3)
+    threshold = np.quantile(field, 1 - cover)
+    flat_roof = (cls == BUILDING) & (scene.height_m == cv2.erode(scene.height_m, np.ones((3, 3), np.uint8)))
+    snowy = ((cls == GROUND) | (cls == GRASS) | (cls == PAVED) | flat_roof) & (field >= threshold)
+    depth = np.clip((field[snowy] - threshold) * 6 + 0.55, 0, 0.92)[:, None]
+    image[snowy] = image[snowy] * (1 - depth) + np.asarray(SNOW_RGB, np.float32) * depth
+
+
+def _class_colours(scene: Scene, style: Style, rng: np.random.Generator, season: Season) -> np.ndarray:
     shape, gsd, cls = scene.classes.shape, scene.gsd_m, scene.classes
+    grass, tree = _vegetation_colours(style, season)
     lut = np.zeros((8, 3), np.float32)
-    for k, colour in ((GROUND, style.ground_color), (GRASS, style.grass_color), (ROAD, style.road_color),
-                      (WATER, style.water_color), (TREE, style.tree_color), (PAVED, style.paved_color)):
+    for k, colour in ((GROUND, style.ground_color), (GRASS, grass), (ROAD, style.road_color),
+                      (WATER, style.water_color), (TREE, tree), (PAVED, style.paved_color)):
         lut[k] = colour
     image = lut[cls]
     patch = 1 / (1 + np.exp(-3 * fbm_noise(shape, rng, 30 / gsd)))[..., None]
@@ -54,7 +120,13 @@ def _class_colours(scene: Scene, style: Style, rng: np.random.Generator) -> np.n
                      lut[GROUND] * (0.9 + 0.2 * patch))
     image[soil] = mixed[soil]
     fine = fbm_noise(shape, rng, 2 / gsd, 2)
-    image[cls == TREE] *= (0.75 + 0.3 * fine[cls == TREE])[:, None]
+    trees = cls == TREE
+    image[trees] *= (0.75 + 0.3 * fine[trees])[:, None]
+    if season.leaf_off > 0:  # bare crowns: the ground shows through a web of dark branches
+        under = lut[GROUND] * (0.9 + 0.2 * patch[trees])
+        branches = np.clip(0.55 + 0.9 * fine[trees], 0.35, 1.0)[:, None]
+        bare = under * branches * np.asarray([0.82, 0.78, 0.74], np.float32)
+        image[trees] = image[trees] * (1 - 0.8 * season.leaf_off) + bare * 0.8 * season.leaf_off
     water = cls == WATER
     image[water] *= (0.9 + 0.12 * fbm_noise(shape, rng, 12 / gsd, 3)[water])[:, None]
     _paint_paved(image, cls == PAVED, rng, gsd)
@@ -105,8 +177,8 @@ def _hillshade(scene: Scene, sun_az_rad: float, sun_el_rad: float) -> np.ndarray
     return np.where(surfaces, 0.6 + 0.4 * shade, 1.0).astype(np.float32)
 
 
-def _draw_markings(image: np.ndarray, roads: list, style: Style, gsd: float) -> None:
-    """Dashed centre lines (3 m dash, 3 m gap) on roads at least 8 m wide."""
+def _draw_markings(image: np.ndarray, roads: list, style: Style, gsd: float, visibility: float = 1.0) -> None:
+    """Dashed centre lines (3 m dash, 3 m gap) on roads at least 8 m wide, ``visibility`` 0 (worn) .. 1."""
     mask = np.zeros(image.shape[:2], np.uint8)
     for road in roads:
         if road.width_px * gsd < 8.0:
@@ -118,7 +190,8 @@ def _draw_markings(image: np.ndarray, roads: list, style: Style, gsd: float) -> 
         dashes = [_cv_points(dense[i:i + 2]) for i in range(0, len(dense) - 1, 2)]
         cv2.polylines(mask, dashes, False, 1, max(1, int(round(0.3 / gsd))), cv2.LINE_8, 4)
     on = mask > 0
-    image[on] = 0.3 * image[on] + 0.7 * np.asarray(style.marking_color, np.float32)
+    weight = 0.7 * visibility
+    image[on] = (1 - weight) * image[on] + weight * np.asarray(style.marking_color, np.float32)
 
 
 def cast_shadows(height_m: np.ndarray, gsd_m: float, sun_az_rad: float, sun_el_rad: float) -> np.ndarray:

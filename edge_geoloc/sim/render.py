@@ -18,7 +18,7 @@ import numpy as np
 from edge_geoloc.sim.area import Area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.layout import BUILDING, TREE
-from edge_geoloc.sim.ortho import sun_vector
+from edge_geoloc.sim.ortho import _vegetation_colours, sun_vector
 from edge_geoloc.sim.photometric import random_photometric
 
 _BISECTIONS = 4
@@ -33,7 +33,7 @@ def render_drone_view(area: Area, pose: DronePose, camera: PinholeCamera,
     dirs = world_directions(camera, pose.rotation_world_from_camera())
     footprint_m = pose.alt_agl_m / max(math.sin(pose.pitch_rad), 0.2) / camera.focal_px
     colour = shade_rays(area, pose.position, dirs, footprint_m)
-    image = colour.reshape(camera.height_px, camera.width_px, 3)
+    image = area.record_view(colour.reshape(camera.height_px, camera.width_px, 3), footprint_m)
     return random_photometric(image, rng) if rng is not None else image
 
 
@@ -262,7 +262,8 @@ def facade_colour(area: Area, points: np.ndarray, dirs: np.ndarray) -> np.ndarra
     cls = area.scene.classes[row, col]
     tree = (cls == TREE) | ((cls != BUILDING) & (ids == 0))
     leaves = np.modf(np.abs(np.sin(points[tree] @ np.array([12.9898, 78.233, 37.719])) * 43758.5453))[0]
-    base[tree] = np.asarray(area.style.tree_color, np.float32) * (0.45 + 0.35 * leaves)[:, None]
+    tree_rgb = _vegetation_colours(area.style, area.condition.season)[1]
+    base[tree] = tree_rgb * (0.45 + 0.35 * leaves)[:, None]
     return base * light[:, None] * np.asarray(area.style.tint, np.float32)
 
 
