@@ -1,6 +1,7 @@
 """Does the localizer's heat map know "not in this patch"? AUROC of confidence scores on held-out pairs.
 
-Held-out pairs are rendered on a test area the localizer never saw (``relocalization_setup.TEST_AREAS[0]``):
+Held-out pairs are rendered on a test area the localizer never saw (``relocalization_setup.TEST_AREAS[0]``),
+the map under ``summer_map`` and the views under ``autumn_flight`` (the realistic map-vs-flight gap):
 half with the aerial patch around a coarse fix 16 m from the truth (as trained), half with a coarse fix up to
 100 m away, so most of those queries lie outside the patch. A heat map is *right* when its mode is within 5 m
 of the truth. For each confidence score the AUROC of "right" against everything else is reported (0.5 =
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from relocalization_setup import FLIGHT_CONDITION, TEST_AREAS, prepare_models, prepare_test_areas  # noqa: E402
 
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.config import from_dict  # noqa: E402
@@ -87,7 +89,7 @@ def ncc_peak(query: torch.Tensor, aerial: torch.Tensor) -> float:
 def make_pairs(work: Path, area_dir: Path, count: int) -> dict[str, Path]:
     area = load_area(area_dir)
     base = {"count": count, "aerial_size_m": 64.0, "aerial_px": 64, "query_px": 64, "alt_agl_m": [40.0, 50.0],
-            "margin_m": 100.0}
+            "margin_m": 100.0, "condition": FLIGHT_CONDITION}
     out = {}
     for name, coarse_m, seed in (("near", 16.0, 7001), ("far", 100.0, 7002)):
         out[name] = work / f"{name}_{count}"
@@ -133,8 +135,6 @@ def summarize(data: dict[str, np.ndarray]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from relocalization_setup import TEST_AREAS, prepare_models, prepare_test_areas
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 pairs per set instead of 300")
     parser.add_argument("--cache", default=".cache/relocalization")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     models = prepare_models(cache)
     area = prepare_test_areas(cache, models)[0]
     count = 100 if args.quick else 300
-    sets = make_pairs(cache / "confidence_pairs" / area.name, area.area_dir, count)
+    sets = make_pairs(cache / "confidence_pairs" / f"{area.name}_{FLIGHT_CONDITION}", area.area_dir, count)
     model = load_localizer(models.localizer_checkpoint).eval()
     parts = [score_pairs(model, root) for root in sets.values()]
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from ncc_global_search import NccGlobalSearch  # noqa: E402
+from ncc_global_search import NccGlobalSearch, matcher_for  # noqa: E402
 from relocalization_setup import (  # noqa: E402
     TEST_AREAS,
     prepare_flight,
@@ -51,6 +51,7 @@ from relocalization_setup import (  # noqa: E402
 )
 
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
+from edge_geoloc.geo import latlon_to_utm  # noqa: E402
 from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
 from edge_geoloc.runtime.replay import measured_attitude, read_flight, with_flight_camera  # noqa: E402
 from edge_geoloc.sim import load_area  # noqa: E402
@@ -170,7 +171,7 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     if memo is not None:
         pipe.encoder, pipe.localizer = Memo(pipe.encoder, memo), Memo(pipe.localizer, memo)
-    ncc = NccGlobalSearch(pipe, test_area.area_dir / "ortho.tif") if search == "ncc" else None
+    ncc = NccGlobalSearch(pipe, _matcher(test_area)) if search == "ncc" else None
     fixes, j, states = sorted(gnss.fixes, key=lambda f: f.stamp_s), 0, []
     cpu0 = time.process_time()
     for frame in frames:
@@ -197,6 +198,40 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
 
 
 _AREAS: dict[str, object] = {}
+_MATCHERS: dict[str, object] = {}
+
+
+def _matcher(test_area):
+    if test_area.name not in _MATCHERS:
+        _MATCHERS[test_area.name] = matcher_for(test_area.area_dir / "ortho.tif")
+    return _MATCHERS[test_area.name]
+
+
+def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None) -> dict:
+    """Per frame, GNSS-free: is the truth inside one of the top-5 tiles of the learned retrieval / of the NCC
+    search, and is the NCC baseline's own best match within 10 m? (Chance: 5 x tiles covering a point / tiles.)"""
+    cfg = with_flight_camera(runtime_config(), flight)
+    pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
+    encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
+    index, zone = pipe.index, pipe.index.zone
+    ncc = NccGlobalSearch(pipe, _matcher(test_area))
+    half = index.tile_size_m / 2
+    hits = {"learned_top5": [], "ncc_top5": [], "ncc_top1_within_10m": []}
+    for i, frame in enumerate(frames):
+        x, y, _ = latlon_to_utm(flight.truth["lat_deg"][i], flight.truth["lon_deg"][i], zone)
+        covered = (np.abs(index.tiles["utm_east_m"] - x) < half) & (np.abs(index.tiles["utm_north_m"] - y) < half)
+        learned = index.search(encoder.embed([frame.image_rgb])[0], 5)
+        ncc.set_frame(frame)
+        hits["learned_top5"].append(bool(covered[learned.ids].any()))
+        hits["ncc_top5"].append(bool(covered[ncc.search(None, 5).ids].any()))
+        m = ncc.last_match
+        hits["ncc_top1_within_10m"].append(m is not None and math.hypot(m.east_m - x, m.north_m - y) < CORRECT_M)
+    out = {k: float(np.mean(v)) for k, v in hits.items()}
+    covering = float(np.mean([np.sum((np.abs(index.tiles["utm_east_m"] - index.tiles["utm_east_m"][j]) < half)
+                                     & (np.abs(index.tiles["utm_north_m"] - index.tiles["utm_north_m"][j]) < half))
+                              for j in range(len(index))]))
+    out["chance_top5"] = min(1.0, 5 * covering / len(index))
+    return out
 
 
 def _area(test_area):
@@ -256,12 +291,15 @@ def run(size: dict, cache: Path) -> tuple[dict, dict]:
     areas = prepare_test_areas(cache, models)
     per_flight = {(s, v): [] for s in SCENARIOS for v in variants(s)}
     gnss_err = {s: [] for s in SCENARIOS}
+    recall: list[dict] = []
     for area in areas:
         for seed in range(size["flights_per_area"]):
             flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
             frames = load_frames(flight)
             memo = None if seed == 0 else {}  # the first flight of each area is timed without the memo
             stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
+            recall.append(global_search_recall(models, area, flight, frames, memo))
+            log.info("%s seed %d global search recall: %s", area.name, seed, recall[-1])
             for scenario in SCENARIOS:
                 gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
                 g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
@@ -274,7 +312,8 @@ def run(size: dict, cache: Path) -> tuple[dict, dict]:
                     log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
                              result["success"], result["ttff_s"], _p95(result["errors"]))
     table = {s: {v: aggregate(per_flight[(s, v)], gnss_err[s]) for v in variants(s)} for s in SCENARIOS}
-    return table, models.train_metrics
+    search = {k: round(float(np.mean([r[k] for r in recall])), 3) for k in recall[0]}
+    return table, {"train": models.train_metrics, "global_search_per_frame": search}
 
 
 def markdown(table: dict) -> str:
@@ -297,18 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     mode = "quick" if args.quick else "full"
     t0 = time.monotonic()
-    table, train_metrics = run(SIZES[mode], Path(args.cache))
+    table, extra = run(SIZES[mode], Path(args.cache))
     result = {"benchmark": "relocalization", "mode": mode, "sizes": SIZES[mode],
               "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
               "definitions": {"correct_m": CORRECT_M, "success_frames": SUCCESS_FRAMES,
                               "worse_margin_m": WORSE_MARGIN_M, "frame_rate_hz": 0.5, "gnss_rate_hz": GNSS_RATE_HZ},
-              "train_metrics": train_metrics, "results": table, "table_markdown": markdown(table),
+              "train_metrics": extra["train"], "global_search_per_frame": extra["global_search_per_frame"],
+              "results": table, "table_markdown": markdown(table),
               "wall_s": round(time.monotonic() - t0, 1)}
     out = Path(args.out or f"benchmarks/results/relocalization{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, json.loads(json.dumps(result, default=str)))
     print(markdown(table))
+    print("global search per frame (truth in top-5 tiles; NCC top-1 within 10 m):", extra["global_search_per_frame"])
     print(f"wall {result['wall_s']:.0f} s; JSON: {out}")
     return 0
 
