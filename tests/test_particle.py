@@ -195,3 +195,13 @@ def test_mode_selects_the_filter():
     assert not isinstance(make_fusion(FusionConfig()), ParticleFilter)
     with pytest.raises(ValueError):
         FusionConfig(mode="grid")
+
+
+def test_an_ambiguous_belief_yields_to_the_first_gnss_fix():
+    filt = make_filter()
+    a, b = np.array([0.0, 0.0]), np.array([0.0, 100.0])
+    for k in range(3):
+        filt.update_heatmaps(float(k), [blob_heatmap(float(k), a, [a]), blob_heatmap(float(k), b, [b])])
+    assert filt.ambiguous
+    assert filt.update_gnss(gnss_fix(3.0, (200.0, -150.0))).reason == "recovered"
+    assert error_m(filt, np.array([200.0, -150.0])) < 5.0 and not filt.ambiguous

@@ -19,7 +19,8 @@ One cycle (AMCL's recipe, Thrun et al. *Probabilistic Robotics* ch. 8):
   start that never explained the heat maps is refreshed too), a share ``1 - w_fast / w_slow`` of the
   particles (at most ``max_injection_fraction``) is re-drawn from the heat maps of the globally retrieved
   tiles. GNSS fixes that stay outliers for ``gnss_recovery_s`` while agreeing with each other re-seed the belief
-  around them (a drifted belief, not a multipath episode, which is shorter).
+  around them (a drifted belief, not a multipath episode, which is shorter); an ambiguous belief yields to the
+  first GNSS fix it cannot explain.
 
 Output: the mean and covariance of the dominant mode; the belief is ``ambiguous`` when a second mode holds
 at least ``ambiguous_mass`` of the weight (then the covariance spans all modes). Deterministic for a seed.
@@ -195,12 +196,14 @@ class ParticleFilter:
 
     def _gnss_outlier(self, stamp_s: float, z: np.ndarray, R: np.ndarray) -> UpdateResult:
         """An outlier fix: counted. Outliers whose offsets from the belief agree (:func:`_offsets_agree`) for
-        ``gnss_recovery_s`` mean the belief drifted (a multipath episode is shorter): re-seed around the fix."""
+        ``gnss_recovery_s`` mean the belief drifted (a multipath episode is shorter): re-seed around the fix. An
+        ambiguous belief (no confident fix to defend) is re-seeded by the first fix it cannot explain."""
         run = self._gnss_outliers
         run.append((stamp_s, z - self.weights @ self.particles[:, :2], R))  # offset from the whole cloud's mean
         while len(run) > 1 and stamp_s - run[1][0] >= self.pc.gnss_recovery_s:
             run.pop(0)  # a sliding window of gnss_recovery_s
-        if stamp_s - run[0][0] < self.pc.gnss_recovery_s or not _offsets_agree(run):
+        drifted = stamp_s - run[0][0] >= self.pc.gnss_recovery_s and _offsets_agree(run)
+        if not (drifted or self.summary.ambiguous):  # an ambiguous belief yields to the fix at once
             return self._reject(GNSS, "outlier")
         velocity = self.summary.mean[2:].copy()
         self._seed_gaussian(stamp_s, z, R, velocity)
