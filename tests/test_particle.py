@@ -205,3 +205,13 @@ def test_an_ambiguous_belief_yields_to_the_first_gnss_fix():
     assert filt.ambiguous
     assert filt.update_gnss(gnss_fix(3.0, (200.0, -150.0))).reason == "recovered"
     assert error_m(filt, np.array([200.0, -150.0])) < 5.0 and not filt.ambiguous
+
+
+def test_a_vision_only_belief_yields_to_the_first_gnss_fix_it_cannot_explain():
+    filt = make_filter()
+    wrong = np.array([120.0, 80.0])
+    for k in range(4):
+        filt.update_heatmaps(float(k), [blob_heatmap(float(k), wrong, [wrong])])
+    assert not filt.ambiguous
+    assert filt.update_gnss(gnss_fix(4.0, (0.0, 0.0))).reason == "recovered"
+    assert error_m(filt, np.zeros(2)) < 5.0

@@ -35,6 +35,7 @@ class ParticleConfig:
     visual_outlier_probability: float = 0.3  # single visual fixes (update_visual): Gaussian + uniform
     alpha_slow_s: float = 60.0  # augmented MCL: time constants of the slow and fast averages of the ...
     alpha_fast_s: float = 3.0  # ... belief's heat-map quality; inject when the fast one drops below the slow one
+    injection_ratio: float = 0.7  # ... (by this factor: a real drop, not the heat maps' frame-to-frame noise) ...
     recovery_quality: float = 0.5  # ... or below this (a belief that never explained the heat maps)
     max_injection_fraction: float = 0.25  # at most this share of the particles is re-drawn per update
     resample_ess_fraction: float = 0.5  # resample when the effective sample size falls under this share
@@ -53,7 +54,7 @@ class ParticleConfig:
                 raise ValueError(f"fusion.particle.{name} must be > 0, got {getattr(self, name)}")
         for name in ("gnss_outlier_probability", "heatmap_inlier_probability", "visual_outlier_probability",
                      "max_injection_fraction", "resample_ess_fraction", "ambiguous_mass", "recovery_quality",
-                     "min_dominant_mass"):
+                     "injection_ratio", "min_dominant_mass"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"fusion.particle.{name} must be in (0, 1), got {getattr(self, name)}")
         if self.alpha_fast_s >= self.alpha_slow_s:

@@ -15,12 +15,13 @@ One cycle (AMCL's recipe, Thrun et al. *Probabilistic Robotics* ch. 8):
 - **resample** (systematic) when the effective sample size falls under ``resample_ess_fraction``;
 - **recover** (augmented MCL): the belief's mean heat-map likelihood divided by that of hypotheses drawn
   from the heat maps themselves is a quality in about [0, 1]; a slow and a fast running average of it (time
-  constants in seconds); while the fast one is below the slow one (floored at ``recovery_quality``, so a cold
-  start that never explained the heat maps is refreshed too), a share ``1 - w_fast / w_slow`` of the
-  particles (at most ``max_injection_fraction``) is re-drawn from the heat maps of the globally retrieved
-  tiles. GNSS fixes that stay outliers for ``gnss_recovery_s`` while agreeing with each other re-seed the belief
-  around them (a drifted belief, not a multipath episode, which is shorter); an ambiguous belief yields to the
-  first GNSS fix it cannot explain.
+  constants in seconds); while the fast one is below ``injection_ratio`` times the slow one (or below
+  ``recovery_quality``, so a cold start that never explained the heat maps is refreshed too), a share
+  ``1 - w_fast / (ratio w_slow)`` of the particles (at most ``max_injection_fraction``) is re-drawn from the
+  heat maps of the globally retrieved tiles. GNSS fixes that stay outliers for ``gnss_recovery_s`` while
+  agreeing with each other re-seed the belief around them (a drifted belief, not a multipath episode, which is
+  shorter); an ambiguous belief yields to the first GNSS fix it cannot explain, and so does a belief that
+  vision alone built (a GNSS-denied start) until a GNSS fix confirms it.
 
 Output: the mean and covariance of the dominant mode; the belief is ``ambiguous`` when a second mode holds
 at least ``ambiguous_mass`` of the weight (then the covariance spans all modes). Deterministic for a seed.
@@ -81,6 +82,8 @@ class ParticleFilter:
         self.stamp_s: float | None = None
         self.up_m, self.up_var_m2 = 0.0, self.cfg.init_up_sigma_m**2
         self._heading: tuple[float, float] | None = None  # (stamp_s, heading_rad clockwise from north)
+        self._heading_at_stamp: float | None = None  # the heading the last prediction ended with
+        self._gnss_confirmed = True  # False while the belief rests on vision alone (a GNSS-denied start)
         self._quality: tuple[float, float, float] | None = None  # (stamp_s, slow, fast)
         self._gnss_outliers: list[tuple[float, np.ndarray, np.ndarray]] = []  # (stamp, z, R) while outliers
         self._summary: BeliefSummary | None = None
@@ -138,17 +141,28 @@ class ParticleFilter:
             return
         dt = stamp_s - self.stamp_s
         heading = self._heading[1] if self._heading and stamp_s - self._heading[0] <= HEADING_MAX_AGE_S else None
-        self._move(dt, heading)
+        self._move(dt, *self._interval_heading(heading))
+        self._heading_at_stamp = heading
         self.stamp_s = stamp_s
         self._summary = None
 
-    def _move(self, dt: float, heading: float | None) -> None:
+    def _interval_heading(self, heading: float | None) -> tuple[float | None, float]:
+        """The heading over the prediction interval: midway between the one at the last stamp and the new one
+        (the chord of a turn), with half the turn added to the heading noise (radians)."""
+        start = self._heading_at_stamp
+        if heading is None or start is None:
+            return heading, 0.0
+        turn = (heading - start + math.pi) % (2 * math.pi) - math.pi
+        return start + 0.5 * turn, 0.5 * abs(turn)
+
+    def _move(self, dt: float, heading: float | None, turn_sigma_rad: float = 0.0) -> None:
         p, n, rng = self.particles, len(self.particles), self.rng
         if heading is None:
             p[:, 2:] += rng.standard_normal((n, 2)) * self.cfg.accel_sigma_mps2 * math.sqrt(dt)
         else:
             speed = np.hypot(p[:, 2], p[:, 3]) + rng.standard_normal(n) * self.pc.speed_sigma_mps2 * math.sqrt(dt)
-            course = heading + rng.standard_normal(n) * math.radians(self.pc.heading_sigma_deg)
+            sigma = math.hypot(math.radians(self.pc.heading_sigma_deg), turn_sigma_rad)
+            course = heading + rng.standard_normal(n) * sigma
             p[:, 2:] = np.clip(speed, 0.0, self.pc.max_speed_mps)[:, None] * np.stack(
                 [np.sin(course), np.cos(course)], axis=1)
         p[:, :2] += p[:, 2:] * dt + rng.standard_normal((n, 2)) * self.pc.position_diffusion_mps * math.sqrt(dt)
@@ -166,6 +180,8 @@ class ParticleFilter:
         R3 = gnss_covariance_enu(fix, self.cfg)
         z, R = np.array([e, n], dtype=np.float64), R3[:2, :2]
         velocity = _velocity_from_course(fix)
+        if fix.course_rad is not None and velocity is not None and fix.speed_mps > 1.0:
+            self.set_heading(fix.stamp_s, fix.course_rad)  # the course over ground steers the motion too
         self._update_up(float(u), float(R3[2, 2]))
         if self.particles is None:
             self._seed_gaussian(fix.stamp_s, z, R, velocity)
@@ -191,19 +207,21 @@ class ParticleFilter:
                                                     pc.max_speed_mps))
         if inlier_share >= 0.5:
             self._gnss_outliers.clear()
+            self._gnss_confirmed = True
             return self._accept(GNSS, stamp_s, "fused")
         return self._gnss_outlier(stamp_s, z, R)
 
     def _gnss_outlier(self, stamp_s: float, z: np.ndarray, R: np.ndarray) -> UpdateResult:
         """An outlier fix: counted. Outliers whose offsets from the belief agree (:func:`_offsets_agree`) for
         ``gnss_recovery_s`` mean the belief drifted (a multipath episode is shorter): re-seed around the fix. An
-        ambiguous belief (no confident fix to defend) is re-seeded by the first fix it cannot explain."""
+        ambiguous belief, or one that vision alone built and no GNSS fix has confirmed yet, is re-seeded by the
+        first fix it cannot explain."""
         run = self._gnss_outliers
         run.append((stamp_s, z - self.weights @ self.particles[:, :2], R))  # offset from the whole cloud's mean
         while len(run) > 1 and stamp_s - run[1][0] >= self.pc.gnss_recovery_s:
             run.pop(0)  # a sliding window of gnss_recovery_s
         drifted = stamp_s - run[0][0] >= self.pc.gnss_recovery_s and _offsets_agree(run)
-        if not (drifted or self.summary.ambiguous):  # an ambiguous belief yields to the fix at once
+        if not (drifted or self.summary.ambiguous or not self._gnss_confirmed):  # yields to the fix at once
             return self._reject(GNSS, "outlier")
         velocity = self.summary.mean[2:].copy()
         self._seed_gaussian(stamp_s, z, R, velocity)
@@ -286,12 +304,13 @@ class ParticleFilter:
         self._quality = (stamp_s, slow, fast)
 
     def _injection_share(self) -> float:
-        """Augmented MCL's ``1 - w_fast / w_slow``, with ``w_slow`` floored at ``recovery_quality`` so that a
-        belief that never explained the heat maps (a cold start) is refreshed too; capped."""
+        """Augmented MCL's ``1 - w_fast / w_slow`` with ``w_slow`` scaled by ``injection_ratio`` (a real drop, not
+        the frame-to-frame noise of the heat maps) and floored at ``recovery_quality`` (so that a belief that
+        never explained the heat maps, a cold start, is refreshed too); capped."""
         if self._quality is None:
             return 0.0
         _, slow, fast = self._quality
-        share = 1.0 - fast / max(slow, self.pc.recovery_quality)
+        share = 1.0 - fast / max(self.pc.injection_ratio * slow, self.pc.recovery_quality)
         return min(max(0.0, share), self.pc.max_injection_fraction)
 
     def _inject(self, candidates: list[HeatmapMeasurement]) -> None:
@@ -317,6 +336,7 @@ class ParticleFilter:
         n = self.pc.num_particles
         positions = sample_from_heatmaps(usable, n, self.pc.heatmap_exponent, self.rng)
         self._reset(stamp_s, np.hstack([positions, self._speed_hypotheses(n, None)]))
+        self._gnss_confirmed = False  # vision alone: the first GNSS fix it cannot explain re-seeds it
         return self._accept(VISUAL, stamp_s, "initialized")
 
     def _speed_hypotheses(self, n: int, velocity: np.ndarray | None) -> np.ndarray:
@@ -337,6 +357,7 @@ class ParticleFilter:
         self.particles = particles
         self.weights = np.full(len(particles), 1.0 / len(particles))
         self.stamp_s = stamp_s
+        self._heading_at_stamp = self._heading[1] if self._heading else None
         self._quality = None
         self._summary = None
 
