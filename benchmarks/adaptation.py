@@ -35,10 +35,11 @@ from edge_geoloc.data.pairs import (  # noqa: E402
     dataset_for_model,
     write_synthetic_drone_pairs,
 )
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
 from edge_geoloc.models import create_model  # noqa: E402
 from edge_geoloc.sim import generate_area  # noqa: E402
 from edge_geoloc.train.adaptation import AdaptConfig, adapt  # noqa: E402
-from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, evaluate_dataset, fit  # noqa: E402
+from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit  # noqa: E402
 
 log = logging.getLogger("benchmarks.adaptation")
 

@@ -32,8 +32,9 @@ from edge_geoloc.export.quantize import quantize_onnx
 from edge_geoloc.export.samples import real_feeds
 
 from edge_geoloc.models import create_model
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge_geoloc.runtime.backends.torch_backend import TorchBackend, model_from_checkpoint
+from edge_geoloc.runtime.backends.torch_backend import TorchBackend
 
 QUICK_MODELS = ("cspdh_convnext_atto", "ccvpe_drone_tiny")
 FULL_MODELS = (*QUICK_MODELS, "cspdh_mobilenetv3_small", "cspdh_resnet18", "cspdh_efficientnet_b0",
@@ -97,7 +98,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def models_to_run(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
     if args.checkpoint:
-        return [(Path(c).stem, model_from_checkpoint(c)[0]) for c in args.checkpoint]
+        return [(Path(c).stem, load_model(c)[0]) for c in args.checkpoint]
     names = args.models or (QUICK_MODELS if args.quick else FULL_MODELS)
     return [(n, create_model(n).eval()) for n in names]
 

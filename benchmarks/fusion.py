@@ -1,6 +1,6 @@
 """Fusion benchmark: GNSS only vs fused (EKF + visual fixes) on four synthetic scenarios.
 
-Scenarios (``edge_geoloc.fusion.scenarios``): (a) normal GNSS, (b) urban-canyon multipath, (c) a 60 s GNSS
+Scenarios (``edge_geoloc.sim.fusion_scenarios``): (a) normal GNSS, (b) urban-canyon multipath, (c) a 60 s GNSS
 outage, (d) a GNSS-denied start (no GNSS for the first 60 s). A drone flies a figure-eight at 10 m/s; GNSS at
 5 Hz; visual fixes at 5 Hz are SIMULATED (3 m noise, 8% wrong-tile outliers of 40-300 m, 15% low-confidence
 frames that the pipeline would not fuse), not produced by trained models: the replay CLI measures the real
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_geoloc.fusion import FusionConfig
-from edge_geoloc.fusion.scenarios import (
+from edge_geoloc.sim.fusion_scenarios import (
     SCENARIOS,
     ScenarioConfig,
     error_stats,

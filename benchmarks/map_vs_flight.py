@@ -216,12 +216,13 @@ def ncc_pair_errors(root: Path) -> np.ndarray:
 
 
 def model_pair_errors(model, root: Path) -> np.ndarray:
+    from torch.utils.data import DataLoader
+
     from edge_geoloc.data.pairs import dataset_for_model
     from edge_geoloc.evaluate.localization_metrics import predict
-    from edge_geoloc.train.localizer_trainer import make_loader
 
     dataset = dataset_for_model(root, model, read_ground_truth=True)
-    rowcol = predict(model, make_loader(dataset, 32, shuffle=False, seed=0))["rowcol"]
+    rowcol = predict(model, DataLoader(dataset, batch_size=32, shuffle=False))["rowcol"]
     truth, m_per_px, _ = dataset.ground_truth()
     return np.linalg.norm(rowcol - truth, axis=1) * m_per_px
 

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# The input normalisation of every model unless its backbone's pretrained config says otherwise (timm's
+# ImageNet defaults); the one place these numbers are written.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _META_KEY = "edge_geoloc"
 
 

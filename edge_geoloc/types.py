@@ -128,7 +128,7 @@ class StageLatency:
 
 @dataclass
 class PipelineCounters:
-    """Running counts the runtime reports (diagnostics, logs); mutable on purpose."""
+    """Counts the runtime reports (diagnostics, logs): a snapshot from ``Pipeline.counters``."""
 
     frames: int = 0
     gnss_fixes: int = 0

@@ -29,6 +29,7 @@ from torch import nn
 
 from edge_geoloc.artifacts import package_versions, read_checkpoint_meta, sha256_file
 from edge_geoloc.config import to_dict
+from edge_geoloc.models.checkpoint import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 def export_checkpoint(checkpoint: str | Path, out_path: str | Path, cfg: ExportConfig | None = None) -> ExportResult:
     """Rebuild a checkpoint's model from the registry and export it (see :func:`export_model`)."""
-    from edge_geoloc.runtime.backends.torch_backend import model_from_checkpoint
-
-    model, meta = model_from_checkpoint(checkpoint)
+    model, meta = load_model(checkpoint)
     return export_model(model, out_path, cfg, checkpoint=Path(checkpoint), preprocessing=meta.preprocessing,
                         model_config=meta.config)
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_geoloc.artifacts import ArtifactError, atomic_write_json, sha256_file
+from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD, ArtifactError, atomic_write_json, sha256_file
 
 SIDECAR_FORMAT = "edge_geoloc.sidecar"
 SIDECAR_VERSION = 1
@@ -60,8 +60,8 @@ class InputPreprocessing:
     """How an ``(H, W, 3) uint8`` image becomes a model input: ``((resize(img) * scale) - mean) / std``, NCHW."""
 
     size_hw: tuple[int, int]
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     color_order: str = "RGB"
     interpolation: str = "bilinear"
     scale: float = 1.0 / 255.0

@@ -15,6 +15,8 @@ import torch
 from edge_geoloc.export.sidecar import InputPreprocessing, ModelDescription, TensorSpec
 from torch import nn
 
+from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
+
 KINDS = ("retrieval", "localizer")
 VIEWS = ("drone", "satellite")
 
@@ -66,8 +68,8 @@ def _hw(size: Any) -> tuple[int, int]:
 
 
 def _prep(model: nn.Module, size_hw: tuple[int, int], overrides: dict[str, Any]) -> InputPreprocessing:
-    mean = tuple(float(v) for v in getattr(model, "mean", (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in getattr(model, "std", (0.229, 0.224, 0.225)))
+    mean = tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in getattr(model, "std", IMAGENET_STD))
     known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale", "alignment",
                                                            "ground_size_m")}
     return InputPreprocessing(size_hw=size_hw, mean=mean, std=std, **known)

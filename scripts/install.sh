@@ -17,6 +17,6 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   pip install -q torch==2.14.1 torchvision==0.29.1 || pip install -q torch torchvision
 fi
 echo "installing edge-geoloc and its dependencies ..."
-pip install -q -e ".[dev,export]"
+pip install -q -e ".[runtime,train,export,dev]"
 touch "$stamp"
 echo "environment ready: $VENV"

@@ -16,10 +16,11 @@ import torch
 
 from edge_geoloc.config import from_dict
 from edge_geoloc.data.pairs import DronePairConfig, dataset_for_model, write_synthetic_drone_pairs
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
 from edge_geoloc.models import create_model
 from edge_geoloc.sim import generate_area
 from edge_geoloc.train.adaptation import AdaptConfig, adapt
-from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, evaluate_dataset, fit
+from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit
 
 PAIRS = DronePairConfig(aerial_px=64, query_px=64, photometric=False, margin_m=50.0)
 MODEL = "xcorr_drone_micro"

@@ -10,8 +10,8 @@ import pytest
 
 from edge_geoloc.fusion import FusionConfig, FusionFilter, KalmanState, chi2_quantile, gnss_covariance_enu
 from edge_geoloc.fusion.ekf import H_POSITION_2D, process_noise
-from edge_geoloc.fusion.scenarios import ScenarioConfig, error_stats, gnss_only_track, make_scenario, run_fusion
 from edge_geoloc.geo import EnuFrame
+from edge_geoloc.sim.fusion_scenarios import ScenarioConfig, error_stats, gnss_only_track, make_scenario, run_fusion
 from edge_geoloc.types import CovarianceType, FixStatus, GnssFix, VisualFix, diagonal_covariance
 
 ORIGIN = EnuFrame(52.0, 4.36, 40.0)

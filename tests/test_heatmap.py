@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from edge_geoloc.geo import PatchGeoref
-from edge_geoloc.models.heatmap import (
-    covariance_px,
-    entropy_nats,
-    estimate_from_heatmap,
-    heatmap_argmax_rowcol,
-    orientation_at,
-    refine_subpixel,
-)
+from edge_geoloc.geo.heatmap import covariance_px, entropy_nats, estimate_from_heatmap, refine_subpixel
+from edge_geoloc.models.localizer_blocks import heatmap_argmax_rowcol, orientation_at
 
 GSD = 0.5
 GEOREF = PatchGeoref(32631, (GSD, 0.0, 500000.0, 0.0, -GSD, 5760000.0), 64, 64)

@@ -10,7 +10,8 @@ from edge_geoloc.artifacts import read_checkpoint_meta
 from edge_geoloc.config import from_dict
 from edge_geoloc.data.pairs import PairDataset, PairWriter
 from edge_geoloc.geo import PatchGeoref
-from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit, load_localizer
+from edge_geoloc.models.checkpoint import load_model
+from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit
 
 GEOREF = PatchGeoref(32631, (1.0, 0.0, 500000.0, 0.0, -1.0, 5760000.0), 64, 64)
 
@@ -42,7 +43,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path, caplog):
     root = _pairs(tmp_path / "pairs")
     ds = PairDataset(root, (64, 64), 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), read_ground_truth=True)
     model = fit(_cfg(tmp_path, 1), ds, ds)
-    loaded = load_localizer(tmp_path / "run" / "last.safetensors")
+    loaded, _ = load_model(tmp_path / "run" / "last.safetensors", expected_kind="localizer")
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     meta = read_checkpoint_meta(tmp_path / "run" / "best.safetensors")

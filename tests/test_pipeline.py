@@ -127,6 +127,20 @@ def test_low_confidence_frames_are_reported_but_not_fused(world):
     assert pipe.counters.low_confidence == 1 and pipe.counters.visual_fixes == 0
 
 
+def test_counters_are_a_snapshot_of_the_pipeline_and_the_filter(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    pipe.process(camera(ortho, 0.0, 0.0, 10.0), gnss(0.0, 0.0, 10.0))
+    assert not pipe.add_gnss(gnss(0.0, 0.0, 1.0))  # far older than the filter: rejected by the filter
+    pipe.drop_frame()
+    counters, fusion = pipe.counters, pipe.fusion.counters
+    assert (counters.gnss_fixes, counters.gnss_rejected) == (fusion.gnss_accepted, fusion.gnss_rejected) == (1, 1)
+    assert counters.visual_fixes == fusion.visual_accepted and counters.extra["gnss_out_of_order"] == 1
+    assert (counters.frames, counters.dropped_frames) == (1, 1) and "gnss_received" not in counters.extra
+    counters.frames += 5  # a snapshot: changing it changes nothing inside the pipeline
+    assert pipe.counters.frames == 1
+
+
 def test_tiles_at_the_map_edge(world):
     """Near the border the aerial patch is partly black: still localised when enough is inside, skipped when
     not, and a heat-map mode on the black outside is never fused."""

@@ -26,7 +26,7 @@ from std_msgs.msg import Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from test_replay_bag import N_FRAMES, T0, FakePipeline, write_flight_bag  # noqa: E402
 
-from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch  # noqa: E402
+from edge_geoloc.fieldlog.switch import FieldLogSwitch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "edge_geoloc_ros"))
 from edge_geoloc_ros.node import GeolocNode  # noqa: E402

@@ -19,8 +19,8 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 from test_replay_bag import FakePipeline, frame_pixels
 
+from edge_geoloc.fieldlog.switch import FieldLogSwitch
 from edge_geoloc.interop import RosbagsFactory, gnss_to_navsatfix, msg_to_diagnostics, rgb_to_compressed_msg
-from edge_geoloc.interop.fieldlog_bridge import FieldLogSwitch
 from edge_geoloc.types import GnssFix
 
 PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "edge_geoloc_ros"
@@ -249,8 +249,9 @@ def test_heading_and_altitude_topics_go_with_each_frame_and_into_the_field_log(n
     from edge_geoloc.fieldlog import read_log
     from edge_geoloc.interop import camera_info_msg_to_intrinsics
 
-    records = list(read_log(tmp_path / "logs", topics=["/altitude_agl", "/camera/camera_info"]))
+    records = list(read_log(tmp_path / "logs", topics=["/altitude_agl", "/camera/camera_info", "/heading"]))
     assert [(r.topic, r.stamp_s, getattr(r.msg, "data", None)) for r in records if r.topic == "/altitude_agl"] == [
         ("/altitude_agl", 1.0, 30.0), ("/altitude_agl", 2.0, 62.5)]
+    assert [(r.stamp_s, r.msg.data) for r in records if r.topic == "/heading"] == [(2.0, 1.25)]  # per frame
     infos = [r.msg for r in records if r.topic == "/camera/camera_info"]
     assert len(infos) == 1 and camera_info_msg_to_intrinsics(infos[0]).hfov_deg == pytest.approx(90.0)

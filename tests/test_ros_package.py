@@ -47,7 +47,7 @@ def test_interop_and_replay_import_with_ros_blocked():
         "        if name.split('.')[0] in BLOCK: raise ImportError('ROS import: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import edge_geoloc.interop, edge_geoloc.interop.replay_bag, edge_geoloc.interop.build\n"
-        "import edge_geoloc.interop.params, edge_geoloc.interop.fieldlog_bridge, edge_geoloc.interop.outputs\n"
+        "import edge_geoloc.interop.params, edge_geoloc.fieldlog.switch, edge_geoloc.interop.outputs\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in BLOCK]\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -20,18 +20,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_geoloc.demo.components import require
+from edge_geoloc.fieldlog.logger import FieldLogger
+from edge_geoloc.fieldlog.step import MapPatchSpec, StepRecorder
 from edge_geoloc.interop.camera_info import flight_intrinsics
-from edge_geoloc.types import FusedState, GnssFix
+from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.pipeline import Pipeline
+from edge_geoloc.runtime.replay import FlightData, read_flight, replay, with_flight_camera, write_outputs
+from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
 
-REPLAY = "edge_geoloc.runtime.replay"
-
-
-def read_flight(flight_dir: Path) -> Any:
-    """The runtime's ``FlightData`` of a flight folder."""
-    return require(REPLAY, "read_flight", "runtime (replay)")(flight_dir)
+__all__ = ["FieldLogTap", "fly", "load_pipeline", "outage_intervals", "read_flight"]
 
 
 def outage_intervals(meta: dict[str, Any]) -> list[tuple[float, float]]:
@@ -41,67 +40,48 @@ def outage_intervals(meta: dict[str, Any]) -> list[tuple[float, float]]:
             if "outage" in str(e.get("kind", e.get("type", "")))]
 
 
-def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: Any,
-                  flight: Any = None) -> Any:
+def load_pipeline(retrieval_onnx: Path, localizer_onnx: Path, index_dir: Path, runtime_cfg: RuntimeConfig,
+                  flight: FlightData | None = None) -> Pipeline:
     """``Pipeline.from_config`` over the exported models and the tile index (camera field of view from
     ``flight`` when given and the config leaves it unknown)."""
-    pipeline_cls = require("edge_geoloc.runtime.pipeline", "Pipeline", "runtime (pipeline)")
     if flight is not None:
-        runtime_cfg = require(REPLAY, "with_flight_camera", "runtime (replay)")(runtime_cfg, flight)
-    return pipeline_cls.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
+        runtime_cfg = with_flight_camera(runtime_cfg, flight)
+    return Pipeline.from_config(retrieval_onnx, localizer_onnx, index_dir, runtime_cfg)
 
 
 class FieldLogTap:
-    """The replay's ``on_state`` callback: logs what the vehicle saw at each frame and ticks the progress bar."""
+    """The replay's ``on_state`` callback: ticks the progress bar and, with a logger, writes the GNSS fixes
+    received since the previous frame and the frame's record exactly as a vehicle does
+    (:class:`edge_geoloc.fieldlog.step.StepRecorder`), with the frame's JPEG bytes as the camera wrote them."""
 
-    def __init__(self, flight: Any, logger: Any, patch: dict[str, Any] | None, bar: Any) -> None:
-        self.flight, self.logger, self.patch, self.bar = flight, logger, patch, bar
+    def __init__(self, flight: FlightData, logger: FieldLogger | None, patch: MapPatchSpec | None, bar: Any) -> None:
+        self.flight, self.bar = flight, bar
         self.gnss = sorted(flight.gnss, key=lambda f: f.stamp_s)
-        self.next_fix, self.held, self.prior = 0, None, None
-        self.measured_attitude = require(REPLAY, "measured_attitude", "runtime (replay)")
-        self.intrinsics = flight_intrinsics(flight.meta)
-        if logger is not None and self.intrinsics is None:
+        self.next_fix = 0
+        intrinsics = flight_intrinsics(flight.meta)
+        if logger is not None and intrinsics is None:
             log.warning("flight.json has no camera size and field of view: the field log gets no camera info")
+        self.recorder = None if logger is None else StepRecorder(logger, intrinsics, patch=patch)
 
-    def __call__(self, index: int, state: FusedState) -> None:
+    def __call__(self, index: int, frame: CameraFrame, state: FusedState) -> None:
         self.bar.update(1)
-        if self.logger is not None:
-            self._log(index, state)
-        self.prior = state if state.initialized else self.prior
-
-    def _log(self, index: int, state: FusedState) -> None:
-        stamp = float(self.flight.frame_stamps_s[index])
-        coarse = self.prior or self.held  # what the vehicle believed before this frame
-        for fix in self._fixes_until(stamp):
-            self.logger.log_gnss(fix)
-        if self.intrinsics is not None:
-            self.logger.log_camera_info(stamp, self.intrinsics)  # written once (and again if it changed)
-        self.logger.log_jpeg(stamp, self.flight.frame_paths[index].read_bytes())
-        if state.initialized:
-            self.logger.log_fused(state)
-        heading, altitude_agl_m = self.measured_attitude(self.flight, stamp)  # the replay's CameraFrame values
-        if heading is not None:
-            self.logger.log_heading(stamp, heading)
-        if altitude_agl_m is not None:
-            self.logger.log_altitude_agl(stamp, altitude_agl_m)
-        if self.patch is not None and coarse is not None and math.isfinite(coarse.lat_deg):
-            self.logger.log_patch_ref(stamp, self.patch["raster"], coarse.lat_deg, coarse.lon_deg,
-                                      self.patch["size_m"], self.patch["px"])
+        if self.recorder is None:
+            return
+        for fix in self._fixes_until(frame.stamp_s):
+            self.recorder.on_gnss(fix)
+        self.recorder.log_step(frame, state, jpeg=self.flight.frame_paths[index].read_bytes())
 
     def _fixes_until(self, stamp_s: float) -> list[GnssFix]:
         new = []
         while self.next_fix < len(self.gnss) and self.gnss[self.next_fix].stamp_s <= stamp_s:
             new.append(self.gnss[self.next_fix])
             self.next_fix += 1
-        self.held = new[-1] if new else self.held
         return new
 
 
-def fly(flight: Any, pipeline: Any, out_dir: Path, min_confidence: float, logger: Any = None,
-        patch: dict[str, Any] | None = None) -> dict[str, Any]:
+def fly(flight: FlightData, pipeline: Pipeline, out_dir: Path, min_confidence: float,
+        logger: FieldLogger | None = None, patch: MapPatchSpec | None = None) -> dict[str, Any]:
     """Replay ``flight`` through ``pipeline`` (as fast as possible) into ``out_dir``; returns what it measured."""
-    replay = require(REPLAY, "replay", "runtime (replay)")
-    write_outputs = require(REPLAY, "write_outputs", "runtime (replay)")
     with tqdm(total=len(flight.frame_paths), desc=f"fly ({out_dir.name})", unit="frame") as bar:
         result = replay(pipeline, flight, on_state=FieldLogTap(flight, logger, patch, bar))
     errors = write_outputs(result, out_dir, min_confidence, flight.truth is not None)

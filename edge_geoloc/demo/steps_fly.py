@@ -27,6 +27,8 @@ from edge_geoloc.demo.steps_train import (
     load_area_role,
     runtime_config,
 )
+from edge_geoloc.fieldlog.step import MapPatchSpec
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.trajectory import read_trajectory
 from edge_geoloc.types import CameraFrame
 
@@ -47,11 +49,11 @@ def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
     return cached_dataset(ctx, "flight", params, lambda root: simulate(area, root, flight_cfg))
 
 
-def patch_spec(ctx: StepContext, area_tif: Path) -> dict[str, Any]:
+def patch_spec(ctx: StepContext, area_tif: Path) -> MapPatchSpec:
     """The map patch the field logger references around each coarse position (the localizer's input size)."""
     pairs = from_dict(require("edge_geoloc.data.pairs", "DronePairConfig", "localizer data (pairs)"),
                       ctx.config.localizer_data)
-    return {"raster": area_tif, "size_m": float(pairs.aerial_size_m), "px": int(pairs.aerial_px)}
+    return MapPatchSpec(area_tif, float(pairs.aerial_size_m), int(pairs.aerial_px))
 
 
 def _fieldlog_config(ctx: StepContext) -> Any:
@@ -136,11 +138,11 @@ def _localizer(onnx_path: Path, flight: Any) -> Any:
 
 
 def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lon: float,
-            spec: dict[str, Any], locate: Any) -> None:
+            spec: MapPatchSpec, locate: Any) -> None:
     import cv2
 
     east, north = area.latlon_to_local(lat, lon)
-    aerial, georef = area.aerial_patch(float(east), float(north), spec["size_m"], spec["px"])
+    aerial, georef = area.aerial_patch(float(east), float(north), spec.size_m, spec.px)
     query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     heat = np.asarray(locate(i, query, aerial), dtype=np.float32)
     stamp, truth = flight.frame_stamps_s[i], flight.truth
@@ -195,8 +197,7 @@ def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str
     """``edge_geoloc.train.adaptation.adapt`` of the step-2 teacher on the unlabeled log dataset."""
     module = "edge_geoloc.train.adaptation"
     cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
-    teacher = require("edge_geoloc.train.localizer_trainer", "load_localizer", "localizer trainer")(
-        ctx.step(2) / LOCALIZER_CKPT)
+    teacher, _ = load_model(ctx.step(2) / LOCALIZER_CKPT, expected_kind="localizer")
     target = require(module, "open_target", "adaptation")(dataset_dir, teacher, cfg)
     result = require(module, "adapt", "adaptation")(teacher, target, cfg, ctx.step_dir / "adaptation")
     report = {k: v for k, v in result.report.items() if k not in ("config", "distance_histogram")}
@@ -206,11 +207,11 @@ def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str
 def validate_localizers(ctx: StepContext, teacher_ckpt: Path, student_ckpt: Path) -> dict[str, Any]:
     """Teacher vs adapted metric error on a labelled target-area pair set (never seen by adaptation)."""
     module = "edge_geoloc.train.adaptation"
-    load = require("edge_geoloc.train.localizer_trainer", "load_localizer", "localizer trainer")
     area = load_area_role(ctx, "target")
     flight_condition = {"condition": ctx.config.flight.get("condition"), "random_conditions": 0}
     section = {**ctx.config.localizer_data, **ctx.config.eval_pairs, **flight_condition}  # seen as the flight sees
     eval_dir = drone_pairs(ctx, area, "localizer_target_eval", ctx.config.seed + EVAL_PAIRS_SEED_OFFSET, section)
     cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
-    models = {"teacher": load(teacher_ckpt), "adapted": load(student_ckpt)}
+    models = {name: load_model(path, expected_kind="localizer")[0]
+              for name, path in (("teacher", teacher_ckpt), ("adapted", student_ckpt))}
     return require(module, "validate", "adaptation")(models, eval_dir, cfg)

@@ -16,6 +16,7 @@ from edge_geoloc.config import deep_merge, from_dict
 from edge_geoloc.demo.cache import cache_key, cached_build, source_fingerprint
 from edge_geoloc.demo.components import require
 from edge_geoloc.demo.runner import StepContext
+from edge_geoloc.models.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def retrieval_recall(checkpoint: Path, tree: Path) -> dict[str, float]:
     """R@1 / R@5 / AP of a retrieval checkpoint on another area's tree (``evaluate_folders``)."""
     evaluate_folders = require("edge_geoloc.evaluate.retrieval_metrics", "evaluate_folders", "retrieval metrics")
     university = require("edge_geoloc.data.university", "University1652", "retrieval data")
-    model_from_checkpoint = require("edge_geoloc.runtime.backends.torch_backend", "model_from_checkpoint",
-                                    "torch backend")
-    model, _ = model_from_checkpoint(checkpoint)
+    model, _ = load_model(checkpoint)
     return _recall_summary(evaluate_folders(model, university(tree)))
 
 

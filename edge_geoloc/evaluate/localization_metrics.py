@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from edge_geoloc.models.heatmap import heatmap_argmax_rowcol, orientation_at
+from edge_geoloc.models.localizer_blocks import heatmap_argmax_rowcol, orientation_at
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,17 @@ def predict(model: torch.nn.Module, loader: Any, device: str = "cpu") -> dict[st
         indices.append(torch.as_tensor(batch["index"]))
     return {"rowcol": torch.cat(rows).numpy(), "heading_rad": torch.cat(headings).numpy(),
             "index": torch.cat(indices).numpy()}
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset: Any, batch_size: int = 16, device: str = "cpu",
+                     decompose: bool = False, orientation: bool = False) -> dict[str, float]:
+    """Localization metrics of ``model`` on a dataset opened with ground truth (``dataset.ground_truth()``)."""
+    module = getattr(model, "module", model)
+    pred = predict(module, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
+    gt_rowcol, m_per_px, heading = dataset.ground_truth()
+    heading = None if np.isnan(heading).any() else heading
+    summary, _ = evaluate_predictions(pred, gt_rowcol, m_per_px, heading, decompose, orientation)
+    return summary
 
 
 def evaluate_predictions(pred: dict[str, np.ndarray], gt_rowcol: np.ndarray, m_per_px: np.ndarray | float,

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from edge_geoloc.artifacts import atomic_write_json
-from edge_geoloc.train.localizer_trainer import evaluate_dataset, load_localizer
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
+from edge_geoloc.models.checkpoint import load_model
 
 
 def _dataset(args: argparse.Namespace, model: torch.nn.Module):
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", help="write the metrics to this file")
     args = parser.parse_args(argv)
-    model = load_localizer(args.checkpoint)
+    model, _ = load_model(args.checkpoint, expected_kind="localizer")
     metrics = evaluate_dataset(model, _dataset(args, model), args.batch_size,
                                decompose=args.format == "kitti", orientation=args.unknown_orientation)
     for key, value in metrics.items():

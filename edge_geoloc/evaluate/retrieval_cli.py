@@ -12,11 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+from edge_geoloc.artifacts import ArtifactError
+from edge_geoloc.data.folders import CROSS_VIEW_DATASETS, open_cross_view_folders
+from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
+from edge_geoloc.models.checkpoint import load_model
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-geoloc eval retrieval", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="retrieval checkpoint (.safetensors)")
-    p.add_argument("--dataset", default="university1652", choices=["university1652", "sues200", "synthetic"])
+    p.add_argument("--dataset", default="university1652", choices=CROSS_VIEW_DATASETS)
     p.add_argument("--root", required=True, help="dataset root (University-1652 layout or split SUES-200)")
     p.add_argument("--altitude", type=int, default=150, help="SUES-200 height in metres (150/200/250/300)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -28,20 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from edge_geoloc.artifacts import ArtifactError, load_checkpoint
-    from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
-    from edge_geoloc.models.registry import create_model
-    from edge_geoloc.train.retrieval_trainer import RetrievalDataConfig, open_folders
-
     try:
-        state, meta = load_checkpoint(args.checkpoint, expected_kind="retrieval")
+        model, _ = load_model(args.checkpoint, expected_kind="retrieval")
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model = create_model(meta.model_name, **{**meta.model_kwargs, "pretrained": False})
-    model.load_state_dict(state)
-    model.to(args.device).eval()
-    folders = open_folders(RetrievalDataConfig(dataset=args.dataset, root=str(args.root), altitude_m=args.altitude))
+    model.to(args.device)
+    folders = open_cross_view_folders(args.dataset, args.root, args.altitude)
     results = evaluate_folders(model, folders, args.batch_size, args.device, args.multi_view)
     for key, m in results.items():
         print(f"{key:45s} R@1 {m['recall_at_1']:6.2f}  R@5 {m['recall_at_5']:6.2f}  R@10 {m['recall_at_10']:6.2f}  "

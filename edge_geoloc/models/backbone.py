@@ -8,6 +8,8 @@ import timm
 import torch
 from torch import nn
 
+from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
+
 
 class Backbone(nn.Module):
     """Multi-scale features of a timm model (``features_only=True``).
@@ -28,8 +30,8 @@ class Backbone(nn.Module):
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
         cfg = getattr(self.body, "pretrained_cfg", {}) or {}
-        self.mean: tuple[float, float, float] = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std: tuple[float, float, float] = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        self.mean: tuple[float, float, float] = tuple(cfg.get("mean", IMAGENET_MEAN))
+        self.std: tuple[float, float, float] = tuple(cfg.get("std", IMAGENET_STD))
         if isinstance(pretrained, (str, Path)) and pretrained:
             self.load_local_weights(Path(pretrained))
 

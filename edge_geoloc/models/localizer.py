@@ -16,7 +16,7 @@ is rotated to north-up before the model (``query_alignment="north_up"``, see ``e
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,22 @@ class LocalizerOutput(NamedTuple):
     heatmap: torch.Tensor
     levels: tuple[torch.Tensor, ...]
     orientation: torch.Tensor
+
+
+def localizer_preprocessing(model: nn.Module) -> dict[str, Any]:
+    """Per input (``query``, ``aerial``): size, mean/std, RGB order and the query's alignment.
+
+    Scale-aligned models (``query_ground_size_m``) also record the query's and the aerial patch's ground size
+    in metres: cut the north-up query to ``query.ground_size_m`` with ``align_query_scale`` and feed aerial
+    patches of ``aerial.ground_size_m``.
+    """
+    common = {"mean": list(model.mean), "std": list(model.std), "color_order": "RGB", "interpolation": "area"}
+    prep = {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, **common},
+            "aerial": {"size_hw": [model.aerial_size, model.aerial_size], **common}}
+    if getattr(model, "query_ground_size_m", None):
+        prep["query"]["ground_size_m"] = float(model.query_ground_size_m)
+        prep["aerial"]["ground_size_m"] = float(model.aerial_size * model.aerial_m_per_px)
+    return prep
 
 
 class CoarseToFineLocalizer(nn.Module):
@@ -74,6 +90,10 @@ class CoarseToFineLocalizer(nn.Module):
     @property
     def query_encoder(self) -> Backbone:
         return self.aerial_backbone if self.query_backbone is None else self.query_backbone
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Preprocessing block for checkpoints and export sidecars (see :func:`localizer_preprocessing`)."""
+        return localizer_preprocessing(self)
 
     def _build_query_heads(self, level_channels: tuple[int, ...], pool: str) -> None:
         stride = self.query_encoder.reductions[-1]
@@ -240,4 +260,3 @@ def ccvpe_drone_micro(**kwargs) -> CoarseToFineLocalizer:
 
 
 # the siamese cross-correlation drone localizers register themselves on import (after LocalizerOutput exists)
-from edge_geoloc.models import localizer_xcorr  # noqa: E402, F401

@@ -124,3 +124,20 @@ def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) logits -> (B, H, W) probabilities over all pixels."""
     b, _, h, w = logits.shape
     return torch.softmax(logits.reshape(b, h * w), dim=1).reshape(b, h, w)
+
+
+def heatmap_argmax_rowcol(heatmap: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B, 2) float (row, col) of each map's mode at the pixel centre (``index + 0.5``)."""
+    b, _, w = heatmap.shape
+    flat = heatmap.reshape(b, -1).argmax(dim=1)
+    rows = torch.div(flat, w, rounding_mode="floor")
+    return torch.stack([rows, flat - rows * w], dim=1).to(torch.float32) + 0.5
+
+
+def orientation_at(orientation: torch.Tensor, rowcol: torch.Tensor) -> torch.Tensor:
+    """Heading (rad, clockwise from north, in (-pi, pi]) read from a (B, 2, H, W) (cos, sin) field at (B, 2)."""
+    b = orientation.shape[0]
+    rows = rowcol[:, 0].floor().long().clamp(0, orientation.shape[2] - 1)
+    cols = rowcol[:, 1].floor().long().clamp(0, orientation.shape[3] - 1)
+    vec = orientation[torch.arange(b), :, rows, cols]  # (B, 2)
+    return torch.atan2(vec[:, 1], vec[:, 0])

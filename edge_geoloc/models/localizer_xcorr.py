@@ -20,16 +20,16 @@ the traced ONNX graph has the batch size it was exported with (batch 1 for the r
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_geoloc.models.localizer import LocalizerOutput
+from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from edge_geoloc.models.localizer import LocalizerOutput, localizer_preprocessing
 from edge_geoloc.models.localizer_blocks import spatial_softmax
 from edge_geoloc.models.registry import register_model
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def conv_stage(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -107,6 +107,10 @@ class XCorrLocalizer(nn.Module):
         self.dec_final = conv_stage(d + channels[0], d, 1)
         self.dec_out = nn.Conv2d(d, 1, 3, padding=1)
         self.volume_scale = nn.Parameter(torch.tensor(10.0))
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Preprocessing block for checkpoints and export sidecars (with the query's ground size)."""
+        return localizer_preprocessing(self)
 
     def forward(self, query: torch.Tensor, aerial: torch.Tensor) -> LocalizerOutput:
         q_feats, a_feats = self.features(query), self.features(aerial)  # strides 1, 2, 4, 8

@@ -23,6 +23,9 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# The one list of modules whose ``@register_model`` entry points are the built-in models.
+BUILTIN_MODEL_MODULES = ("edge_geoloc.models.retrieval", "edge_geoloc.models.localizer",
+                         "edge_geoloc.models.localizer_xcorr")
 
 
 def register_model(name: str, kind: str, description: str = "") -> Callable[[Callable[..., nn.Module]],
@@ -42,7 +45,7 @@ def _load_builtin_models() -> None:
     """Import the modules that register the built-in models (on first use, not at import time)."""
     import importlib
 
-    for module in ("edge_geoloc.models.retrieval", "edge_geoloc.models.localizer"):
+    for module in BUILTIN_MODEL_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

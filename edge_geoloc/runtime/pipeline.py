@@ -33,15 +33,15 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, UpdateResult, make_fusion
+from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
-from edge_geoloc.models.heatmap import HeatmapEstimate, estimate_from_heatmap
+from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
 from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
@@ -121,7 +121,7 @@ class Pipeline:
             origin = EnuFrame(index.manifest["centre_lat_deg"], index.manifest["centre_lon_deg"], 0.0)
         self.fusion = make_fusion(self.cfg.fusion, origin)
         self._heatmaps: list[HeatmapMeasurement] | None = [] if isinstance(self.fusion, ParticleFilter) else None
-        self.counters = PipelineCounters()
+        self._own = PipelineCounters()  # what only the pipeline sees; fix counts are the filter's
         self._last_gnss: GnssFix | None = None
         self.alignment: QueryAlignment = getattr(localizer, "alignment", None) or QueryAlignment()
         self.aerial_size_m = _aerial_size_m(self.cfg.pipeline.aerial_size_m, getattr(localizer, "aerial_size_m", None))
@@ -143,10 +143,23 @@ class Pipeline:
         _check_index_model(index, encoder_backend)
         return cls(BackendEncoder(encoder_backend), BackendLocalizer(localizer_backend), index, cfg)
 
+    @property
+    def counters(self) -> PipelineCounters:
+        """A snapshot: the pipeline's own counts (frames, low confidence, no prior, dropped, search and
+        alignment events) with the filter's accepted / rejected fixes, rejection reasons and resets."""
+        fusion = self.fusion.counters
+        return replace(self._own, gnss_fixes=fusion.gnss_accepted, gnss_rejected=fusion.gnss_rejected,
+                       visual_fixes=fusion.visual_accepted, visual_rejected=fusion.visual_rejected,
+                       filter_resets=fusion.filter_resets, extra={**self._own.extra, **fusion.rejected_by_reason})
+
+    def drop_frame(self) -> None:
+        """Count a camera frame the caller could not hand over in time (a paced replay falling behind)."""
+        self._own.dropped_frames += 1
+
     def process(self, frame: CameraFrame, gnss: GnssFix | None = None) -> FusedState:
         """Fuse ``gnss`` (if given), then localize ``frame`` against the map and fuse the visual fix."""
         t0 = time.perf_counter()
-        self.counters.frames += 1
+        self._own.frames += 1
         gnss_used = self._fuse_gnss(gnss) if gnss is not None else False
         if self._heatmaps is not None:
             self._heatmaps.clear()
@@ -154,14 +167,13 @@ class Pipeline:
         self.fusion.predict_to(frame.stamp_s)
         prior = self._prior(frame.stamp_s)
         if prior is None:
-            self.counters.no_prior_frames += 1
+            self._own.no_prior_frames += 1
         times: dict[str, float] = {}
         fix = self._visual_fix(frame, prior, times)
         t_fusion = time.perf_counter()
         visual_used = self._fuse_heatmaps(frame.stamp_s) if self._heatmaps is not None else (
             self._fuse_visual(fix) if fix is not None else False)
         times["fusion_ms"] = (time.perf_counter() - t_fusion) * 1e3
-        self.counters.filter_resets = self.fusion.counters.filter_resets
         latency = StageLatency(total_ms=(time.perf_counter() - t0) * 1e3, **times)
         return self._fused_state(frame.stamp_s, gnss_used, visual_used, fix, latency)
 
@@ -171,38 +183,22 @@ class Pipeline:
         return self._fuse_gnss(gnss)
 
     def _fuse_gnss(self, gnss: GnssFix) -> bool:
-        self._bump("gnss_received")
         if gnss.status != FixStatus.NO_FIX and gnss.fix_quality != 0:
             self._last_gnss = gnss  # a bound for the search before the filter starts
-        result = self.fusion.update_gnss(gnss)
-        if result.accepted:
-            self.counters.gnss_fixes += 1
-        else:
-            self.counters.gnss_rejected += 1
-            self._bump(f"gnss_{result.reason}")
-        return result.accepted
+        return self.fusion.update_gnss(gnss).accepted
 
     def _fuse_visual(self, fix: VisualFix) -> bool:
         if fix.confidence < self.cfg.pipeline.min_confidence:
-            self.counters.low_confidence += 1
+            self._own.low_confidence += 1
             return False
-        result: UpdateResult = self.fusion.update_visual(fix)
-        if result.accepted:
-            self.counters.visual_fixes += 1
-        else:
-            self.counters.visual_rejected += 1
-            self._bump(f"visual_{result.reason}")
-        return result.accepted
+        return self.fusion.update_visual(fix).accepted
 
     def _fuse_heatmaps(self, stamp_s: float) -> bool:
-        """Particle mode: every usable heat map of this frame is one likelihood of a single update."""
-        result: UpdateResult = self.fusion.update_heatmaps(stamp_s, self._heatmaps)
-        if result.accepted:
-            self.counters.visual_fixes += 1
-        elif self._heatmaps:
-            self.counters.visual_rejected += 1
-            self._bump(f"visual_{result.reason}")
-        return result.accepted
+        """Particle mode: every usable heat map of this frame is one likelihood of a single update (the filter
+        counts accepted and rejected updates and their reasons)."""
+        if not self._heatmaps:
+            return False
+        return self.fusion.update_heatmaps(stamp_s, self._heatmaps).accepted
 
     def _prior(self, stamp_s: float) -> _Prior | None:
         """Where to search: the fused estimate, else a recent raw GNSS fix, else nowhere (all tiles); an
@@ -359,7 +355,7 @@ class Pipeline:
                           ambiguous=bool(getattr(self.fusion, "ambiguous", False)))
 
     def _bump(self, name: str) -> None:
-        self.counters.extra[name] = self.counters.extra.get(name, 0) + 1
+        self._own.extra[name] = self._own.extra.get(name, 0) + 1
 
 
 def _aerial_size_m(configured_m: float, declared_m: float | None) -> float | None:

@@ -146,7 +146,7 @@ class ReplayResult:
 
 
 def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, max_frames: int | None = None,
-           on_state: Callable[[int, FusedState], None] | None = None,
+           on_state: Callable[[int, CameraFrame, FusedState], None] | None = None,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
            ) -> ReplayResult:
     """Feed the flight through ``pipeline`` in stamp order, as fast as possible (``speed=None``) or paced at
@@ -165,14 +165,15 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
             pipeline.add_gnss(fix)
         held = fixes[-1] if fixes else held
         if speed is not None and not _keep_pace(clock() - start, (stamp - t0) / speed, sleep):
-            pipeline.counters.dropped_frames += 1
+            pipeline.drop_frame()
             if fixes:
                 pipeline.add_gnss(fixes[-1])
             continue
-        state = pipeline.process(_load_frame(path, stamp, flight, i), fixes[-1] if fixes else None)
+        frame = _load_frame(path, stamp, flight, i)
+        state = pipeline.process(frame, fixes[-1] if fixes else None)
         rows.append(_row(flight, stamp, fixes[-1] if fixes else None, held, state))
         if on_state:
-            on_state(i, state)
+            on_state(i, frame, state)
     counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_reader}
     return ReplayResult(rows, counters, clock() - start)
 

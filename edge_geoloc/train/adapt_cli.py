@@ -15,8 +15,8 @@ import torch
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import add_config_arguments, config_from_args, save_config
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.train.adaptation import AdaptConfig, adapt, open_target, validate
-from edge_geoloc.train.localizer_trainer import load_localizer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(AdaptConfig, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    teacher = load_localizer(args.teacher)
+    teacher, _ = load_model(args.teacher, expected_kind="localizer")
     out = Path(args.out)
     save_config(cfg, out / "config.yaml")
     result = adapt(teacher, open_target(args.target, teacher, cfg), cfg, out)

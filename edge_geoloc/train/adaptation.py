@@ -34,14 +34,9 @@ from torch.utils.data import Subset
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.pairs import PairDataset, dataset_for_model
-from edge_geoloc.evaluate.localization_metrics import predict
-from edge_geoloc.train.localizer_trainer import (
-    batch_heading,
-    evaluate_dataset,
-    make_loader,
-    save_localizer,
-    train_one_epoch,
-)
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset, predict
+from edge_geoloc.models.checkpoint import save_model
+from edge_geoloc.train.localizer_trainer import batch_heading, make_loader, train_one_epoch
 from edge_geoloc.train.losses_localizer import (
     LocalizerLoss,
     LocalizerLossConfig,
@@ -231,9 +226,9 @@ def _write_outputs(out: Path, student: torch.nn.Module, aux: torch.nn.Module | N
                    student_modes: np.ndarray, kept: np.ndarray, report: dict[str, Any], cfg: AdaptConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     extra = {"adaptation": {k: v for k, v in report.items() if k != "config"}}
-    save_localizer(student, out / "student.safetensors", cfg, extra)
+    save_model(student, out / "student.safetensors", cfg, extra)
     if aux is not None:
-        save_localizer(aux, out / "auxiliary_student.safetensors", cfg)
+        save_model(aux, out / "auxiliary_student.safetensors", cfg)
     np.savez(out / "pseudo_labels.npz", teacher_modes=labels.modes, student_modes=student_modes, kept=kept)
     atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
 

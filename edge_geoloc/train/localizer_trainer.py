@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edge_geoloc.artifacts import CheckpointMeta, load_checkpoint, save_checkpoint
-from edge_geoloc.config import save_config, to_dict
-from edge_geoloc.evaluate.localization_metrics import evaluate_predictions, predict
+from edge_geoloc.artifacts import load_checkpoint
+from edge_geoloc.config import save_config
+from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
 from edge_geoloc.models import create_model
+from edge_geoloc.models.checkpoint import load_model, save_model
 from edge_geoloc.train.losses_localizer import LocalizerLoss, LocalizerLossConfig, LocalizerTargets, make_targets
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class LocalizerDataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class LocalizerOptimConfig:
     """Adam as in CCVPE (lr 1e-4, batch 8, seed 17)."""
 
     lr: float = 1e-4
@@ -68,7 +68,7 @@ class LocalizerTrainConfig:
     model: LocalizerModelConfig = LocalizerModelConfig()
     data: LocalizerDataConfig = LocalizerDataConfig()
     loss: LocalizerLossConfig = LocalizerLossConfig()
-    optim: OptimConfig = OptimConfig()
+    optim: LocalizerOptimConfig = LocalizerOptimConfig()
     out_dir: str = "runs/localizer"
     device: str = "cpu"
     log_every: int = 50
@@ -78,44 +78,11 @@ class LocalizerTrainConfig:
 TargetsFn = Callable[[dict[str, Any]], LocalizerTargets]
 
 
-def preprocessing_of(model: torch.nn.Module) -> dict[str, Any]:
-    """The sidecar/checkpoint preprocessing block: per input size, mean/std, RGB order and query alignment.
-
-    Scale-aligned models (``query_ground_size_m``) also record the query's and the aerial patch's ground size
-    in metres: cut the north-up query to ``query.ground_size_m`` with ``align_query_scale`` and feed aerial
-    patches of ``aerial.ground_size_m``.
-    """
-    common = {"mean": list(model.mean), "std": list(model.std), "color_order": "RGB", "interpolation": "area"}
-    prep = {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, **common},
-            "aerial": {"size_hw": [model.aerial_size, model.aerial_size], **common}}
-    if getattr(model, "query_ground_size_m", None):
-        prep["query"]["ground_size_m"] = float(model.query_ground_size_m)
-        prep["aerial"]["ground_size_m"] = float(model.aerial_size * model.aerial_m_per_px)
-    return prep
-
-
 def build_model(cfg: LocalizerModelConfig) -> torch.nn.Module:
     """Create the registered model; load ``init_checkpoint`` weights if given (must be the same model)."""
     if cfg.init_checkpoint:
-        return load_localizer(cfg.init_checkpoint)
+        return load_model(cfg.init_checkpoint, expected_kind="localizer")[0]
     return create_model(cfg.name, **cfg.kwargs)
-
-
-def load_localizer(path: str | Path) -> torch.nn.Module:
-    """Rebuild a localizer from a checkpoint (safetensors, no pickled code)."""
-    state, meta = load_checkpoint(path, expected_kind="localizer")
-    model = create_model(meta.model_name, **meta.model_kwargs)
-    model.load_state_dict(state)
-    return model
-
-
-def save_localizer(model: torch.nn.Module, path: str | Path, config: Any = None,
-                   extra: dict[str, Any] | None = None) -> Path:
-    module = getattr(model, "module", model)
-    meta = CheckpointMeta(kind="localizer", model_name=module.model_name, model_kwargs=dict(module.model_kwargs),
-                          config=to_dict(config) if config is not None else {}, preprocessing=preprocessing_of(module),
-                          extra=extra or {})
-    return save_checkpoint(path, module.state_dict(), meta)
 
 
 def batch_heading(batch: dict[str, Any]) -> torch.Tensor | None:
@@ -183,18 +150,7 @@ def _to_device(targets: LocalizerTargets, device: str) -> LocalizerTargets:
     return LocalizerTargets(targets.heatmap.to(device), tuple(t.to(device) for t in targets.levels), heading)
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset: Any, batch_size: int = 16, device: str = "cpu",
-                     decompose: bool = False, orientation: bool = False) -> dict[str, float]:
-    """Localization metrics of ``model`` on a dataset opened with ground truth."""
-    module = getattr(model, "module", model)
-    pred = predict(module, make_loader(dataset, batch_size, shuffle=False, seed=0), device)
-    gt_rowcol, m_per_px, heading = dataset.ground_truth()
-    heading = None if np.isnan(heading).any() else heading
-    summary, _ = evaluate_predictions(pred, gt_rowcol, m_per_px, heading, decompose, orientation)
-    return summary
-
-
-def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: LocalizerOptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
@@ -214,12 +170,12 @@ def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out_dir: P
 def _checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: LocalizerTrainConfig, epoch: int,
                 metrics: dict[str, float], best_mean_m: float) -> float:
     out = Path(cfg.out_dir)
-    save_localizer(model, out / "last.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
+    save_model(model, out / "last.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
     torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best_mean_m": best_mean_m},
                out / "last.train_state.pt")
     val_mean = metrics.get("val_mean_m", math.inf)
     if val_mean < best_mean_m or not math.isfinite(best_mean_m):
-        save_localizer(model, out / "best.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
+        save_model(model, out / "best.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
         return min(val_mean, best_mean_m)
     return best_mean_m
 

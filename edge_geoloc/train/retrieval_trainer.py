@@ -23,10 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from edge_geoloc.artifacts import CheckpointMeta, atomic_write_json, load_checkpoint, save_checkpoint
 from edge_geoloc.config import save_config, to_dict
+from edge_geoloc.data.folders import open_cross_view_folders
 from edge_geoloc.data.sampler import Batch, PairDataset, UniqueLocationBatchSampler, collate_pairs
-from edge_geoloc.data.sues200 import SUES200
 from edge_geoloc.data.transforms import AugmentConfig, PairTransform
-from edge_geoloc.data.university import CrossViewFolders, University1652
+from edge_geoloc.data.university import CrossViewFolders
+from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
 from edge_geoloc.models.registry import create_model
 from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
 from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
@@ -118,11 +119,7 @@ class TwoViewForward(nn.Module):
 
 
 def open_folders(cfg: RetrievalDataConfig) -> CrossViewFolders:
-    if cfg.dataset in ("university1652", "synthetic"):
-        return University1652(cfg.root)
-    if cfg.dataset == "sues200":
-        return SUES200(cfg.root, cfg.altitude_m)
-    raise ValueError(f"data.dataset must be university1652, sues200 or synthetic, got {cfg.dataset!r}")
+    return open_cross_view_folders(cfg.dataset, cfg.root, cfg.altitude_m)
 
 
 def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
@@ -214,7 +211,7 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            log.warning("tensorboard is not installed (pip install edge-geoloc[train]); logging to CSV only")
+            log.warning("tensorboard is not installed (pip install edge-geoloc[tensorboard]); logging to CSV only")
             return None
         return SummaryWriter(str(out_dir / "tb"))
 
@@ -386,8 +383,6 @@ class RetrievalTrainer:
 
     def evaluate(self) -> dict[str, dict]:
         """Both directions and protocols on the test split (main rank; empty if there is none)."""
-        from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
-
         folders = open_folders(self.cfg.data)
         if not self.info.is_main or not folders.test_dir.is_dir():
             barrier()

@@ -13,20 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_geoloc.artifacts import load_checkpoint, package_versions, sha256_file
+from edge_geoloc.artifacts import package_versions, sha256_file
 from edge_geoloc.export.sidecar import build_sidecar
 from edge_geoloc.export.wrappers import wrap_for_export
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.backends.base import Backend
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Any]:
-    """Rebuild a registered model from a safetensors checkpoint (weights only, no pickled code)."""
-    from edge_geoloc.models.registry import create_model
-
-    state, meta = load_checkpoint(path)
-    model = create_model(meta.model_name, **meta.model_kwargs)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), meta
 
 
 class TorchBackend(Backend):
@@ -51,7 +42,7 @@ class TorchBackend(Backend):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", view: str = "drone",
                         finest_only: bool = False) -> TorchBackend:
-        model, meta = model_from_checkpoint(path)
+        model, meta = load_model(path)
         wrapper, desc = wrap_for_export(model, view=view, finest_only=finest_only, dynamic_batch=True,
                                         preprocessing=meta.preprocessing, model_config=meta.config)
         sidecar = build_sidecar(desc, hashes={"checkpoint": sha256_file(path)}, versions=package_versions(),

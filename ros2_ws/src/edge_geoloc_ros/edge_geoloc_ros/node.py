@@ -15,6 +15,8 @@ Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 """
 
 from diagnostic_msgs.msg import DiagnosticArray
+from edge_geoloc.fieldlog.step import map_patch_of
+from edge_geoloc.fieldlog.switch import open_field_logger
 from edge_geoloc.interop import (
     AsyncRunner,
     ConversionError,
@@ -30,7 +32,6 @@ from edge_geoloc.interop import (
 )
 from edge_geoloc.interop.build import backend_description, build_pipeline
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds
-from edge_geoloc.interop.fieldlog_bridge import open_field_logger
 from edge_geoloc.interop.outputs import (
     OUTPUT_TYPES,
     TOPIC_DIAGNOSTICS,
@@ -83,9 +84,12 @@ class GeolocNode(Node):
             self.settings.map_frame, self.settings.base_frame, self.settings.publish_visual_fix
         )
         self.last_state = None
-        self.field_logger = field_logger or open_field_logger(self.settings)
+        pipeline = build_pipeline(self.settings) if pipeline is None else pipeline
+        self.field_logger = field_logger or open_field_logger(
+            self.settings, map_patch_of(pipeline)
+        )
         runner = GeolocRunner(
-            build_pipeline(self.settings) if pipeline is None else pipeline,
+            pipeline,
             self.settings.max_inference_rate_hz,
             fixed_altitude_agl_m=self.settings.camera_altitude_agl_m or None,
         )
@@ -160,8 +164,6 @@ class GeolocNode(Node):
             self.get_logger().warning(f"heading rejected: {err}", throttle_duration_sec=5.0)
             return
         self.worker.runner.on_heading(heading_rad, self._now_s())
-        if self.field_logger is not None:
-            self.field_logger.on_heading(self._now_s(), heading_rad)
 
     def _on_altitude_agl(self, msg) -> None:
         try:

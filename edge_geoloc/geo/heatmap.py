@@ -21,9 +21,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from edge_geoloc.geo import PatchGeoref
+from edge_geoloc.geo.raster import PatchGeoref
 
 
 @dataclass(frozen=True)
@@ -129,20 +128,3 @@ def estimate_from_heatmap(heatmap: np.ndarray, georef: PatchGeoref, radius_m: fl
     return HeatmapEstimate(row=row, col=col, lat_deg=float(lat), lon_deg=float(lon),
                            covariance_en_m2=tuple(float(v) for v in cov_m2.ravel()),
                            peak_probability=float(p.max()), peak_mass=min(1.0, mass), entropy_nats=entropy_nats(p))
-
-
-def heatmap_argmax_rowcol(heatmap: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) -> (B, 2) float (row, col) of each map's mode at the pixel centre (``index + 0.5``)."""
-    b, _, w = heatmap.shape
-    flat = heatmap.reshape(b, -1).argmax(dim=1)
-    rows = torch.div(flat, w, rounding_mode="floor")
-    return torch.stack([rows, flat - rows * w], dim=1).to(torch.float32) + 0.5
-
-
-def orientation_at(orientation: torch.Tensor, rowcol: torch.Tensor) -> torch.Tensor:
-    """Heading (rad, clockwise from north, in (-pi, pi]) read from a (B, 2, H, W) (cos, sin) field at (B, 2)."""
-    b = orientation.shape[0]
-    rows = rowcol[:, 0].floor().long().clamp(0, orientation.shape[2] - 1)
-    cols = rowcol[:, 1].floor().long().clamp(0, orientation.shape[3] - 1)
-    vec = orientation[torch.arange(b), :, rows, cols]  # (B, 2)
-    return torch.atan2(vec[:, 1], vec[:, 0])
