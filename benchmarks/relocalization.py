@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -292,34 +293,49 @@ def variants(scenario: str) -> list[str]:
     return [f"{search}/{mode}" for search in SEARCHES.get(scenario, ("learned",)) for mode in MODES]
 
 
-def run(size: dict, cache: Path) -> tuple[dict, dict]:
+def fly_area(size: dict, cache: Path, area_index: int) -> dict:
+    """Every flight over one test area, all scenarios and variants: per-flight results (JSON-ready)."""
     models = prepare_models(cache)
-    areas = prepare_test_areas(cache, models)
-    per_flight = {(s, v): [] for s in SCENARIOS for v in variants(s)}
-    gnss_err = {s: [] for s in SCENARIOS}
+    area = prepare_test_areas(cache, models)[area_index]
+    per_flight = {f"{s}|{v}": [] for s in SCENARIOS for v in variants(s)}
+    gnss_err: dict[str, list[float]] = {s: [] for s in SCENARIOS}
     recall: list[dict] = []
-    for area in areas:
-        for seed in range(size["flights_per_area"]):
-            flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
-            frames = load_frames(flight)
-            memo = None if seed == 0 else {}  # the first flight of each area is timed without the memo
-            stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
-            recall.append(global_search_recall(models, area, flight, frames, memo))
-            log.info("%s seed %d global search recall: %s", area.name, seed, recall[-1])
-            for scenario in SCENARIOS:
-                gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
-                g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
-                gnss_err[scenario] += g_err[np.isfinite(g_err)].tolist()
-                for variant in variants(scenario):
-                    search, mode = variant.split("/")
-                    result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo), g_err, gnss,
-                                            stamps_rel)
-                    per_flight[(scenario, variant)].append(result)
-                    log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
-                             result["success"], result["ttff_s"], _p95(result["errors"]))
-    table = {s: {v: aggregate(per_flight[(s, v)], gnss_err[s]) for v in variants(s)} for s in SCENARIOS}
+    for seed in range(size["flights_per_area"]):
+        flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
+        frames = load_frames(flight)
+        memo = None if seed == 0 else {}  # the first flight of each area is timed without the memo
+        stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
+        recall.append(global_search_recall(models, area, flight, frames, memo))
+        log.info("%s seed %d global search recall: %s", area.name, seed, recall[-1])
+        for scenario in SCENARIOS:
+            gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
+            g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
+            gnss_err[scenario] += g_err[np.isfinite(g_err)].tolist()
+            for variant in variants(scenario):
+                search, mode = variant.split("/")
+                result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo), g_err, gnss,
+                                        stamps_rel)
+                per_flight[f"{scenario}|{variant}"].append(result)
+                log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
+                         result["success"], result["ttff_s"], _p95(result["errors"]))
+    return {"per_flight": per_flight, "gnss_err": gnss_err, "recall": recall, "train": models.train_metrics}
+
+
+def run(size: dict, cache: Path, jobs: int) -> tuple[dict, dict]:
+    """All test areas (one process per area with ``jobs`` > 1), then one table over all flights."""
+    prepare_test_areas(cache, prepare_models(cache))  # build the shared cache once, before any worker
+    indexes = range(len(TEST_AREAS))
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            parts = list(pool.map(fly_area, [size] * len(indexes), [cache] * len(indexes), indexes))
+    else:
+        parts = [fly_area(size, cache, i) for i in indexes]
+    table = {s: {v: aggregate([r for p in parts for r in p["per_flight"][f"{s}|{v}"]],
+                              [e for p in parts for e in p["gnss_err"][s]]) for v in variants(s)}
+             for s in SCENARIOS}
+    recall = [r for p in parts for r in p["recall"]]
     search = {k: round(float(np.mean([r[k] for r in recall])), 3) for k in recall[0]}
-    return table, {"train": models.train_metrics, "global_search_per_frame": search}
+    return table, {"train": parts[0]["train"], "global_search_per_frame": search}
 
 
 def markdown(table: dict) -> str:
@@ -338,11 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
+    parser.add_argument("--jobs", type=int, default=2, help="test areas flown in parallel (one process each)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     mode = "quick" if args.quick else "full"
     t0 = time.monotonic()
-    table, extra = run(SIZES[mode], Path(args.cache))
+    table, extra = run(SIZES[mode], Path(args.cache), args.jobs)
     result = {"benchmark": "relocalization", "mode": mode, "sizes": SIZES[mode],
               "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
