@@ -37,8 +37,8 @@ from relocalization_setup import FLIGHT_CONDITION, TEST_AREAS, prepare_models, p
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.config import from_dict  # noqa: E402
 from edge_geoloc.data.pairs import DronePairConfig, dataset_for_model, write_synthetic_drone_pairs  # noqa: E402
+from edge_geoloc.models.checkpoint import load_model  # noqa: E402
 from edge_geoloc.sim import load_area  # noqa: E402
-from edge_geoloc.train.localizer_trainer import load_localizer  # noqa: E402
 
 log = logging.getLogger("benchmarks.patch_confidence")
 CORRECT_M, PEAK_RADIUS_M = 5.0, 10.0
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     area = prepare_test_areas(cache, models)[0]
     count = 100 if args.quick else 300
     sets = make_pairs(cache / "confidence_pairs" / f"{area.name}_{FLIGHT_CONDITION}", area.area_dir, count)
-    model = load_localizer(models.localizer_checkpoint).eval()
+    model = load_model(models.localizer_checkpoint, expected_kind="localizer")[0].eval()
     parts = [score_pairs(model, root) for root in sets.values()]
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     result = {"benchmark": "patch_confidence", "mode": "quick" if args.quick else "full",

@@ -78,8 +78,9 @@ def _train_localizer(area_dirs: list[Path], out: Path) -> dict[str, Any]:
     from torch.utils.data import ConcatDataset
 
     from edge_geoloc.data.pairs import DronePairConfig, dataset_for_model, write_synthetic_drone_pairs
+    from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
     from edge_geoloc.sim import load_area
-    from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, build_model, evaluate_dataset, fit
+    from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, build_model, fit
 
     pair_cfg = from_dict(DronePairConfig, LOCALIZER_PAIRS)
     val_cfg = from_dict(DronePairConfig, {**LOCALIZER_PAIRS, "count": 64, "random_conditions": 0,
