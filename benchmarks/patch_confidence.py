@@ -107,7 +107,8 @@ def score_pairs(model: torch.nn.Module, root: Path) -> dict[str, np.ndarray]:
     rows: dict[str, list[float]] = {}
     for i in range(len(ds)):
         item = ds[i]
-        heatmap = model(item["query"][None], item["aerial"][None]).heatmap[0, 0].double().numpy()
+        heatmap = model(item["query"][None], item["aerial"][None]).heatmap[0].double().numpy()
+        heatmap = heatmap.reshape(heatmap.shape[-2:])  # (H, W), whether the model keeps a channel axis or not
         heatmap /= heatmap.sum()
         mode = np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)) + 0.5
         scale = heatmap.shape[0] / ds.aerial_size  # heat map pixels per resized aerial pixel
