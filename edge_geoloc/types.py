@@ -160,6 +160,7 @@ class FusedState:
     visual_used: bool
     visual_fix: VisualFix | None = None
     latency: StageLatency = StageLatency()
+    ambiguous: bool = False  # a multi-modal belief (particle fusion): the position is no confident fix
 
     @property
     def horizontal_sigma_m(self) -> float:

@@ -7,7 +7,58 @@ squared Mahalanobis distance, so they mean the same for 2-D (visual) and 3-D (GN
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+FusionMode = Literal["ekf", "particle"]
+
+
+@dataclass(frozen=True)
+class ParticleConfig:
+    """The multi-hypothesis (particle) filter, ``fusion.particle`` (see :mod:`edge_geoloc.fusion.particle`).
+
+    Times are in seconds of flight, not in updates, so the recovery behaves the same at any sensor rate."""
+
+    num_particles: int = 1500
+    seed: int = 0  # the filter is deterministic for a seed
+    speed_sigma_mps2: float = 0.3  # random walk of the speed when the heading is measured (heading-driven motion)
+    heading_sigma_deg: float = 3.0  # noise of the measured heading per prediction
+    position_diffusion_mps: float = 0.3  # position random walk (m / sqrt(s)): keeps the cloud diverse
+    max_speed_mps: float = 40.0
+    init_speed_mps: float = 10.0  # speed hypotheses of a start without GNSS velocity: uniform in [0, 2x]
+    gnss_outlier_probability: float = 0.1  # Gaussian + uniform mixture: the multipath share of fixes ...
+    gnss_outlier_radius_m: float = 200.0  # ... spread uniformly over a disc of this radius
+    gnss_recovery_s: float = 15.0  # GNSS outliers that agree with each other this long re-seed the belief
+    velocity_sigma_mps: float = 1.0  # GNSS speed/course as a velocity likelihood (heavy-tailed too)
+    heatmap_inlier_probability: float = 0.5  # prior that one of the heat maps holds the truth at its peak
+    heatmap_exponent: float = 0.5  # heat maps are tempered (p^e) against over-confident models
+    visual_outlier_probability: float = 0.3  # single visual fixes (update_visual): Gaussian + uniform
+    alpha_slow_s: float = 60.0  # augmented MCL: time constants of the slow and fast averages of the ...
+    alpha_fast_s: float = 3.0  # ... belief's heat-map quality; inject when the fast one drops below the slow one
+    injection_ratio: float = 0.7  # ... (by this factor: a real drop, not the heat maps' frame-to-frame noise) ...
+    recovery_quality: float = 0.5  # ... or below this (a belief that never explained the heat maps)
+    max_injection_fraction: float = 0.25  # at most this share of the particles is re-drawn per update
+    resample_ess_fraction: float = 0.5  # resample when the effective sample size falls under this share
+    mode_cell_m: float = 8.0  # histogram cell of the mode search
+    mode_radius_m: float = 20.0  # particles within this of a mode belong to it
+    ambiguous_mass: float = 0.2  # a second mode with at least this weight makes the belief ambiguous ...
+    min_dominant_mass: float = 0.5  # ... and so does a dominant mode lighter than this (a diffuse cloud)
+
+    def __post_init__(self) -> None:
+        if self.num_particles < 50:
+            raise ValueError(f"fusion.particle.num_particles must be >= 50, got {self.num_particles}")
+        for name in ("speed_sigma_mps2", "heading_sigma_deg", "position_diffusion_mps", "max_speed_mps",
+                     "gnss_outlier_radius_m", "gnss_recovery_s", "velocity_sigma_mps", "heatmap_exponent",
+                     "alpha_slow_s", "alpha_fast_s", "mode_cell_m", "mode_radius_m"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"fusion.particle.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("gnss_outlier_probability", "heatmap_inlier_probability", "visual_outlier_probability",
+                     "max_injection_fraction", "resample_ess_fraction", "ambiguous_mass", "recovery_quality",
+                     "injection_ratio", "min_dominant_mass"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"fusion.particle.{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.alpha_fast_s >= self.alpha_slow_s:
+            raise ValueError("fusion.particle.alpha_fast_s must be shorter than alpha_slow_s")
 
 
 @dataclass(frozen=True)
@@ -36,6 +87,8 @@ class FusionConfig:
     recovery_quiet_s: float = 5.0  # ... and only if no other sensor was accepted for that long
     max_measurement_lag_s: float = 0.5  # older measurements than this behind the filter time are rejected
     max_prediction_s: float = 120.0  # predicting further without any accepted update marks the state stale
+    mode: FusionMode = "ekf"  # "particle": the multi-hypothesis filter (fusion.particle), fed with heat maps
+    particle: ParticleConfig = field(default_factory=ParticleConfig)
 
     def __post_init__(self) -> None:
         for name in ("accel_sigma_mps2", "vertical_accel_sigma_mps2", "uere_m", "vertical_factor",
@@ -52,5 +105,7 @@ class FusionConfig:
             raise ValueError("fusion.init_visual_fixes and fusion.init_gnss_fixes must be >= 1")
         if self.recovery_rejections < 2:
             raise ValueError(f"fusion.recovery_rejections must be >= 2, got {self.recovery_rejections}")
+        if self.mode not in ("ekf", "particle"):
+            raise ValueError(f"fusion.mode must be 'ekf' or 'particle', got {self.mode!r}")
         if self.max_measurement_lag_s < 0 or self.recovery_quiet_s < 0 or self.velocity_tau_s < 0:
             raise ValueError("fusion.max_measurement_lag_s, recovery_quiet_s and velocity_tau_s must be >= 0")

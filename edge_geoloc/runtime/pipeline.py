@@ -20,6 +20,12 @@ localizer runs on the best ``localize_top`` tiles in retrieval order until one i
 mostly outside the map are skipped, and a heat map whose mode falls on the black outside of the map is not
 trusted. A fix whose confidence (heat-map peak mass) is under ``min_confidence`` is reported but not fused,
 and counted in ``low_confidence``.
+
+With ``fusion.mode: particle`` the fusion is the multi-hypothesis :class:`~edge_geoloc.fusion.ParticleFilter`:
+retrieval always searches the whole map (its tiles seed the filter's recovery), the localizer runs on all
+``localize_top`` candidates (plus the patch around the belief) and every usable heat map is fused as a
+likelihood, the measured heading steers the motion, and a multi-modal belief is published with
+``FusedState.ambiguous`` set (and no prior for the next search).
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_geoloc.fusion import FusionFilter
+from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
 from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
@@ -114,7 +121,8 @@ class Pipeline:
         self.encoder, self.localizer, self.index = encoder, localizer, index
         if origin is None and "centre_lat_deg" in index.manifest:
             origin = EnuFrame(index.manifest["centre_lat_deg"], index.manifest["centre_lon_deg"], 0.0)
-        self.fusion = FusionFilter(self.cfg.fusion, origin)
+        self.fusion = make_fusion(self.cfg.fusion, origin)
+        self._heatmaps: list[HeatmapMeasurement] | None = [] if isinstance(self.fusion, ParticleFilter) else None
         self._own = PipelineCounters()  # what only the pipeline sees; fix counts are the filter's
         self._last_gnss: GnssFix | None = None
         self.alignment: QueryAlignment = getattr(localizer, "alignment", None) or QueryAlignment()
@@ -156,6 +164,9 @@ class Pipeline:
         t0 = time.perf_counter()
         self._own.frames += 1
         gnss_used = self._fuse_gnss(gnss) if gnss is not None else False
+        if self._heatmaps is not None:
+            self._heatmaps.clear()
+            self.fusion.set_heading(frame.stamp_s, frame.heading_rad)
         self.fusion.predict_to(frame.stamp_s)
         prior = self._prior(frame.stamp_s)
         if prior is None:
@@ -163,7 +174,8 @@ class Pipeline:
         times: dict[str, float] = {}
         fix = self._visual_fix(frame, prior, times)
         t_fusion = time.perf_counter()
-        visual_used = self._fuse_visual(fix) if fix is not None else False
+        visual_used = self._fuse_heatmaps(frame.stamp_s) if self._heatmaps is not None else (
+            self._fuse_visual(fix) if fix is not None else False)
         times["fusion_ms"] = (time.perf_counter() - t_fusion) * 1e3
         latency = StageLatency(total_ms=(time.perf_counter() - t0) * 1e3, **times)
         return self._fused_state(frame.stamp_s, gnss_used, visual_used, fix, latency)
@@ -184,10 +196,20 @@ class Pipeline:
             return False
         return self.fusion.update_visual(fix).accepted
 
+    def _fuse_heatmaps(self, stamp_s: float) -> bool:
+        """Particle mode: every usable heat map of this frame is one likelihood of a single update (the filter
+        counts accepted and rejected updates and their reasons)."""
+        if not self._heatmaps:
+            return False
+        return self.fusion.update_heatmaps(stamp_s, self._heatmaps).accepted
+
     def _prior(self, stamp_s: float) -> _Prior | None:
-        """Where to search: the fused estimate, else a recent raw GNSS fix, else nowhere (all tiles)."""
+        """Where to search: the fused estimate, else a recent raw GNSS fix, else nowhere (all tiles); an
+        ambiguous particle belief is no prior."""
         pc = self.cfg.pipeline
         gnss = self._last_gnss
+        if self._heatmaps is not None and (not self.fusion.initialized or self.fusion.ambiguous):
+            return None
         if self.fusion.initialized:
             lat, lon, _ = self.fusion.position_latlon()
             cov = self.fusion.state.P[:2, :2]
@@ -224,9 +246,10 @@ class Pipeline:
         times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
         enc_pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
         t = time.perf_counter()
+        bounded = prior is not None and self._heatmaps is None  # particle mode: retrieval is global
         result = self.index.search(embedding, self.cfg.pipeline.top_k,
-                                   (prior.lat_deg, prior.lon_deg) if prior else None,
-                                   prior.radius_m if prior else None)
+                                   (prior.lat_deg, prior.lon_deg) if bounded else None,
+                                   prior.radius_m if bounded else None)
         times["search_ms"] = (time.perf_counter() - t) * 1e3
         if result.ids.size == 0:
             self._bump("outside_map")
@@ -279,10 +302,21 @@ class Pipeline:
             estimate = self._estimate(heatmap, patch, tile_id)
             if estimate is not None and (best is None or estimate.peak_mass > best[2].peak_mass):
                 best = (tile_id, score, estimate, from_prior)
-            if best is not None and best[2].peak_mass >= pc.min_confidence:
+            if estimate is not None and self._heatmaps is not None:
+                self._keep_heatmap(heatmap, patch, from_prior, estimate.peak_mass)
+            elif best is not None and best[2].peak_mass >= pc.min_confidence:
                 break
             t = time.perf_counter()
         return best, pre_ms
+
+    def _keep_heatmap(self, heatmap: np.ndarray, patch: Patch, around_belief: bool, confidence: float) -> None:
+        """Particle mode: keep the heat map as a likelihood (the belief's own patch is no global candidate)."""
+        if self.fusion.origin is None:
+            self.fusion.origin = EnuFrame(*patch.georef.pixel_to_latlon(patch.georef.height_px / 2,
+                                                                        patch.georef.width_px / 2), 0.0)
+        georef = patch.georef.resized(*heatmap.shape)
+        self._heatmaps.append(heatmap_measurement(heatmap, georef, self.fusion.origin,
+                                                  not around_belief, confidence))
 
     def _aerial_px(self) -> int | None:
         return getattr(self.localizer, "aerial_px", None)
@@ -322,7 +356,8 @@ class Pipeline:
         x, P = self.fusion.state.x, self.fusion.state.P
         lat, lon, alt = self.fusion.origin.from_enu(x[0], x[1], x[2])
         return FusedState(stamp_s, lat, lon, alt, float(x[0]), float(x[1]), float(x[3]), float(x[4]),
-                          tuple(float(v) for v in P[:3, :3].ravel()), True, gnss_used, visual_used, fix, latency)
+                          tuple(float(v) for v in P[:3, :3].ravel()), True, gnss_used, visual_used, fix, latency,
+                          ambiguous=bool(getattr(self.fusion, "ambiguous", False)))
 
     def _bump(self, name: str) -> None:
         self._own.extra[name] = self._own.extra.get(name, 0) + 1

@@ -1,0 +1,381 @@
+"""Relocalization benchmark: EKF and particle fusion side by side, with the trained models, on unseen areas.
+
+The localizer (xcorr_drone_micro) and the retrieval model are trained on a "source" area
+(``relocalization_setup``); >= 20 seeded flights over two "target" areas that no model saw are flown through
+the real on-board ``Pipeline`` (ONNX Runtime, CPU) once per scenario and fusion mode. Each scenario gets its
+own simulated GNSS (the sim's receiver model, 1 Hz, with RMC speed/course and GST sigmas):
+
+- ``denied_start``: no GNSS for the first ``denied_s`` (120 s), then normal GNSS;
+- ``outage_after_jump``: a 25 m multipath jump at 20 s (8 s, reported sigma x1.6 only), then a 120 s outage;
+- ``urban_multipath``: the sim's urban-canyon preset for the whole flight;
+- ``normal``: open sky.
+
+Global search is the learned retrieval in every scenario; for ``denied_start``, where everything hangs on it,
+also the classical NCC stand-in (``ncc_global_search``), to show what the filters do with a search that works.
+
+Per scenario and mode: success rate (a published fix -- initialised, not ambiguous -- under 10 m within 10
+frames of the event: the first frame, or the outage start), time to the first correct fix, mean/p95 error over
+published frames (and their share), p95 of GNSS only (the latest fix, held through outages), the share of
+frames where the fused error exceeds the GNSS-only error by more than 1 m, the p95 over every frame with an
+estimate (ambiguous ones too), inside outages their mean/p95 and published share, CPU ms per frame (whole pipeline,
+process time) and the fusion's own ms. Frames are rendered at 0.5 Hz and 128 px to fit the shared 2-core box.
+
+    python benchmarks/relocalization.py --quick    # 4 flights of 90 s (outages shortened); smoke test
+    python benchmarks/relocalization.py            # 20 flights of 180 s; JSON: benchmarks/results/relocalization.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from ncc_global_search import NccGlobalSearch, matcher_for  # noqa: E402
+from relocalization_setup import (  # noqa: E402
+    TEST_AREAS,
+    prepare_flight,
+    prepare_models,
+    prepare_test_areas,
+    runtime_config,
+)
+
+from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
+from edge_geoloc.geo import latlon_to_utm  # noqa: E402
+from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
+from edge_geoloc.runtime.replay import measured_attitude, read_flight, with_flight_camera  # noqa: E402
+from edge_geoloc.sim import load_area  # noqa: E402
+from edge_geoloc.sim.gnss import gnss_preset, simulate_gnss_errors  # noqa: E402
+from edge_geoloc.types import CameraFrame, CovarianceType, GnssFix, diagonal_covariance  # noqa: E402
+
+log = logging.getLogger("benchmarks.relocalization")
+
+SCENARIOS = ("denied_start", "outage_after_jump", "urban_multipath", "normal")
+MODES = ("ekf", "particle")
+SEARCHES = {"denied_start": ("learned", "ncc")}  # global search: the learned retrieval, or the NCC stand-in
+CORRECT_M, SUCCESS_FRAMES, WORSE_MARGIN_M = 10.0, 10, 1.0
+GNSS_RATE_HZ, JUMP_AT_S, JUMP_S, JUMP_M = 1.0, 10.0, 8.0, 25.0
+SIZES = {"quick": dict(flights_per_area=2, duration_s=80.0, denied_s=40.0, outage_s=40.0),
+         "full": dict(flights_per_area=10, duration_s=150.0, denied_s=120.0, outage_s=120.0)}
+
+
+class Memo:
+    """Wraps the pipeline's encoder or localizer: identical inputs (the same frame, the same tile patch) are
+    computed once per flight and shared by all scenarios and modes. Exact (keyed by the input bytes); the
+    CPU time per frame is measured on each area's first flight, which runs without it."""
+
+    def __init__(self, inner, cache: dict) -> None:
+        self.inner, self.cache = inner, cache
+
+    def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
+        key = ("locate", hash(query_rgb.tobytes()), hash(aerial_rgb.tobytes()))
+        if key not in self.cache:
+            self.cache[key] = self.inner.locate(query_rgb, aerial_rgb)
+        return self.cache[key]
+
+    def embed(self, images) -> np.ndarray:
+        key = ("embed", *(hash(np.ascontiguousarray(im).tobytes()) for im in images))
+        if key not in self.cache:
+            self.cache[key] = self.inner.embed(images)
+        return self.cache[key]
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+@dataclass(frozen=True)
+class ScenarioGnss:
+    fixes: list[GnssFix]
+    event_s: float  # relative to the first frame: when success is judged from
+    outage_s: tuple[float, float] | None  # relative
+
+
+def _gnss_config(name: str, size: dict):
+    if name == "urban_multipath":
+        return gnss_preset("urban_multipath", rate_hz=GNSS_RATE_HZ)
+    if name == "denied_start":
+        return gnss_preset("normal", rate_hz=GNSS_RATE_HZ, outages=((0.0, size["denied_s"]),))
+    if name == "outage_after_jump":
+        start = JUMP_AT_S + JUMP_S
+        return gnss_preset("normal", rate_hz=GNSS_RATE_HZ, outages=((start, start + size["outage_s"]),))
+    return gnss_preset("normal", rate_hz=GNSS_RATE_HZ)
+
+
+def scenario_gnss(name: str, flight, area, size: dict, seed: int) -> ScenarioGnss:
+    """The scenario's GNSS fixes along the flight's truth (interpolated to the receiver's epochs)."""
+    rng = np.random.default_rng([seed, SCENARIOS.index(name)])
+    truth = flight.truth
+    t0 = float(truth["stamp_s"][0])
+    rel = np.arange(0.0, float(truth["stamp_s"][-1]) - t0 + 1e-9, 1.0 / GNSS_RATE_HZ)
+    track = simulate_gnss_errors(t0 + rel, _gnss_config(name, size), rng)
+    error, sigma = track.error_enu_m.copy(), track.sigma_enu_m.copy()
+    if name == "outage_after_jump":
+        inside = (rel >= JUMP_AT_S) & (rel < JUMP_AT_S + JUMP_S)
+        angle = rng.uniform(0, 2 * math.pi)
+        error[inside, :2] += JUMP_M * np.array([math.sin(angle), math.cos(angle)])
+        sigma[inside] *= 1.6
+    east = np.interp(t0 + rel, truth["stamp_s"], truth["east_m"]) + error[:, 0]
+    north = np.interp(t0 + rel, truth["stamp_s"], truth["north_m"]) + error[:, 1]
+    heading = np.interp(t0 + rel, truth["stamp_s"], np.unwrap(truth["heading_rad"]))
+    alt = float(truth["alt_m"][0])
+    fixes = []
+    for k in np.flatnonzero(track.valid):
+        lat, lon = area.local_to_latlon(east[k], north[k])
+        fixes.append(GnssFix(float(t0 + rel[k]), float(lat), float(lon), alt + float(error[k, 2]),
+                             diagonal_covariance(*sigma[k]), CovarianceType.DIAGONAL_KNOWN,
+                             num_satellites=int(track.num_satellites[k]), hdop=float(track.hdop[k]),
+                             speed_mps=8.0 + float(rng.normal(0, 0.1)),
+                             course_rad=float(heading[k] + rng.normal(0, 0.01)) % (2 * math.pi)))
+    event = {"denied_start": 0.0, "outage_after_jump": JUMP_AT_S + JUMP_S}.get(name, 0.0)
+    outage = {"denied_start": (0.0, size["denied_s"]),
+              "outage_after_jump": (event, event + size["outage_s"])}.get(name)
+    return ScenarioGnss(fixes, event, outage)
+
+
+def gnss_only_errors(fixes: list[GnssFix], flight, area) -> np.ndarray:
+    """(F,) error of the latest GNSS fix at each frame (held through outages; NaN before the first)."""
+    stamps = np.array([f.stamp_s for f in fixes])
+    out = np.full(len(flight.frame_stamps_s), np.nan)
+    for i, t in enumerate(flight.frame_stamps_s):
+        k = np.searchsorted(stamps, t, side="right") - 1
+        if k >= 0:
+            e, n = area.latlon_to_local(fixes[k].lat_deg, fixes[k].lon_deg)
+            out[i] = math.hypot(e - flight.truth["east_m"][i], n - flight.truth["north_m"][i])
+    return out
+
+
+def load_frames(flight) -> list[CameraFrame]:
+    """Decoded frames with the on-board heading and height (``sensors.csv``), once per flight."""
+    frames = []
+    for i, (stamp, path) in enumerate(zip(flight.frame_stamps_s, flight.frame_paths, strict=True)):
+        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        heading, altitude = measured_attitude(flight, float(stamp))
+        frames.append(CameraFrame(float(stamp), rgb, f"frame_{i:06d}", heading, altitude))
+    return frames
+
+
+def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
+        search: str, memo: dict | None) -> dict[str, np.ndarray]:
+    """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
+    cfg = with_flight_camera(runtime_config({"fusion": {"mode": mode}}), flight)
+    pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
+    if memo is not None:
+        pipe.encoder, pipe.localizer = Memo(pipe.encoder, memo), Memo(pipe.localizer, memo)
+    ncc = NccGlobalSearch(pipe, _matcher(test_area)) if search == "ncc" else None
+    fixes, j, states = sorted(gnss.fixes, key=lambda f: f.stamp_s), 0, []
+    cpu0 = time.process_time()
+    for frame in frames:
+        batch = []
+        while j < len(fixes) and fixes[j].stamp_s <= frame.stamp_s:
+            batch.append(fixes[j])
+            j += 1
+        for fix in batch[:-1]:
+            pipe.add_gnss(fix)
+        if ncc is not None:
+            ncc.set_frame(frame)
+        states.append(pipe.process(frame, batch[-1] if batch else None))
+    cpu_ms = (time.process_time() - cpu0) * 1e3 / max(len(states), 1)
+    area = _area(test_area)
+    err = np.full(len(states), np.nan)
+    for i, s in enumerate(states):
+        if s.initialized:
+            e, n = area.latlon_to_local(s.lat_deg, s.lon_deg)
+            err[i] = math.hypot(e - flight.truth["east_m"][i], n - flight.truth["north_m"][i])
+    published = np.array([s.initialized and not s.ambiguous for s in states])
+    fusion_ms = np.array([s.latency.fusion_ms for s in states])
+    return {"error_m": err, "published": published, "cpu_ms": None if memo is not None else cpu_ms,
+            "fusion_ms": float(fusion_ms.mean())}
+
+
+_AREAS: dict[str, object] = {}
+_MATCHERS: dict[str, object] = {}
+
+
+def _matcher(test_area):
+    if test_area.name not in _MATCHERS:
+        _MATCHERS[test_area.name] = matcher_for(test_area.area_dir / "ortho.tif")
+    return _MATCHERS[test_area.name]
+
+
+def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None) -> dict:
+    """Per frame, GNSS-free: is the truth inside one of the top-5 tiles of the learned retrieval / of the NCC
+    search, and is the NCC baseline's own best match within 10 m? (Chance: 5 x tiles covering a point / tiles.)"""
+    cfg = with_flight_camera(runtime_config(), flight)
+    pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
+    encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
+    index, zone = pipe.index, pipe.index.zone
+    ncc = NccGlobalSearch(pipe, _matcher(test_area))
+    half = index.tile_size_m / 2
+    hits = {"learned_top5": [], "ncc_top5": [], "ncc_top1_within_10m": []}
+    for i, frame in enumerate(frames):
+        x, y, _ = latlon_to_utm(flight.truth["lat_deg"][i], flight.truth["lon_deg"][i], zone)
+        covered = (np.abs(index.tiles["utm_east_m"] - x) < half) & (np.abs(index.tiles["utm_north_m"] - y) < half)
+        learned = index.search(encoder.embed([frame.image_rgb])[0], 5)
+        ncc.set_frame(frame)
+        hits["learned_top5"].append(bool(covered[learned.ids].any()))
+        hits["ncc_top5"].append(bool(covered[ncc.search(None, 5).ids].any()))
+        m = ncc.last_match
+        hits["ncc_top1_within_10m"].append(m is not None and math.hypot(m.east_m - x, m.north_m - y) < CORRECT_M)
+    out = {k: float(np.mean(v)) for k, v in hits.items()}
+    covering = float(np.mean([np.sum((np.abs(index.tiles["utm_east_m"] - index.tiles["utm_east_m"][j]) < half)
+                                     & (np.abs(index.tiles["utm_north_m"] - index.tiles["utm_north_m"][j]) < half))
+                              for j in range(len(index))]))
+    out["chance_top5"] = min(1.0, 5 * covering / len(index))
+    return out
+
+
+def _area(test_area):
+    if test_area.name not in _AREAS:
+        _AREAS[test_area.name] = load_area(test_area.area_dir)
+    return _AREAS[test_area.name]
+
+
+def flight_metrics(run: dict, gnss_err: np.ndarray, gnss: ScenarioGnss, stamps_rel: np.ndarray) -> dict:
+    err, pub = run["error_m"], run["published"]
+    event = int(np.searchsorted(stamps_rel, gnss.event_s))
+    correct = pub & (err < CORRECT_M)
+    after = np.flatnonzero(correct[event:])
+    first = event + int(after[0]) if after.size else None
+    both = pub & np.isfinite(gnss_err)
+    out = {"success": first is not None and first < event + SUCCESS_FRAMES,
+           "ttff_s": float(stamps_rel[first] - stamps_rel[event]) if first is not None else None,
+           "errors": err[pub].tolist(), "published_share": float(pub.mean()),
+           "all_errors": err[np.isfinite(err)].tolist(),
+           "worse": int(np.sum(err[both] > gnss_err[both] + WORSE_MARGIN_M)), "compared": int(both.sum()),
+           "cpu_ms": run["cpu_ms"], "fusion_ms": run["fusion_ms"]}
+    if gnss.outage_s is not None:
+        inside = (stamps_rel >= gnss.outage_s[0]) & (stamps_rel < gnss.outage_s[1]) & pub
+        out["outage_errors"] = err[inside].tolist()
+        out["outage_published"] = float(inside.sum() / max(1, np.sum((stamps_rel >= gnss.outage_s[0])
+                                                                      & (stamps_rel < gnss.outage_s[1]))))
+    return out
+
+
+def _p95(values: list[float]) -> float | None:
+    return round(float(np.percentile(values, 95)), 2) if values else None
+
+
+def aggregate(per_flight: list[dict], gnss_errors: list[float]) -> dict:
+    errors = [e for f in per_flight for e in f["errors"]]
+    ttff = [f["ttff_s"] for f in per_flight if f["ttff_s"] is not None]
+    compared = sum(f["compared"] for f in per_flight)
+    out = {"flights": len(per_flight), "success_rate": round(float(np.mean([f["success"] for f in per_flight])), 3),
+           "ttff_s_median": round(float(np.median(ttff)), 1) if ttff else None,
+           "never_correct": sum(f["ttff_s"] is None for f in per_flight),
+           "mean_m": round(float(np.mean(errors)), 2) if errors else None, "p95_m": _p95(errors),
+           "p95_all_estimates_m": _p95([e for f in per_flight for e in f["all_errors"]]),
+           "published_share": round(float(np.mean([f["published_share"] for f in per_flight])), 3),
+           "gnss_only_p95_m": _p95(gnss_errors),
+           "worse_than_gnss_share": round(sum(f["worse"] for f in per_flight) / compared, 3) if compared else None,
+           "cpu_ms_per_frame": round(float(np.mean([f["cpu_ms"] for f in per_flight if f["cpu_ms"] is not None])), 1),
+           "fusion_ms_per_frame": round(float(np.mean([f["fusion_ms"] for f in per_flight])), 2)}
+    outage = [e for f in per_flight for e in f.get("outage_errors", [])]
+    if outage:
+        out["outage_mean_m"], out["outage_p95_m"] = round(float(np.mean(outage)), 2), _p95(outage)
+        out["outage_published_share"] = round(float(np.mean([f["outage_published"] for f in per_flight])), 3)
+    return out
+
+
+def variants(scenario: str) -> list[str]:
+    """``search/mode`` rows of a scenario."""
+    return [f"{search}/{mode}" for search in SEARCHES.get(scenario, ("learned",)) for mode in MODES]
+
+
+def fly_area(size: dict, cache: Path, area_index: int) -> dict:
+    """Every flight over one test area, all scenarios and variants: per-flight results (JSON-ready)."""
+    models = prepare_models(cache)
+    area = prepare_test_areas(cache, models)[area_index]
+    per_flight = {f"{s}|{v}": [] for s in SCENARIOS for v in variants(s)}
+    gnss_err: dict[str, list[float]] = {s: [] for s in SCENARIOS}
+    recall: list[dict] = []
+    for seed in range(size["flights_per_area"]):
+        flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
+        frames = load_frames(flight)
+        memo = None if seed == 0 else {}  # the first flight of each area is timed without the memo
+        stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
+        recall.append(global_search_recall(models, area, flight, frames, memo))
+        log.info("%s seed %d global search recall: %s", area.name, seed, recall[-1])
+        for scenario in SCENARIOS:
+            gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
+            g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
+            gnss_err[scenario] += g_err[np.isfinite(g_err)].tolist()
+            for variant in variants(scenario):
+                search, mode = variant.split("/")
+                result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo), g_err, gnss,
+                                        stamps_rel)
+                per_flight[f"{scenario}|{variant}"].append(result)
+                log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
+                         result["success"], result["ttff_s"], _p95(result["errors"]))
+    return {"per_flight": per_flight, "gnss_err": gnss_err, "recall": recall, "train": models.train_metrics}
+
+
+def run(size: dict, cache: Path, jobs: int) -> tuple[dict, dict]:
+    """All test areas (one process per area with ``jobs`` > 1), then one table over all flights."""
+    prepare_test_areas(cache, prepare_models(cache))  # build the shared cache once, before any worker
+    indexes = range(len(TEST_AREAS))
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            parts = list(pool.map(fly_area, [size] * len(indexes), [cache] * len(indexes), indexes))
+    else:
+        parts = [fly_area(size, cache, i) for i in indexes]
+    table = {s: {v: aggregate([r for p in parts for r in p["per_flight"][f"{s}|{v}"]],
+                              [e for p in parts for e in p["gnss_err"][s]]) for v in variants(s)}
+             for s in SCENARIOS}
+    recall = [r for p in parts for r in p["recall"]]
+    search = {k: round(float(np.mean([r[k] for r in recall])), 3) for k in recall[0]}
+    return table, {"train": parts[0]["train"], "global_search_per_frame": search}
+
+
+def markdown(table: dict) -> str:
+    lines = ["| scenario | search/fusion | success | TTFF median (s) | mean (m) | p95 (m) | GNSS-only p95 (m) | "
+             "worse than GNSS | published | CPU ms/frame | fusion ms |", "|---" * 11 + "|"]
+    for s, modes in table.items():
+        for m, r in modes.items():
+            lines.append(f"| {s} | {m} | {r['success_rate']:.2f} | {r['ttff_s_median']} | {r['mean_m']} | "
+                         f"{r['p95_m']} | {r['gnss_only_p95_m']} | {r['worse_than_gnss_share']} | "
+                         f"{r['published_share']:.2f} | {r['cpu_ms_per_frame']} | {r['fusion_ms_per_frame']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
+    parser.add_argument("--jobs", type=int, default=2, help="test areas flown in parallel (one process each)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    mode = "quick" if args.quick else "full"
+    t0 = time.monotonic()
+    table, extra = run(SIZES[mode], Path(args.cache), args.jobs)
+    result = {"benchmark": "relocalization", "mode": mode, "sizes": SIZES[mode],
+              "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
+              "definitions": {"correct_m": CORRECT_M, "success_frames": SUCCESS_FRAMES,
+                              "worse_margin_m": WORSE_MARGIN_M, "frame_rate_hz": 0.5, "gnss_rate_hz": GNSS_RATE_HZ},
+              "train_metrics": extra["train"], "global_search_per_frame": extra["global_search_per_frame"],
+              "results": table, "table_markdown": markdown(table),
+              "wall_s": round(time.monotonic() - t0, 1)}
+    out = Path(args.out or f"benchmarks/results/relocalization{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, json.loads(json.dumps(result, default=str)))
+    print(markdown(table))
+    print("global search per frame (truth in top-5 tiles; NCC top-1 within 10 m):", extra["global_search_per_frame"])
+    print(f"wall {result['wall_s']:.0f} s; JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

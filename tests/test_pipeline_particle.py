@@ -1,0 +1,67 @@
+"""Pipeline with ``fusion.mode: particle``: heat maps of all candidates are fused, the belief relocalizes from a
+GNSS-denied start and the ambiguity flag reaches ``FusedState`` (same stand-in models as test_pipeline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_pipeline import ORIGIN, QUERY_M, QUERY_PX, TemplateLocalizer, camera, gnss, horizontal_error, runtime_cfg
+from test_tile_index import ThumbnailEncoder, make_ortho
+
+from edge_geoloc.fusion import FusionConfig, ParticleFilter
+from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
+from edge_geoloc.runtime.heatmap_measurement import enu_to_pixel_affine
+from edge_geoloc.runtime.pipeline import Pipeline
+from edge_geoloc.runtime.tile_build import build_tile_index
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    make_ortho(root / "area.tif", size_m=400.0)
+    cfg = TileIndexConfig(tile_size_m=QUERY_M, stride_m=30.0, tile_px=QUERY_PX)
+    return root / "area.tif", build_tile_index([root / "area.tif"], ThumbnailEncoder(), cfg, out_dir=root / "index")
+
+
+def particle_cfg(**pipeline) -> RuntimeConfig:
+    base = runtime_cfg(**pipeline)
+    return RuntimeConfig(index=base.index, pipeline=base.pipeline, fusion=FusionConfig(mode="particle"))
+
+
+def test_enu_to_pixel_affine_maps_the_patch_centre_to_the_centre_pixel(world):
+    ortho, index = world
+    patch = index.read_patch(0, 120.0, 128)
+    A = enu_to_pixel_affine(patch.georef, ORIGIN)
+    lat, lon = patch.georef.pixel_to_latlon(64.0, 64.0)
+    e, n, _ = ORIGIN.to_enu(lat, lon, 0.0)
+    np.testing.assert_allclose(A @ [e, n, 1.0], [64.0, 64.0], atol=0.05)
+    assert abs(A[0, 1] + 128 / 120.0) < 0.01  # north is up: rows decrease with northing, at the patch's scale
+
+
+def test_particle_mode_relocalizes_from_a_gnss_denied_start(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, particle_cfg(localize_top=3), origin=ORIGIN)
+    assert isinstance(pipe.fusion, ParticleFilter)
+    errors, states = [], []
+    for i in range(8):
+        east, north = 10.0 + 2.0 * i, 10.0 + 1.0 * i
+        state = pipe.process(camera(ortho, east, north, 0.5 * i, seed=i), None)
+        states.append(state)
+        errors.append(horizontal_error(state, east, north))
+    assert states[0].initialized and pipe.fusion.counters.heatmap_updates == 8
+    assert max(errors[-3:]) < 3.0 and not states[-1].ambiguous
+    assert pipe.counters.visual_fixes == 8
+
+
+def test_particle_mode_with_gnss_tracks_truth(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, particle_cfg(), origin=ORIGIN)
+    rng = np.random.default_rng(4)
+    errors = []
+    for i in range(12):
+        t, east, north = 0.5 * i, -60.0 + 8.0 * i, 20.0 - 3.0 * i
+        fix = gnss(east + rng.normal(0, 3), north + rng.normal(0, 3), t)
+        state = pipe.process(camera(ortho, east, north, t, seed=i), fix)
+        errors.append(horizontal_error(state, east, north))
+    assert pipe.counters.gnss_fixes >= 10
+    assert np.median(errors[3:]) < 2.5 and state.horizontal_sigma_m < 5.0
