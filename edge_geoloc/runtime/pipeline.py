@@ -19,6 +19,11 @@ localizer runs on the best ``localize_top`` tiles in retrieval order until one i
 mostly outside the map are skipped, and a heat map whose mode falls on the black outside of the map is not
 trusted. A fix whose confidence (heat-map peak mass) is under ``min_confidence`` is reported but not fused,
 and counted in ``low_confidence``.
+
+Cars (ground cameras): without a retrieval encoder (``encoder=None``) the localizer runs only on the aerial
+patch centred on the prior (fused estimate, else the raw GNSS fix), whatever its sigma; a frame with no prior
+gets no visual fix (``no_prior_frames``). When the frame has no heading and the localizer reports one
+(``orientation_at(row, col)``, CCVPE's orientation output), the visual fix carries the model's heading.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from edge_geoloc.fusion import FusionFilter
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
-from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
+from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
     CameraFrame,
@@ -77,11 +82,13 @@ class BackendEncoder:
 
 
 class BackendLocalizer:
-    """:class:`Localizer` over a localizer ``Backend`` (inputs ``query``, ``aerial``; output ``heatmap``)."""
+    """:class:`Localizer` over a localizer ``Backend`` (inputs ``query``, ``aerial``; outputs ``heatmap`` and,
+    when exported, ``orientation``)."""
 
     def __init__(self, backend) -> None:
         self.backend = backend
         self.preprocess_ms = 0.0
+        self._orientation: np.ndarray | None = None  # (2, Ha, Wa) unit (cos, sin) of the last call
         aerial = backend.sidecar["preprocessing"]["aerial"]
         self.aerial_px = int(aerial["size_hw"][0])
         self.aerial_size_m = float(aerial["ground_size_m"]) if aerial.get("ground_size_m") else None
@@ -92,7 +99,22 @@ class BackendLocalizer:
         feeds = {"query": self.backend.preprocess("query", query_rgb),
                  "aerial": self.backend.preprocess("aerial", aerial_rgb)}
         self.preprocess_ms = (time.perf_counter() - start) * 1e3
-        return self.backend.run(feeds)["heatmap"][0]  # (Ha, Wa)
+        outputs = self.backend.run(feeds)
+        self._orientation = outputs["orientation"][0] if "orientation" in outputs else None
+        return outputs["heatmap"][0]  # (Ha, Wa)
+
+    def orientation_at(self, row: float, col: float) -> float | None:
+        """Heading (rad, clockwise from north) the last call's orientation field gives at a heat-map pixel."""
+        return orientation_at(self._orientation, row, col)
+
+
+def orientation_at(field: np.ndarray | None, row: float, col: float) -> float | None:
+    """Heading in [0, 2 pi) of a ``(2, H, W)`` (cos, sin) field at the pixel nearest ``(row, col)``."""
+    if field is None:
+        return None
+    r = int(np.clip(math.floor(row), 0, field.shape[1] - 1))
+    c = int(np.clip(math.floor(col), 0, field.shape[2] - 1))
+    return float(math.atan2(field[1, r, c], field[0, r, c]) % (2 * math.pi))
 
 
 @dataclass(frozen=True)
@@ -106,7 +128,7 @@ class _Prior:
 class Pipeline:
     """One camera frame (+ GNSS fix) in, one :class:`FusedState` out; see the module doc."""
 
-    def __init__(self, encoder: Encoder, localizer: Localizer, index: TileIndex,
+    def __init__(self, encoder: Encoder | None, localizer: Localizer, index: TileIndex,
                  cfg: RuntimeConfig | None = None, origin: EnuFrame | None = None) -> None:
         self.cfg = cfg or RuntimeConfig()
         self.encoder, self.localizer, self.index = encoder, localizer, index
@@ -201,7 +223,7 @@ class Pipeline:
         measurement the artifact needs is missing."""
         try:
             return align_query(frame, self.alignment, self.cfg.camera.hfov_deg)
-        except MissingSensorError as err:
+        except FrameRejectedError as err:
             self._bump(err.counter)
             if err.counter not in self._warned:
                 self._warned.add(err.counter)
@@ -214,6 +236,8 @@ class Pipeline:
         if query is None:
             return None
         align_ms = (time.perf_counter() - t) * 1e3
+        if self.encoder is None:
+            return self._visual_fix_in_prior_patch(frame, query, prior, times, align_ms)
         t = time.perf_counter()
         embedding = self.encoder.embed([frame.image_rgb])[0]
         times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
@@ -232,6 +256,26 @@ class Pipeline:
         times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - loc_pre_ms
         times.update(preprocess_ms=align_ms + enc_pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
         return None if best is None else self._to_visual_fix(frame, *best)
+
+    def _visual_fix_in_prior_patch(self, frame: CameraFrame, query: np.ndarray, prior: _Prior | None,
+                                   times: dict[str, float], align_ms: float) -> VisualFix | None:
+        """No retrieval (a car's ground camera): localize in the patch centred on the prior only."""
+        if prior is None:
+            return None
+        t = time.perf_counter()
+        best, pre_ms = self._localize(query, self._prior_patch(prior))
+        times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - pre_ms
+        times["preprocess_ms"] = align_ms + pre_ms
+        return None if best is None else self._to_visual_fix(frame, *best)
+
+    def _prior_patch(self, prior: _Prior) -> Iterator[tuple[int, float, Patch, bool]]:
+        around = self.index.read_patch_around(prior.lat_deg, prior.lon_deg,
+                                              self.aerial_size_m or self.index.tile_size_m, self._aerial_px())
+        if around is None:
+            self._bump("outside_map")
+            return
+        self._bump("prior_patches")
+        yield around[0], float("nan"), around[1], self.fusion.initialized
 
     def _candidate_patches(self, prior: _Prior | None, result: SearchResult
                            ) -> Iterator[tuple[int, float, Patch, bool]]:
@@ -305,8 +349,18 @@ class Pipeline:
             self.fusion.origin = EnuFrame(est.lat_deg, est.lon_deg, 0.0)
         east, north, _ = self.fusion.origin.to_enu(est.lat_deg, est.lon_deg, self.fusion.origin.alt0_m)
         return VisualFix(frame.stamp_s, est.lat_deg, est.lon_deg, float(east), float(north), cov,
-                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, frame.heading_rad,
+                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, self._heading(frame, est),
                          from_prior_patch)
+
+    def _heading(self, frame: CameraFrame, est: HeatmapEstimate) -> float | None:
+        """The frame's measured heading, else the localizer's estimate at the heat-map mode (if it gives one)."""
+        if frame.heading_rad is not None and math.isfinite(frame.heading_rad):
+            return frame.heading_rad
+        orientation_at_mode = getattr(self.localizer, "orientation_at", None)
+        heading = orientation_at_mode(est.row, est.col) if orientation_at_mode else None
+        if heading is not None:
+            self._bump("model_headings")
+        return heading
 
     def _fused_state(self, stamp_s: float, gnss_used: bool, visual_used: bool, fix: VisualFix | None,
                      latency: StageLatency) -> FusedState:
