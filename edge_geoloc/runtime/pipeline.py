@@ -142,20 +142,30 @@ class Pipeline:
         self._warned: set[str] = set()
 
     @classmethod
-    def from_config(cls, retrieval_model: str | Path, localizer_model: str | Path, index_dir: str | Path,
+    def from_config(cls, retrieval_model: str | Path | None, localizer_model: str | Path, index_dir: str | Path,
                     cfg: RuntimeConfig | None = None) -> Pipeline:
-        """Load both models with :func:`load_backend` and the tile index folder."""
+        """Load the models with :func:`load_backend` and the tile index folder; ``retrieval_model=None`` (a car's
+        ground camera) localizes in the patch around the prior only."""
         from edge_geoloc.runtime.backends import load_backend
 
         cfg = cfg or RuntimeConfig()
-        encoder_backend = load_backend(retrieval_model, kind=cfg.backend.kind, device=cfg.backend.device)
-        localizer_backend = load_backend(localizer_model, kind=cfg.backend.kind, device=cfg.backend.device)
-        for backend in (encoder_backend, localizer_backend):
+        paths = [localizer_model] + ([retrieval_model] if retrieval_model is not None else [])
+        backends = [load_backend(path, kind=cfg.backend.kind, device=cfg.backend.device) for path in paths]
+        for backend in backends:
             if cfg.backend.warmup:
                 backend.warmup(cfg.backend.warmup)
         index = TileIndex.load(index_dir, cfg.index)
-        _check_index_model(index, encoder_backend)
-        return cls(BackendEncoder(encoder_backend), BackendLocalizer(localizer_backend), index, cfg)
+        encoder = None
+        if retrieval_model is not None:
+            _check_index_model(index, backends[1])
+            encoder = BackendEncoder(backends[1])
+        return cls(encoder, BackendLocalizer(backends[0]), index, cfg)
+
+    def set_camera_hfov(self, hfov_deg: float) -> None:
+        """The camera's calibrated horizontal field of view (e.g. from a ``CameraInfo``), replacing the config's."""
+        if not 0 < hfov_deg < 180:
+            raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
+        self.cfg = replace(self.cfg, camera=replace(self.cfg.camera, hfov_deg=float(hfov_deg)))
 
     @property
     def counters(self) -> PipelineCounters:
