@@ -90,12 +90,18 @@ def make_drive(area: Area, key: str, seed: int, duration_s: float) -> Drive:
     return Drive(key, seed, t0 + frame_t, points, heading, (heading + noise) % (2 * math.pi), fixes)
 
 
-def render_frames(scene: Area, drive: Drive) -> list[np.ndarray]:
-    return [render_ground_panorama(scene, float(e), float(n), float(h), 1.7, *PANO_PX)
-            for (e, n), h in zip(drive.truth_en, drive.heading_rad, strict=True)]
+def render_frames(scene: Area, drive: Drive, cache_dir: Path) -> np.ndarray:
+    """(N, H, W, 3) panoramas along the drive, cached per area, drive, condition and length."""
+    path = cache_dir / f"frames_{drive.area_key}_{drive.seed}_{scene.condition.name}_{len(drive.stamps_s)}.npy"
+    if path.is_file():
+        return np.load(path)
+    frames = np.stack([render_ground_panorama(scene, float(e), float(n), float(h), 1.7, *PANO_PX)
+                       for (e, n), h in zip(drive.truth_en, drive.heading_rad, strict=True)])
+    np.save(path, frames)
+    return frames
 
 
-def run_drive(pipe: Pipeline, area: Area, drive: Drive, frames: list[np.ndarray]) -> dict:
+def run_drive(pipe: Pipeline, area: Area, drive: Drive, frames: np.ndarray) -> dict:
     """Feed the drive's GNSS and frames in time order; per frame the fused and the GNSS-only error vectors."""
     fused, gnss_only, ms, k = [], [], [], 0
     last_gnss_err = np.full(2, np.nan)
@@ -182,7 +188,7 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
         for area, index, drives in prepared:
             scene = capture_area(area, capture)
             for drive in drives:
-                frames = render_frames(scene, drive)
+                frames = render_frames(scene, drive, work)
                 for name, (make, aerial_m) in localizers(learned).items():
                     cfg = RuntimeConfig(pipeline=PipelineConfig(aerial_size_m=aerial_m))
                     origin = EnuFrame(area.center_lat_deg, area.center_lon_deg, area.ground_alt_m)
