@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
+from edge_geoloc.config import load_config
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.runtime.classical_ground import BevNccLocalizer
-from edge_geoloc.runtime.config import PipelineConfig, RuntimeConfig, TileIndexConfig
+from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
 from edge_geoloc.runtime.pipeline import Pipeline
 from edge_geoloc.runtime.tile_build import build_tile_index
 from edge_geoloc.sim.area import Area, capture_area, generate_area
@@ -171,7 +172,8 @@ def localizers(learned: str | None) -> dict:
     return out
 
 
-def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...]) -> dict:
+def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...],
+        overrides: tuple[str, ...] = ()) -> dict:
     report: dict = {}
     prepared = []
     for k, style in enumerate(STYLES):
@@ -190,7 +192,7 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
             for drive in drives:
                 frames = render_frames(scene, drive, work)
                 for name, (make, aerial_m) in localizers(learned).items():
-                    cfg = RuntimeConfig(pipeline=PipelineConfig(aerial_size_m=aerial_m))
+                    cfg = load_config(RuntimeConfig, None, [f"pipeline.aerial_size_m={aerial_m}", *overrides])
                     origin = EnuFrame(area.center_lat_deg, area.center_lon_deg, area.ground_alt_m)
                     rows[name][0].append(run_drive(Pipeline(None, make(), index, cfg, origin), area, drive, frames))
                     rows[name][1].append(drive)
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 drives per area of 40 s (else 5 of 90 s)")
     parser.add_argument("--learned", default=None, help="ground localizer checkpoint (panorama, north-up)")
     parser.add_argument("--no-easy-row", action="store_true", help=f"skip the {MAP_CONDITION} drives")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="runtime config override key=value (repeatable), e.g. fusion.min_gnss_sigma_m=5")
     parser.add_argument("--out", default="benchmarks/results/car.json")
     parser.add_argument("--work", default="runs/bench_car")
     args = parser.parse_args(argv)
@@ -233,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    report = run(5, duration, args.learned, work, captures)
+    report = run(5, duration, args.learned, work, captures, tuple(args.overrides))
     print_report(report)
     out = {"benchmark": "car", "quick": args.quick, "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
            "frame_hz": FRAME_HZ, "panorama_px": list(PANO_PX), "gnss": "urban_multipath",
            "conditions": {"map": MAP_CONDITION, "drive": list(captures)}, "learned": args.learned,
-           "results": report, "wall_s": time.perf_counter() - started,
+           "runtime_overrides": args.overrides, "results": report, "wall_s": time.perf_counter() - started,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version()}
     atomic_write_json(args.out, out)
     print(f"\nwrote {args.out} ({out['wall_s']:.0f} s)")
