@@ -47,3 +47,19 @@ def test_camera_info_reaches_the_pipeline_and_unblocks_pinhole_frames(world):  #
     state = runner.process(CameraFrame(1.0, image))
     assert pipe.cfg.camera.hfov_deg == 90.0 and localizer.queries == [(64, 200, 3)]
     assert state.visual_fix is not None and pipe.counters.extra["missing_camera_info"] == 1
+
+
+def test_the_node_builds_a_car_pipeline_from_a_panorama_artifact_without_retrieval(world, tmp_path):  # noqa: F811
+    from edge_geoloc.interop.build import build_pipeline
+    from edge_geoloc.models import create_model
+    from edge_geoloc.models.checkpoint import save_model
+
+    _, index = world
+    ckpt = save_model(create_model("ccvpe_pano_micro"), tmp_path / "ground.safetensors")
+    settings = NodeSettings(vehicle="car", model_file_path=str(ckpt), tile_index_path=str(index.root),
+                            backend="torch", device="cpu", runtime_overrides=("pipeline.aerial_size_m=64.0",))
+    pipe = build_pipeline(settings)
+    assert pipe.encoder is None and pipe.alignment.query_kind == "ground_pano" and pipe.alignment.north_up
+    pipe.process(CameraFrame(0.0, np.zeros((64, 128, 3), np.uint8), heading_rad=0.5), gnss(0.0, 0.0, 0.0))
+    pipe.process(CameraFrame(1.0, np.zeros((64, 64, 3), np.uint8), heading_rad=0.5), gnss(0.0, 0.0, 1.0))
+    assert pipe.counters.extra["prior_patches"] == 1 and pipe.counters.extra["bad_panorama_aspect"] == 1
