@@ -26,6 +26,7 @@ coarse fix) is the no-model bar.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import time
@@ -183,7 +184,7 @@ def train_localizer(work: Path, seed: int, count: int, epochs: int):
     cfg = from_dict(LocalizerTrainConfig, {
         "model": {"name": LOCALIZER}, "loss": {"sigma_px": 1.0, "infonce_weight": 1.0},
         "optim": {"lr": 1e-3, "epochs": epochs, "seed": seed}, "out_dir": str(work / f"model_s{seed}"),
-        "log_every": 0, "resume": False, "data": {"train": str(work), "batch_size": 16}})
+        "log_every": 0, "resume": True, "data": {"train": str(work), "batch_size": 16}})
     return fit(cfg, _Concat(parts)).eval()
 
 
@@ -233,7 +234,8 @@ def centre_errors(root: Path) -> np.ndarray:
                        * r.aerial_georef.m_per_px for r in records])
 
 
-def run_fine(work: Path, seeds: list[int], train_count: int, epochs: int, test_count: int) -> dict:
+def run_fine(work: Path, seeds: list[int], train_count: int, epochs: int, test_count: int,
+             on_seed=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -249,6 +251,8 @@ def run_fine(work: Path, seeds: list[int], train_count: int, epochs: int, test_c
                              "learned": np.concatenate([model_pair_errors(model, r) for r in roots]).tolist(),
                              "patch_centre": np.concatenate([centre_errors(r) for r in roots]).tolist()}
         per_seed.append({"seed": seed, "train_s": train_s, "errors": rows})
+        if on_seed is not None:  # a long run keeps what it has measured
+            on_seed({"per_seed": per_seed, "summary": summarise_fine(per_seed)})
     return {"per_seed": per_seed, "summary": summarise_fine(per_seed)}
 
 
@@ -287,26 +291,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/map_vs_flight.json")
     parser.add_argument("--work", default="runs/bench_map_vs_flight")
-    parser.add_argument("--skip-learned", action="store_true", help="part 1 only (no training)")
+    parser.add_argument("--parts", choices=("all", "global", "fine"), default="all",
+                        help="run one part and keep the other's figures already in --out (long runs in two sittings)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     seeds, frames = ([0], 20) if args.quick else ([0, 1, 2], 40)
-    started = time.perf_counter()
-    report = run(seeds, frames)
-    print_table(report)
-    if not args.skip_learned:
-        train_count, epochs, test_count = (400, 4, 40) if args.quick else (800, 6, 60)
-        report["fine"] = run_fine(Path(args.work) / ("quick" if args.quick else "full"), seeds, train_count, epochs,
-                                  test_count)
-        report["fine"]["sizes"] = {"train_pairs_per_style": train_count, "epochs": epochs,
-                                   "test_pairs_per_style_and_condition": test_count}
-        print_fine(report["fine"])
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if args.parts != "all" and out.is_file() else {}
     report.update({"profile": "quick" if args.quick else "full", "seeds": seeds, "frames_per_area_condition": frames,
                    "styles": list(STYLES), "map_condition": MAP_CONDITION, "area_m": AREA_M,
-                   "templates_m": list(TEMPLATES_M), "wall_s": time.perf_counter() - started,
-                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform()})
-    atomic_write_json(Path(args.out), report)
-    print(f"wrote {args.out} ({report['wall_s']:.0f} s)")
+                   "templates_m": list(TEMPLATES_M), "machine": platform.platform()})
+    if args.parts in ("all", "global"):
+        started = time.perf_counter()
+        report.update(run(seeds, frames), global_wall_s=time.perf_counter() - started,
+                      global_date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        atomic_write_json(out, report)
+        print_table(report)
+    if args.parts in ("all", "fine"):
+        started = time.perf_counter()
+        train_count, epochs, test_count = (400, 4, 40) if args.quick else (800, 6, 60)
+
+        def save(fine: dict) -> None:
+            fine["sizes"] = {"train_pairs_per_style": train_count, "epochs": epochs,
+                             "test_pairs_per_style_and_condition": test_count, "seeds_planned": seeds}
+            fine["wall_s"] = time.perf_counter() - started
+            fine["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            atomic_write_json(out, {**report, "fine": fine})
+
+        report["fine"] = run_fine(Path(args.work) / ("quick" if args.quick else "full"), seeds, train_count, epochs,
+                                  test_count, save)
+        save(report["fine"])
+        print_fine(report["fine"])
+    print(f"wrote {out}")
     return 0
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "build-index": ("edge_geoloc.runtime.index_cli", "cut and embed geo-referenced tiles into an index"),
     "run": ("edge_geoloc.runtime.replay_cli", "replay a flight (frames + NMEA) through the pipeline"),
     "dataset": ("edge_geoloc.fieldlog.dataset_cli", "build training datasets from field logs"),
+    "fieldlog": ("edge_geoloc.fieldlog.fieldlog_cli", "`fieldlog recover`: complete the bags of a crashed field log"),
     "replay-bag": ("edge_geoloc.interop.replay_bag", "play a rosbag2 through the pipeline into a new bag"),
     "flight-to-bag": ("edge_geoloc.interop.flight_bag", "write a flight folder (frames + NMEA) as a rosbag2"),
     "demo": ("edge_geoloc.demo.cli", "fly, log, adapt, redeploy on the synthetic world, with a report"),

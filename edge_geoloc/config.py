@@ -105,6 +105,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
 
 
+def with_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
+    """A copy of config ``cfg`` with ``overrides`` merged in recursively (checked like a loaded file)."""
+    return from_dict(type(cfg), deep_merge(to_dict(cfg), overrides))
+
+
 def to_dict(cfg: Any) -> Any:
     """Plain YAML-safe structure (dicts, lists, scalars) of a config dataclass."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -99,16 +99,18 @@ def _print_parity(path: Path, sidecar: dict) -> None:
 
 
 def check_main(argv: list[str]) -> int:
-    from edge_geoloc.export.trt_check import audit_onnx
+    from edge_geoloc.export.trt_check import DEFAULT_TARGET, audit_onnx
 
     p = argparse.ArgumentParser(prog="edge-geoloc export check",
                                 description="Static audit: operators and dtypes TensorRT's ONNX parser supports.")
     p.add_argument("onnx", type=Path)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--trt-version", default=DEFAULT_TARGET, help="TensorRT version the engine will be built "
+                   f"with (default {DEFAULT_TARGET}: JetPack 6.1/6.2); opsets and operators are checked against it")
     args = p.parse_args(argv)
     try:
-        report = audit_onnx(args.onnx)
-    except ArtifactError as err:
+        report = audit_onnx(args.onnx, args.trt_version)
+    except (ArtifactError, ValueError) as err:
         print(f"check failed: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())

@@ -54,8 +54,8 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.opset < 17:
-            raise ValueError(f"opset must be 17 or newer (TensorRT 10 parses 9..24, the exporter is tested at 17), "
-                             f"got {self.opset}")
+            raise ValueError(f"opset must be 17 or newer (the exporter is tested at 17; JetPack 6's TensorRT 10.3 "
+                             f"parses up to 20), got {self.opset}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,15 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """``edge-geoloc build-engine``: precision, shapes, memory and caches of a TensorRT build."""
+    """``edge-geoloc build-engine``: precision, shapes, memory and caches of a TensorRT build.
+
+    INT8 calibration (TensorRT 10) feeds batches of ``opt_batch`` images: the calibration profile is the
+    optimisation profile, whose opt shape is what TensorRT reads from each calibration buffer.
+    ``allow_tf32``: fp32 engines clear TensorRT's default-on TF32 flag (10-bit mantissa matmuls/convs on
+    Ampere+), so they match ONNX Runtime to ~1e-5; set it for speed when that parity is not needed.
+    ``strongly_typed_qdq``: a Q/DQ ONNX on TensorRT 10 is built weakly typed with INT8 + FP16, so layers outside
+    the Q/DQ pairs may run in FP16; set it to keep every such layer in the ONNX's fp32.
+    """
 
     precision: Literal["fp32", "fp16", "int8", "best"] = "fp16"
     max_batch: int = 1
@@ -86,8 +94,9 @@ class EngineConfig:
     optimization_level: int = 3
     timing_cache: Path | None = None
     calibration_dir: Path | None = None
-    calibration_batch: int = 8
     calibration_images: int = 256
+    allow_tf32: bool = False
+    strongly_typed_qdq: bool = False
     version_compatible: bool = False
     dla_core: int = -1
     force: bool = False

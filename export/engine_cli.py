@@ -30,8 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", type=Path, help="timing cache file, reused and updated across builds "
                    "(default: timing.cache next to the ONNX)")
     p.add_argument("--calib", help="INT8 calibration frames (folder, or 'synthetic') for TensorRT 10")
-    p.add_argument("--calib-batch", type=int, default=8)
     p.add_argument("--calib-images", type=int, default=256)
+    p.add_argument("--allow-tf32", action="store_true", help="fp32 builds: keep TensorRT's TF32 math (faster on "
+                   "Ampere/Orin, ~1e-3 relative error); default off so fp32 engines match ONNX Runtime")
+    p.add_argument("--strongly-typed", action="store_true", help="Q/DQ models on TensorRT 10: keep the ONNX's "
+                   "types (non-quantised layers stay fp32) instead of allowing FP16 there")
     p.add_argument("--version-compatible", action="store_true", help="engine loadable by newer TensorRT runtimes")
     p.add_argument("--dla-core", type=int, default=-1, help="DLA core (Orin NX/AGX), -1 = GPU")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
@@ -48,8 +51,9 @@ def _config(args: argparse.Namespace):
     return EngineConfig(precision=args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
                         workspace_mb=args.workspace_mb, optimization_level=args.optimization_level,
                         timing_cache=timing, calibration_dir=Path(args.calib) if args.calib else None,
-                        calibration_batch=args.calib_batch, calibration_images=args.calib_images,
-                        version_compatible=args.version_compatible, dla_core=args.dla_core, force=args.force)
+                        calibration_images=args.calib_images, allow_tf32=args.allow_tf32,
+                        strongly_typed_qdq=args.strongly_typed, version_compatible=args.version_compatible,
+                        dla_core=args.dla_core, force=args.force)
 
 
 def dry_run(onnx_path: Path, cfg, trt_version: str) -> dict:
@@ -67,6 +71,7 @@ def dry_run(onnx_path: Path, cfg, trt_version: str) -> dict:
     plan = plan_build(trt_version, cfg, onnx_has_qdq(onnx_path))
     return {"engine": str(engine_path_for(onnx_path, cfg.precision)), "tensorrt": trt_version,
             "strongly_typed": plan.strongly_typed, "builder_flags": list(plan.builder_flags),
+            "cleared_flags": list(plan.cleared_flags),
             "calibrator": plan.use_calibrator, "notes": list(plan.notes),
             "profiles": {k: [list(s) for s in v] for k, v in input_profiles(sidecar, cfg).items()},
             "rebuild_command": rebuild_command(onnx_path, cfg)}

@@ -1,4 +1,4 @@
-"""The calls into TensorRT itself (10.x / 11.x Python API); imported only when a build runs.
+"""The calls into TensorRT itself (10.x / 11.x Python API); TensorRT is imported only when a build runs.
 
 Not executed on the development machines (TensorRT and pycuda are not installable there); the decisions
 these functions follow (:class:`BuildPlan`, profiles, cache paths, calibration batches) are unit-tested in
@@ -7,6 +7,7 @@ these functions follow (:class:`BuildPlan`, profiles, cache paths, calibration b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,9 +17,33 @@ import numpy as np
 from edge_geoloc.export.calibration import CalibrationStream, batch_feeds, calibration_feeds
 from edge_geoloc.export.config import EngineConfig
 
-from edge_geoloc.artifacts import atomic_write_bytes
+from edge_geoloc.artifacts import atomic_write_bytes, sha256_file
+from edge_geoloc.runtime.backends.tensorrt_backend import pushed_primary_context
 
 logger = logging.getLogger(__name__)
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse or build the network; the message lists the parser/builder errors."""
+
+
+def calibration_cache_path(onnx_path: str | Path, calibration_id: str, trt_version: str) -> Path:
+    """Per ONNX, calibration set and TensorRT version: a stale cache is never silently reused."""
+    onnx_path = Path(onnx_path)
+    key = hashlib.sha256(f"{sha256_file(onnx_path)}|{calibration_id}|{trt_version}".encode()).hexdigest()[:12]
+    return onnx_path.with_name(f"{onnx_path.stem}.{key}.calib")
+
+
+def calibration_batch(profiles: Mapping[str, Any]) -> int:
+    """Images per calibration batch: the opt batch of the profile TensorRT calibrates with.
+
+    With explicit batch, TensorRT reads exactly one opt-shaped tensor per ``get_batch`` call; a larger batch
+    would leave all but the first opt-batch images unused, a smaller one would be read past its end.
+    """
+    batches = {opt[0] for _, opt, _ in profiles.values()}
+    if len(batches) != 1:
+        raise EngineBuildError(f"inputs disagree on the opt batch {sorted(batches)}; calibration needs one")
+    return batches.pop()
 
 
 def import_tensorrt() -> Any:
@@ -40,22 +65,41 @@ def run_tensorrt_build(onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineC
     network = _parse_network(trt, builder, logger_trt, onnx_path, plan.strongly_typed)
     config = builder.create_builder_config()
     _configure(trt, builder, config, cfg, plan, profiles)
-    timing_cache = _attach_timing_cache(config, cfg.timing_cache)
-    calibration_id, keep_alive = None, None
+    timing_cache = _attach_timing_cache(trt, config, cfg.timing_cache)
+    calibration_id = None
     if plan.use_calibrator:
-        calibrator, calibration_id = _make_calibrator(trt, onnx_path, sidecar, cfg)
-        config.int8_calibrator = calibrator
-        keep_alive = calibrator  # TensorRT holds a raw pointer; keep the Python object alive during the build
-    serialized = builder.build_serialized_network(network, config)
-    del keep_alive
+        serialized, calibration_id = _build_with_calibrator(trt, builder, network, config, onnx_path, sidecar, cfg,
+                                                            profiles)
+    else:
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         raise EngineBuildError(f"TensorRT failed to build {onnx_path.name} ({cfg.precision}); see the TensorRT "
                                "log above. `edge-geoloc export check` lists unsupported operators.")
     if timing_cache is not None:
         atomic_write_bytes(cfg.timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized), calibration_id
+
+
+def _build_with_calibrator(trt: Any, builder: Any, network: Any, config: Any, onnx_path: Path,
+                           sidecar: Mapping[str, Any], cfg: EngineConfig,
+                           profiles: Mapping[str, Any]) -> tuple[Any, str]:
+    """Build with an INT8 calibrator whose device buffers live in the primary CUDA context.
+
+    That context is the one TensorRT (CUDA runtime API) and the TensorRT backend use; ``pycuda.autoinit``
+    would create a second one, whose buffer addresses are not valid in TensorRT's.
+    """
+    import pycuda.driver as cuda
+
+    with pushed_primary_context(cuda):
+        calibrator, calibration_id = _make_calibrator(trt, onnx_path, sidecar, cfg, profiles)
+        config.int8_calibrator = calibrator  # TensorRT holds a raw pointer: keep the object alive during the build
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        finally:
+            calibrator.free()
+        logger.info("INT8 calibration read %d batches of %d images", calibrator.stream.served,
+                    calibrator.stream.batch_size)
+    return serialized, calibration_id
 
 
 def _parse_network(trt: Any, builder: Any, logger_trt: Any, onnx_path: Path, strongly_typed: bool) -> Any:
@@ -65,8 +109,6 @@ def _parse_network(trt: Any, builder: Any, logger_trt: Any, onnx_path: Path, str
     network = builder.create_network(flags)  # explicit batch is the only mode in TensorRT 10+
     parser = trt.OnnxParser(network, logger_trt)
     if not parser.parse_from_file(str(onnx_path)):
-        from edge_geoloc.export.tensorrt_build import EngineBuildError
-
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n  " + "\n  ".join(errors))
     return network
@@ -78,40 +120,67 @@ def _configure(trt: Any, builder: Any, config: Any, cfg: EngineConfig, plan: Any
     config.builder_optimization_level = cfg.optimization_level
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    _clear_flags(trt, config, plan.cleared_flags)
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in profiles.items():
         profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(profile)
+    if plan.use_calibrator and not config.set_calibration_profile(profile):
+        # required for dynamic shapes (TensorRT 10 docs); TensorRT reads the opt shape from each calibration batch
+        raise EngineBuildError("TensorRT refused the calibration profile (the optimisation profile's opt shapes)")
     if cfg.dla_core >= 0:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = cfg.dla_core
 
 
-def _attach_timing_cache(config: Any, path: Path | None) -> Any:
-    """Load the timing cache (or start an empty one) so tactic timings are reused across builds."""
+def _clear_flags(trt: Any, config: Any, flags: Sequence[str]) -> None:
+    """Turn off default-on builder flags (TF32 for fp32 builds); say so where this TensorRT has no such flag."""
+    for flag in flags:
+        if hasattr(trt.BuilderFlag, flag):
+            config.clear_flag(getattr(trt.BuilderFlag, flag))
+        else:
+            logger.warning("TensorRT %s has no BuilderFlag.%s to clear; fp32 parity may need a looser tolerance",
+                           trt.__version__, flag)
+
+
+def _attach_timing_cache(trt: Any, config: Any, path: Path | None) -> Any:
+    """Load the timing cache (or start an empty one) so tactic timings are reused across builds.
+
+    The file name carries the TensorRT version and compute capability (``timing_cache_for``); a cache TensorRT
+    still refuses (``create_timing_cache`` -> None, or ``set_timing_cache`` -> False: corrupt, or made by
+    another device) is replaced by a new one, logged, never silently half-used.
+    """
     if path is None:
         return None
     path = Path(path)
     previous = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(previous)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    logger.info("timing cache %s (%s)", path, "reused" if previous else "new")
+    cache = config.create_timing_cache(previous) if previous else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        logger.info("timing cache %s reused", path)
+        return cache
+    if previous:
+        logger.warning("timing cache %s was refused by TensorRT %s (corrupt or from another device); starting a "
+                       "new one", path, trt.__version__)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EngineBuildError("TensorRT could not attach an empty timing cache; build without --timing-cache")
     return cache
 
 
-def _make_calibrator(trt: Any, onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineConfig) -> tuple[Any, str]:
-    """A TensorRT 10 ``IInt8MinMaxCalibrator`` over the calibration frames, with a cache next to the ONNX."""
-    from edge_geoloc.export.tensorrt_build import calibration_cache_path
+def _make_calibrator(trt: Any, onnx_path: Path, sidecar: Mapping[str, Any], cfg: EngineConfig,
+                     profiles: Mapping[str, Any]) -> tuple[Any, str]:
+    """A TensorRT 10 ``IInt8MinMaxCalibrator`` over the calibration frames, with a cache next to the ONNX.
 
+    Batches hold the profile's opt batch of images: exactly what TensorRT reads from each buffer.
+    """
     feeds, calibration_id = calibration_feeds(sidecar, cfg.calibration_dir, cfg.calibration_images)
-    stream = CalibrationStream(batch_feeds(feeds, cfg.calibration_batch, drop_last=True))
+    stream = CalibrationStream(batch_feeds(feeds, calibration_batch(profiles), drop_last=True))
     cache = calibration_cache_path(onnx_path, calibration_id, trt.__version__)
     return _calibrator_class(trt)(stream, cache), calibration_id
 
 
 def _calibrator_class(trt: Any) -> type:
-    import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffers)
-    import pycuda.driver as cuda
+    import pycuda.driver as cuda  # the caller has pushed the primary context (no pycuda.autoinit)
 
     class MinMaxCalibrator(trt.IInt8MinMaxCalibrator):
         """MinMax (not entropy): the calibrator ultralytics moved to after INT8 accuracy complaints."""
@@ -133,6 +202,12 @@ def _calibrator_class(trt: Any) -> type:
                     self.device[name] = cuda.mem_alloc(array.nbytes)
                 cuda.memcpy_htod(self.device[name], np.ascontiguousarray(array))
             return [int(self.device[n]) for n in names]
+
+        def free(self) -> None:
+            """Release the device buffers (the context is still current)."""
+            for allocation in self.device.values():
+                allocation.free()
+            self.device.clear()
 
         def read_calibration_cache(self) -> bytes | None:
             return self.cache.read_bytes() if self.cache.is_file() else None

@@ -3,14 +3,17 @@
 Two precision paths, chosen by :func:`plan_build` from the TensorRT version and the ONNX file:
 
 - **TensorRT 10 (JetPack 6)**: FP16 / INT8 builder flags; INT8 either from an implicit calibrator
-  (``IInt8MinMaxCalibrator`` fed with calibration frames, its cache written next to the ONNX) or, when the
-  ONNX already holds Q/DQ nodes, from those.
+  (``IInt8MinMaxCalibrator`` fed with calibration frames in batches of the profile's opt batch, the profile
+  also set as the calibration profile, its cache written next to the ONNX) or, when the ONNX already holds
+  Q/DQ nodes, from those (weakly typed with INT8 + FP16 so the layers outside Q/DQ pairs may use FP16, or
+  strongly typed on request).
 - **TensorRT 11**: the precision builder flags and calibrators are gone; the network is created
   ``STRONGLY_TYPED`` and precision comes from the ONNX: Q/DQ nodes (``edge-geoloc export quantize --target
   tensorrt``) for INT8, fp16 tensors for FP16.
 
-Every build uses an explicit optimisation profile per input, a workspace limit, a timing cache reused across
-builds (same device / TensorRT), and writes the engine's manifest (:mod:`edge_geoloc.export.manifest`). The
+fp32 builds clear the TF32 flag TensorRT sets by default (unless allowed). Every build uses an explicit
+optimisation profile per input, a workspace limit, a timing cache reused across builds and keyed by TensorRT
+version and GPU compute capability, and writes the engine's manifest (:mod:`edge_geoloc.export.manifest`). The
 pure logic (profiles, plans, paths, reuse decisions) runs anywhere; :func:`build_engine` needs TensorRT.
 """
 
@@ -19,23 +22,26 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edge_geoloc.export.config import EngineConfig
 from edge_geoloc.export.manifest import DeviceInfo, build_engine_manifest, engine_mismatches
 from edge_geoloc.export.sidecar import read_sidecar, sidecar_path, tensor_specs, write_sidecar
+from edge_geoloc.export.tensorrt_api import (  # noqa: F401  (re-exported: the build API raises and names these)
+    EngineBuildError,
+    calibration_batch,
+    calibration_cache_path,
+    import_tensorrt,
+    run_tensorrt_build,
+)
 
-from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes, sha256_file
+from edge_geoloc.artifacts import ArtifactError, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max) shapes
-
-
-class EngineBuildError(RuntimeError):
-    """TensorRT could not parse or build the network; the message lists the parser/builder errors."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class BuildPlan:
     builder_flags: tuple[str, ...]
     use_calibrator: bool
     notes: tuple[str, ...] = ()
+    cleared_flags: tuple[str, ...] = ()  # builder flags on by default that this build turns off
 
 
 def trt_major(version: str) -> int:
@@ -67,10 +74,12 @@ def plan_build(trt_version: str, cfg: EngineConfig, onnx_has_qdq: bool) -> Build
         flags.append("VERSION_COMPATIBLE")
     if cfg.dla_core >= 0:
         flags.append("GPU_FALLBACK")
+    cleared = ("TF32",) if cfg.precision == "fp32" and not cfg.allow_tf32 else ()
     if major >= 11:
-        return _plan_strongly_typed(major, cfg, onnx_has_qdq, flags)
+        plan = _plan_strongly_typed(major, cfg, onnx_has_qdq, flags)
+        return BuildPlan(**{**plan.__dict__, "cleared_flags": cleared})
     if onnx_has_qdq:
-        return BuildPlan(major, True, tuple(flags), False, ("precision from the ONNX Q/DQ nodes (strongly typed)",))
+        return _plan_qdq_tensorrt_10(major, cfg, flags, cleared)
     if cfg.precision in ("fp16", "best"):
         flags.append("FP16")
     if cfg.precision in ("int8", "best"):
@@ -80,7 +89,21 @@ def plan_build(trt_version: str, cfg: EngineConfig, onnx_has_qdq: bool) -> Build
         raise EngineBuildError("INT8 on TensorRT 10 needs calibration frames: pass --calib DIR (field-log or "
                                "synthetic frames) or 'synthetic', or quantise the ONNX first with "
                                "`edge-geoloc export quantize --target tensorrt`")
-    return BuildPlan(major, False, tuple(flags), use_calibrator)
+    return BuildPlan(major, False, tuple(flags), use_calibrator, cleared_flags=cleared)
+
+
+def _plan_qdq_tensorrt_10(major: int, cfg: EngineConfig, flags: list[str], cleared: tuple[str, ...]) -> BuildPlan:
+    """Q/DQ ONNX on TensorRT 10: scales from the graph, no calibrator.
+
+    Strongly typed keeps every non-quantised layer in the ONNX's fp32; weakly typed with INT8 + FP16 lets
+    TensorRT run those layers in FP16 as well (what a Q/DQ model on an Orin usually wants).
+    """
+    if cfg.strongly_typed_qdq or cfg.precision == "fp32":
+        return BuildPlan(major, True, tuple(flags), False, ("precision from the ONNX Q/DQ nodes (strongly typed): "
+                                                            "non-quantised layers stay fp32",), cleared)
+    return BuildPlan(major, False, (*flags, "INT8", "FP16"), False,
+                     ("precision from the ONNX Q/DQ nodes; layers outside Q/DQ pairs may run in FP16 "
+                      "(--strongly-typed keeps them fp32)",))
 
 
 def _plan_strongly_typed(major: int, cfg: EngineConfig, onnx_has_qdq: bool, flags: list[str]) -> BuildPlan:
@@ -115,19 +138,17 @@ def input_profiles(sidecar: Mapping[str, Any], cfg: EngineConfig) -> dict[str, P
     return profiles
 
 
+def timing_cache_for(path: str | Path, trt_version: str, compute_capability: str) -> Path:
+    """``timing.cache`` -> ``timing.trt10.3.0.sm8.7.cache``: tactic timings belong to one TensorRT and one GPU."""
+    path = Path(path)
+    key = f"trt{trt_version}.sm{compute_capability}"
+    return path.with_name(f"{path.stem}.{key}{path.suffix or '.cache'}")
+
+
 def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.engine`` (its manifest: ``model.fp16.json``)."""
     onnx_path = Path(onnx_path)
     return onnx_path.with_name(f"{onnx_path.stem}.{precision}.engine")
-
-
-def calibration_cache_path(onnx_path: str | Path, calibration_id: str, trt_version: str) -> Path:
-    """Per ONNX, calibration set and TensorRT version: a stale cache is never silently reused."""
-    import hashlib
-
-    onnx_path = Path(onnx_path)
-    key = hashlib.sha256(f"{sha256_file(onnx_path)}|{calibration_id}|{trt_version}".encode()).hexdigest()[:12]
-    return onnx_path.with_name(f"{onnx_path.stem}.{key}.calib")
 
 
 def reusable_engine(engine: Path, onnx_sha256: str, device: DeviceInfo, precision: str, force: bool) -> bool:
@@ -154,14 +175,16 @@ def rebuild_command(onnx_path: Path, cfg: EngineConfig) -> str:
         parts += [f"--max-batch {cfg.max_batch}", f"--opt-batch {cfg.opt_batch}"]
     if cfg.calibration_dir is not None:
         parts.append(f"--calib {cfg.calibration_dir}")
+    if cfg.allow_tf32:
+        parts.append("--allow-tf32")
+    if cfg.strongly_typed_qdq:
+        parts.append("--strongly-typed")
     return " ".join(parts)
 
 
 def build_engine(onnx_path: str | Path, cfg: EngineConfig, out_path: str | Path | None = None) -> Path:
     """Build (or reuse) the engine of ``onnx_path`` on this device; returns the engine path."""
     from edge_geoloc.export.manifest import current_device_info
-    from edge_geoloc.export.tensorrt_api import import_tensorrt, run_tensorrt_build
-
     import_tensorrt()  # fail first, with install instructions, where TensorRT is missing
     onnx_path = Path(onnx_path)
     sidecar = read_sidecar(onnx_path)
@@ -173,9 +196,13 @@ def build_engine(onnx_path: str | Path, cfg: EngineConfig, out_path: str | Path 
         return engine
     plan = plan_build(device.tensorrt_version, cfg, onnx_has_qdq(onnx_path))
     profiles = input_profiles(sidecar, cfg)
+    if cfg.timing_cache is not None:
+        cfg = replace(cfg, timing_cache=timing_cache_for(cfg.timing_cache, device.tensorrt_version,
+                                                         device.compute_capability))
     plan_bytes, calibration_id = run_tensorrt_build(onnx_path, sidecar, cfg, plan, profiles)
     atomic_write_bytes(engine, plan_bytes)
     build = {"strongly_typed": plan.strongly_typed, "builder_flags": list(plan.builder_flags),
+             "cleared_flags": list(plan.cleared_flags), "timing_cache": cfg.timing_cache and cfg.timing_cache.name,
              "workspace_mb": cfg.workspace_mb, "optimization_level": cfg.optimization_level,
              "version_compatible": cfg.version_compatible, "dla_core": cfg.dla_core,
              "calibration_id": calibration_id, "rebuild_command": rebuild_command(onnx_path, cfg)}

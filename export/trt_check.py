@@ -1,10 +1,10 @@
 """Static TensorRT-compatibility audit of an ONNX graph, runnable anywhere (no TensorRT needed).
 
-Checks, against the operator and type matrix of TensorRT 10's ONNX parser (onnx-tensorrt
-``docs/operators.md``): every node's op type (default domain only; contrib domains such as ``com.microsoft``
-are ORT-only), tensor element types, Q/DQ zero points (must be 0) and the opset range. Offenders are listed
-with node names so the fix is obvious; a clean report is no proof that the build succeeds, but an offender
-is a sure failure on the device.
+Checks, against the operator and type matrix of TensorRT's ONNX parser (onnx-tensorrt ``docs/operators.md``)
+**at the targeted TensorRT version** (default 10.3, JetPack 6.1/6.2): every node's op type (default domain
+only; contrib domains such as ``com.microsoft`` are ORT-only), tensor element types, Q/DQ zero points (must be
+0) and the opset range that version parses. Offenders are listed with node names so the fix is obvious; a
+clean report is no proof that the build succeeds, but an offender is a sure failure on the device.
 """
 
 from __future__ import annotations
@@ -16,7 +16,18 @@ from typing import Any
 
 from edge_geoloc.artifacts import ArtifactError
 
-OPSET_RANGE = (9, 24)  # TensorRT 10.x parses opsets 9..20 (10.0) up to 9..24 (10.15)
+DEFAULT_TARGET = "10.3"  # JetPack 6.1 / 6.2
+
+# Highest opset the parser of a TensorRT version reads (onnx-tensorrt docs/operators.md: "TensorRT 10.0
+# supports ... opset 9 to opset 20", "TensorRT 10.15 ... 9 to 24"). Releases in between are taken at the
+# lower bound: a false alarm costs a re-export, a false pass costs a failed build on the device.
+MIN_OPSET = 9
+MAX_OPSET_SINCE = ((10, 0, 20), (10, 15, 24))
+
+# Operators of SUPPORTED_OPS that came after TensorRT 10.0, with the release that added them (onnx-tensorrt
+# release notes: STFT 10.5, Attention 10.14, RMSNormalization 10.15, Swish 11.0).
+OP_ADDED_IN = {"STFT": (10, 5), "Attention": (10, 14), "RMSNormalization": (10, 15),
+               "RotaryEmbedding": (10, 15), "Swish": (11, 0)}
 
 # Operators of the default ONNX domain that TensorRT 10's parser imports (its support matrix, "Y" rows).
 SUPPORTED_OPS = frozenset({
@@ -37,8 +48,30 @@ SUPPORTED_OPS = frozenset({
     "RotaryEmbedding", "Round", "STFT", "ScaledTanh", "Scan", "Scatter", "ScatterElements", "ScatterND", "Selu",
     "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign",
     "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK",
-    "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
+    "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor", "Swish",
 })
+
+
+def parse_trt_version(version: str) -> tuple[int, int]:
+    """``"10.3.0.30"`` -> ``(10, 3)``; a clear error for anything else."""
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise ValueError(f"cannot read a TensorRT version from {version!r} (expected e.g. 10.3)") from None
+
+
+def opset_range(target: tuple[int, int]) -> tuple[int, int]:
+    """(lowest, highest) opset the parser of TensorRT ``target`` reads."""
+    highest = MAX_OPSET_SINCE[0][2]
+    for major, minor, max_opset in MAX_OPSET_SINCE:
+        if target >= (major, minor):
+            highest = max_opset
+    return MIN_OPSET, highest
+
+
+def op_supported(op_type: str, target: tuple[int, int]) -> bool:
+    return op_type in SUPPORTED_OPS and target >= OP_ADDED_IN.get(op_type, (0, 0))
 
 # ONNX TensorProto element types TensorRT accepts (DOUBLE is cast down to FLOAT, with a warning).
 SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT8", "INT4", "UINT8", "INT32", "INT64", "BOOL",
@@ -61,6 +94,7 @@ class AuditReport:
     path: str
     opset: int
     node_count: int
+    tensorrt: str = DEFAULT_TARGET
     op_counts: dict[str, int] = field(default_factory=dict)
     offenders: list[Offender] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -70,13 +104,14 @@ class AuditReport:
         return not self.offenders
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "opset": self.opset, "node_count": self.node_count, "op_counts": self.op_counts,
+        return {"ok": self.ok, "tensorrt": self.tensorrt, "opset": self.opset, "node_count": self.node_count,
+                "op_counts": self.op_counts,
                 "offenders": [str(o) for o in self.offenders], "warnings": self.warnings}
 
     def format(self) -> str:
         head = f"{self.path}: opset {self.opset}, {self.node_count} nodes, {len(self.op_counts)} op types"
         if self.ok:
-            lines = [head, "OK: every operator and dtype is supported by TensorRT 10's ONNX parser"]
+            lines = [head, f"OK: every operator and dtype is supported by TensorRT {self.tensorrt}'s ONNX parser"]
         else:
             lines = [head, f"{len(self.offenders)} offender(s) TensorRT's ONNX parser will reject:"]
             lines += [f"  - {o}" for o in self.offenders]
@@ -97,25 +132,27 @@ def load_onnx(path: str | Path) -> Any:
                             "or corrupted: re-export it with `edge-geoloc export`") from err
 
 
-def audit_onnx(path: str | Path) -> AuditReport:
-    """Audit an ONNX file (see the module docstring)."""
-    return audit_model(load_onnx(path), str(path))
+def audit_onnx(path: str | Path, tensorrt: str = DEFAULT_TARGET) -> AuditReport:
+    """Audit an ONNX file for TensorRT version ``tensorrt`` (see the module docstring)."""
+    return audit_model(load_onnx(path), str(path), tensorrt)
 
 
-def audit_model(model: Any, name: str = "<model>") -> AuditReport:
+def audit_model(model: Any, name: str = "<model>", tensorrt: str = DEFAULT_TARGET) -> AuditReport:
     import onnx
 
+    target = parse_trt_version(tensorrt)
+    low, high = opset_range(target)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     with contextlib.suppress(Exception):  # an unknown custom op stops inference; the node check still names it
         model = onnx.shape_inference.infer_shapes(model)  # fills value_info so intermediate dtypes are seen
     graph = model.graph
-    report = AuditReport(name, opset, len(graph.node))
-    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        report.offenders.append(Offender("model", f"opset {opset}", f"TensorRT 10 parses opsets "
-                                         f"{OPSET_RANGE[0]}..{OPSET_RANGE[1]}; re-export with --opset 17"))
+    report = AuditReport(name, opset, len(graph.node), tensorrt)
+    if not low <= opset <= high:
+        report.offenders.append(Offender("model", f"opset {opset}", f"TensorRT {tensorrt} parses opsets "
+                                         f"{low}..{high}; re-export with --opset 17"))
     for node in graph.node:
         report.op_counts[node.op_type] = report.op_counts.get(node.op_type, 0) + 1
-        report.offenders += _node_offenders(node)
+        report.offenders += _node_offenders(node, target)
     report.offenders += _zero_point_offenders(graph)
     for tensor_name, dtype in _tensor_dtypes(graph):
         type_name = onnx.TensorProto.DataType.Name(dtype)
@@ -126,13 +163,17 @@ def audit_model(model: Any, name: str = "<model>") -> AuditReport:
     return report
 
 
-def _node_offenders(node: Any) -> list[Offender]:
+def _node_offenders(node: Any, target: tuple[int, int]) -> list[Offender]:
     where = node.name or f"<unnamed {node.op_type}>"
     if node.domain not in ("", "ai.onnx"):
         return [Offender(where, f"{node.domain}::{node.op_type}", "custom-domain operator (ONNX Runtime contrib "
                          "op?); export without ORT graph optimisations or implement a TensorRT plugin")]
     if node.op_type not in SUPPORTED_OPS:
         return [Offender(where, node.op_type, "operator not supported by TensorRT's ONNX parser")]
+    if not op_supported(node.op_type, target):
+        added = ".".join(map(str, OP_ADDED_IN[node.op_type]))
+        return [Offender(where, node.op_type, f"operator added in TensorRT {added}; the target "
+                         f"{target[0]}.{target[1]} cannot parse it (decompose it, or target a newer TensorRT)")]
     if node.op_type == "Resize":
         mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
         if mode not in ("nearest", "linear"):

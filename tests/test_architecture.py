@@ -1,5 +1,6 @@
 """The import graph follows docs/architecture.md: every import between parts of the library points down the
-layers, the on-board parts never import the training parts, and no part imports its way back to itself.
+layers, the on-board parts never import the training parts, and no part or module imports its way back to
+itself.
 
 The graph is read from the source with ``ast`` (function-level imports included, so a circle cannot hide
 inside a function). A part is a subpackage of ``edge_geoloc`` (``export/`` is installed as
@@ -155,6 +156,11 @@ def test_no_import_cycles_between_parts():
     for importer, imported in part_edges(module_graph()):
         part_graph[importer].add(imported)
     assert cycles(part_graph) == []
+
+
+def test_no_module_imports_its_way_back_to_itself():
+    """Function-level imports count, so a circle cannot be dodged by importing inside a function."""
+    assert cycles(module_graph()) == []
 
 
 def test_the_checks_see_a_planted_cycle_and_an_upward_import():

@@ -195,3 +195,52 @@ def test_checkpoint_loads_as_torch_reference_with_same_answers(exported, tmp_pat
     feeds = {"image": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     ort_out = load_backend(onnx_path).run({"image": feeds["image"][:1]})
     np.testing.assert_allclose(torch_backend.run(feeds)["embedding"][:1], ort_out["embedding"], atol=1e-5)
+
+
+class _OverlapProbe:
+    """Wraps a backend's ``_run``: the first call blocks until released; records calls running at once."""
+
+    def __init__(self, backend):
+        import threading
+
+        self.inner, self.inside, self.most = backend._run, 0, 0
+        self.first_entered, self.release, self.calls = threading.Event(), threading.Event(), 0
+        self.second_entered = threading.Event()
+        backend._run = self
+
+    def __call__(self, feeds):
+        self.inside += 1
+        self.most, self.calls = max(self.most, self.inside), self.calls + 1
+        if self.calls == 1:
+            self.first_entered.set()
+            self.release.wait(30)
+        else:
+            self.second_entered.set()
+        try:
+            return self.inner(feeds)
+        finally:
+            self.inside -= 1
+
+
+def test_run_is_serialised_across_threads_and_close_is_final(exported, tmp_path):
+    import threading
+
+    from edge_geoloc.runtime.backends import BackendClosedError
+
+    backend = load_backend(_copy(exported["retrieval"][1], tmp_path))
+    probe = _OverlapProbe(backend)
+    feeds = {"image": np.zeros(backend.inputs[0].concrete_shape(1), np.float32)}
+    threads = [threading.Thread(target=backend.run, args=(feeds,)) for _ in range(3)]
+    threads[0].start()
+    assert probe.first_entered.wait(30)
+    for t in threads[1:]:
+        t.start()
+    assert not probe.second_entered.wait(0.5)  # held at the lock while the first call runs (unlocked: enters)
+    probe.release.set()
+    for t in threads:
+        t.join(30)
+    assert probe.calls == 3 and probe.most == 1  # never two calls inside the model at once
+    backend.close()
+    assert backend.closed and not hasattr(backend, "session")
+    with pytest.raises(BackendClosedError, match="closed; load the model again"):
+        backend.run(feeds)

@@ -155,3 +155,29 @@ def test_cli_rejects_bad_arguments_before_creating_a_run(tmp_path, capsys):
     assert main(["--quick", "--out", str(tmp_path), "--set", "retreival.x=1"]) == 2
     assert "valid keys" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run folder was started
+
+
+@pytest.mark.parametrize("override, where", [
+    ("adaptation.lrr=1e-4", "adaptation.lrr for AdaptConfig"),
+    ("localizer.optim.epoch=2", "localizer.optim.epoch for LocalizerOptimConfig"),
+    ("dataset.every_m=2", "dataset.every_m (edge_geoloc.fieldlog.dataset.build_pairs_from_logs)"),
+    ("retrieval_data.n_trian=4", "retrieval_data.n_trian (edge_geoloc.sim.datasets.write_university_tree)"),
+])
+def test_a_typo_in_a_component_section_fails_before_step_1(tmp_path, capsys, override, where):
+    from edge_geoloc.demo.cli import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--set", override]) == 2
+    assert where in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder was started, no step ran
+
+
+def test_the_run_layout_names_every_step_folder_the_steps_use():
+    from edge_geoloc.demo.layout import RunLayout
+    from edge_geoloc.demo.steps import demo_steps
+
+    layout = RunLayout(Path("run"))
+    assert [layout.step_dir(s.number).name for s in demo_steps()] == [
+        "01_areas", "02_train", "03_export", "04_fly", "05_adapt", "06_report"]
+    assert layout.localizer_checkpoint == Path("run/02_train/localizer/last.safetensors")
+    with pytest.raises(ValueError, match="area role"):
+        layout.area("sorce")

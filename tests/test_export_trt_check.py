@@ -75,3 +75,27 @@ def test_check_cli_exit_codes_and_corrupt_files(tmp_path, capsys):
         audit_onnx(corrupt)
     assert cli.main(["check", str(tmp_path / "missing.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_opset_and_operators_are_checked_against_the_targeted_tensorrt():
+    """JetPack 6 ships TensorRT 10.3: its parser stops at opset 20 and lacks operators added later."""
+    relu = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    opset_21 = _model(relu, [_x()], [_x("y")], opset=21)
+    offenders = audit_model(opset_21, tensorrt="10.3.0").offenders
+    assert [o.what for o in offenders] == ["opset 21"] and "parses opsets 9..20" in offenders[0].why
+    assert audit_model(opset_21, tensorrt="10.15").ok and audit_model(_model(relu, [_x()], [_x("y")], opset=20)).ok
+    stft = _model([helper.make_node("STFT", ["x", "step"], ["y"], name="stft")], [_x(), _x("step")], [_x("y")])
+    old = audit_model(stft, tensorrt="10.3")
+    assert [str(o) for o in old.offenders] == [
+        "stft: STFT - operator added in TensorRT 10.5; the target 10.3 cannot parse it (decompose it, or target a "
+        "newer TensorRT)"]
+    assert audit_model(stft, tensorrt="10.5").ok
+    with pytest.raises(ValueError, match="cannot read a TensorRT version"):
+        audit_model(stft, tensorrt="jetpack")
+
+
+def test_check_cli_takes_the_target_version(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_x()], [_x("y")], opset=22), path)
+    assert cli.check_main([str(path)]) == 1 and "TensorRT 10.3 parses opsets 9..20" in capsys.readouterr().out
+    assert cli.check_main([str(path), "--trt-version", "10.15"]) == 0

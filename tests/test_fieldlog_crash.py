@@ -127,3 +127,37 @@ def test_a_file_cut_anywhere_reads_back_a_growing_prefix(tmp_path):
         assert stamps == full[: len(stamps)]
         counts.append(len(stamps))
     assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 200
+
+
+def test_after_sigkill_metadata_is_valid_and_fieldlog_recover_completes_the_bag(tmp_path):
+    """`ros2 bag info` reads metadata.yaml: it must exist and count what is on disk, even after SIGKILL."""
+    import pytest
+    import yaml
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    from edge_geoloc.cli import main as cli_main
+    from edge_geoloc.fieldlog import is_complete
+
+    _, flushed = run_child_until(tmp_path / "log", "exact", stop_after=10**9)
+    part = tmp_path / "log" / "fieldlog_0000"
+    assert flushed == 200 and not is_complete(part / "fieldlog_0000.mcap")
+    info = yaml.safe_load((part / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 8 and info["storage_identifier"] == "mcap" and info["message_count"] == 220
+    assert info["relative_file_paths"] == ["fieldlog_0000.mcap"] and info["duration"]["nanoseconds"] == 199 * 10**9
+    counts = {t["topic_metadata"]["name"]: t["message_count"] for t in info["topics_with_message_count"]}
+    assert counts[m.GNSS_FIX] == 200 and counts[m.CAMERA] == 20
+    with pytest.raises(ReaderError, match="end magic"):  # the metadata is fine; the cut MCAP needs recovering
+        Reader(part).open()
+
+    assert cli_main(["fieldlog", "recover", str(tmp_path / "log")]) == 0
+    assert is_complete(part / "fieldlog_0000.mcap") and (part / "fieldlog_0000.mcap.cut").is_file()
+    with AnyReader([part]) as reader:  # rosbags: metadata + the MCAP summary
+        assert reader.message_count == 220
+        assert len(list(reader.messages())) == 220
+    with (part / "fieldlog_0000.mcap").open("rb") as f:  # mcap's seeking reader (summary, chunk indexes)
+        mcap_reader = make_reader(f)
+        assert mcap_reader.get_header().profile == "ros2"
+        topics = [channel.topic for _, channel, _ in mcap_reader.iter_messages()]
+    assert topics.count(m.GNSS_FIX) == 200 and topics.count(m.CAMERA) == 20
+    assert cli_main(["fieldlog", "recover", str(tmp_path / "log")]) == 0  # nothing left to do

@@ -243,7 +243,13 @@ class RecordingPipeline:
 
     def __init__(self, index) -> None:
         self.inner, self.frames = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg()), []
-        self.counters = self.inner.counters
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def drop_frame(self) -> None:
+        self.inner.drop_frame()
 
     def add_gnss(self, fix) -> bool:
         return self.inner.add_gnss(fix)
@@ -319,3 +325,58 @@ def test_run_cli_applies_the_artifacts_alignment_and_counts_frames_without_headi
     counters = json.loads((out / "summary.json").read_text())["counters"]
     assert counters["extra"]["missing_heading"] == 16 and counters["visual_fixes"] == 0
     assert counters["gnss_fixes"] > 0
+
+
+def damaged_copy(flight_dir, dst):
+    """The fixture flight with field damage: frame 3 corrupt, frame 5 missing, garbage NMEA, and a sensors file
+    with a garbage row and a 4 s hole (frames 8, 9 and 10 are more than 1 s from any measurement)."""
+    import shutil
+
+    shutil.copytree(flight_dir, dst)
+    (dst / "frames" / "000003.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    (dst / "frames" / "000005.jpg").unlink()
+    with (dst / "gnss.nmea").open("a") as f:
+        f.write("$GPGGA,,,,,,,,*7F\n\x00\x01\xfe binary noise\n$GPRMC,123519,A,4807.038,N\n")
+    rows = [f"{EPOCH_S + i / 2.0},{0.1 * i},100.0" for i in (*range(6), *range(13, 16))]
+    (dst / "sensors.csv").write_text("stamp_s,heading_rad,altitude_agl_m\n" + "\n".join(rows[:3])
+                                     + "\nnot-a-number,0.3,x\n" + "\n".join(rows[3:]) + "\n")
+    meta = json.loads((dst / "flight.json").read_text())
+    (dst / "flight.json").write_text(json.dumps({**meta, "sensors": {"file": "sensors.csv"}}))
+    return dst
+
+
+def test_bad_frames_garbage_nmea_and_sensor_gaps_are_counted_and_skipped(world, tmp_path):
+    ortho, flight_dir = world
+    flight = read_flight(damaged_copy(flight_dir, tmp_path / "damaged"))
+    assert flight.input.frames_missing == 1 and flight.input.csv_rows_bad == 1 and len(flight.frame_paths) == 15
+    assert rejected(flight) >= 3  # the fixture's garbage line and the new ones
+    index = build_tile_index([ortho], ThumbnailEncoder(), TileIndexConfig(tile_size_m=QUERY_M, stride_m=30.0,
+                                                                           tile_px=64))
+    pipe = RecordingPipeline(index)
+    result = replay(pipe, flight)
+    assert len(result.rows) == 14 and result.counters["input"]["frames_corrupt"] == 1
+    assert result.counters["input"]["sensor_gaps"] == 3
+    headings = {round(f.stamp_s - EPOCH_S, 1): f.heading_rad for f in pipe.frames}
+    assert [headings[t] for t in (4.0, 4.5, 5.0)] == [None, None, None]  # not interpolated across the hole
+    assert headings[3.0] == pytest.approx(0.6) and headings[6.0] == pytest.approx(1.2)
+    assert pipe.counters.gnss_fixes + pipe.counters.gnss_rejected == 16  # the bad frame's GNSS still fused
+
+
+def test_run_cli_finishes_a_damaged_flight_and_stops_on_an_unusable_one(world, models, tmp_path, capsys):
+    ortho, flight_dir = world
+    damaged = damaged_copy(flight_dir, tmp_path / "damaged")
+    index_args = ["--set", f"index.tile_size_m={QUERY_M}", "--set", "index.stride_m=30", "--set", "index.tile_px=64"]
+    assert index_cli.main(["--ortho", str(ortho), "--model", str(models / "retrieval.onnx"),
+                           "--out", str(tmp_path / "index"), *index_args]) == 0
+    run = ["--models", str(models), "--index", str(tmp_path / "index"), "--set", f"pipeline.aerial_size_m={AERIAL_M}"]
+    assert replay_cli.main(["--flight", str(damaged), "--out", str(tmp_path / "out"), *run]) == 0
+    printed = capsys.readouterr().out
+    assert "replayed 14 frames" in printed
+    assert '"frames_corrupt": 1' in printed and '"frames_missing": 1' in printed and '"sensor_gaps": 3' in printed
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counters"]["input"]["csv_rows_bad"] == 1
+    (damaged / "flight.json").write_text("{broken")
+    assert replay_cli.main(["--flight", str(damaged), *run]) == 2
+    message = capsys.readouterr().out.strip()
+    assert message.startswith("edge-geoloc run: ") and "flight.json is not valid JSON" in message
+    assert len(message.splitlines()) == 1

@@ -51,13 +51,42 @@ class Publisher:
         self.event.set()
 
 
+class ParameterException(Exception):  # noqa: N818  (rclpy's name)
+    """rclpy.exceptions.ParameterException: the message, then ': ' and the parameter name(s)."""
+
+    def __init__(self, error_msg, parameters):
+        super().__init__(f"{error_msg}: {parameters}")
+
+
+class InvalidParameterValueException(ParameterException):
+    """As rclpy raises it from declare_parameter when a callback refuses the value."""
+
+    def __init__(self, parameter, value, reason):
+        super().__init__(f"Invalid parameter value ({value}) for parameter. Reason: {reason}", parameter)
+
+
+class RecordingLogger:
+    """An rclpy logger that keeps (method, message) pairs."""
+
+    def __init__(self):
+        self.lines, self.logged = [], threading.Event()
+
+    def __getattr__(self, method):
+        if method not in ("debug", "info", "warning", "error", "fatal"):
+            raise AttributeError(method)
+        return lambda msg, **kw: (self.lines.append((method, msg)), self.logged.set())
+
+
 class StandInNode:
     """The subset of rclpy.node.Node that node.py calls."""
 
+    yaml_overrides: dict = {}  # what a --params-file would set (main() builds the node without arguments)
+
     def __init__(self, name, parameter_overrides=(), **_):
         self.name, self.params, self.on_set = name, {}, []
-        self.overrides = {p.name: p.value for p in parameter_overrides}
+        self.overrides = {**self.yaml_overrides, **{p.name: p.value for p in parameter_overrides}}
         self.subs, self.pubs, self.services, self.timers = {}, {}, {}, []
+        self.logger = RecordingLogger()
 
     def add_on_set_parameters_callback(self, callback):
         self.on_set.append(callback)
@@ -67,7 +96,7 @@ class StandInNode:
         for callback in self.on_set:
             result = callback([Param(name, value)])
             if not result.successful:
-                raise ValueError(f"InvalidParameterValueException: {name}: {result.reason}")
+                raise InvalidParameterValueException(name, value, result.reason)
         self.params[name] = value
 
     def get_parameter(self, name):
@@ -89,7 +118,7 @@ class StandInNode:
         return Plain(now=lambda: Plain(nanoseconds=1_700_000_100 * 10**9))
 
     def get_logger(self):
-        return Plain(warning=lambda msg, **kw: None)
+        return self.logger
 
     def destroy_node(self):
         pass
@@ -124,9 +153,12 @@ def node_module(monkeypatch):
         "rclpy": _module("rclpy", init=lambda args=None: None, ok=lambda: True, shutdown=lambda: None),
         "rclpy.node": _module("rclpy.node", Node=StandInNode),
         "rclpy.executors": _module("rclpy.executors", MultiThreadedExecutor=object),
+        "rclpy.exceptions": _module("rclpy.exceptions", ParameterException=ParameterException,
+                                    InvalidParameterValueException=InvalidParameterValueException),
         "rclpy.logging": _module("rclpy.logging", get_logger=lambda name: Plain(fatal=print)),
         "rclpy.qos": _module("rclpy.qos", HistoryPolicy=Plain(KEEP_LAST=1), ReliabilityPolicy=Plain(
-            RELIABLE=1, BEST_EFFORT=2), QoSProfile=Plain, qos_profile_sensor_data=Plain(depth=5)),
+            RELIABLE=1, BEST_EFFORT=2), DurabilityPolicy=Plain(TRANSIENT_LOCAL=1, VOLATILE=2), QoSProfile=Plain,
+            qos_profile_sensor_data=Plain(depth=5)),
         "rcl_interfaces": _module("rcl_interfaces"),
         "rcl_interfaces.msg": _module("rcl_interfaces.msg", FloatingPointRange=checked(
                                           msgs["rcl_interfaces"]["FloatingPointRange"]),
@@ -195,7 +227,7 @@ def test_parameter_callback_judges_only_the_schema_parameters(node_module):
 
 def test_bad_parameter_and_missing_models_stop_the_node_with_the_reason(node_module):
     module, _ = node_module
-    with pytest.raises(ValueError, match="backend must be one of"):
+    with pytest.raises(InvalidParameterValueException, match="backend must be one of"):
         module.GeolocNode(pipeline=FakePipeline(), parameter_overrides=[Param("backend", "tensorflow")])
     with pytest.raises(ValueError, match="tile_index_path is empty"):
         module.GeolocNode()
@@ -206,6 +238,71 @@ def test_main_exits_with_the_reason_instead_of_a_traceback(node_module, capsys):
     with pytest.raises(SystemExit) as stopped:
         module.main([])
     assert stopped.value.code == 1 and "tile_index_path is empty" in capsys.readouterr().out
+
+
+def test_a_value_rclpy_refuses_at_declaration_exits_with_one_line(node_module, capsys, monkeypatch):
+    """rclpy raises InvalidParameterValueException (not our ParameterError) for a refused YAML value."""
+    module, _ = node_module
+    monkeypatch.setattr(StandInNode, "yaml_overrides", {"max_inference_rate_hz": 500.0})
+    with pytest.raises(SystemExit) as stopped:
+        module.main([])
+    out = capsys.readouterr().out.strip()
+    assert stopped.value.code == 1 and len(out.splitlines()) == 1
+    assert "[0.0, 100.0] Hz" in out and "max_inference_rate_hz" in out and "Traceback" not in out
+
+
+def test_library_logging_reaches_the_node_logger_until_the_node_is_destroyed(node_module):
+    import logging
+
+    module, _ = node_module
+    node = module.GeolocNode(pipeline=FakePipeline())
+    library_logger = logging.getLogger("edge_geoloc.runtime.replay")
+    try:
+        library_logger.warning("frame %d skipped", 7)
+        library_logger.debug("below the forwarded level")
+        logging.getLogger("someone_else").warning("not ours")
+        assert node.logger.lines == [("warning", "[edge_geoloc.runtime.replay] frame 7 skipped")]
+    finally:
+        node.destroy_node()
+    library_logger.error("after destroy")
+    assert len(node.logger.lines) == 1
+
+
+class OriginPipeline(FakePipeline):
+    """A pipeline whose fusion filter has an ENU origin (set lazily, like the real one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fusion = Plain(origin=None)
+
+
+def test_map_origin_is_published_once_known_and_again_when_it_changes(node_module):
+    from edge_geoloc.geo import EnuFrame
+
+    module, ts = node_module
+    factory = RosbagsFactory(ts)
+    pipeline = OriginPipeline()
+    node = module.GeolocNode(pipeline=pipeline, parameter_overrides=[
+        Param("image_transport", "compressed"), Param("max_image_age_s", 0.0), Param("max_inference_rate_hz", 0.0)])
+    fix_pub, origin_pub = node.pubs["geoloc/fix"], node.pubs["geoloc/map_origin"]
+
+    def one_frame(stamp_s):
+        fix_pub.event.clear()
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(0), stamp_s, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)
+
+    try:
+        one_frame(1.0)
+        assert origin_pub.sent == []  # no origin yet: nothing to publish
+        pipeline.fusion.origin = EnuFrame(52.01, 4.36, 0.0)
+        one_frame(2.0)
+        one_frame(3.0)
+        pipeline.fusion.origin = EnuFrame(52.02, 4.37, 5.0)
+        one_frame(4.0)
+    finally:
+        node.destroy_node()
+    sent = [(m.latitude, m.longitude, m.altitude, m.header.frame_id, m.header.stamp.sec) for m in origin_pub.sent]
+    assert sent == [(52.01, 4.36, 0.0, "map", 2), (52.02, 4.37, 5.0, "map", 4)]
 
 
 class FramePipeline(FakePipeline):
@@ -255,3 +352,24 @@ def test_heading_and_altitude_topics_go_with_each_frame_and_into_the_field_log(n
     assert [(r.stamp_s, r.msg.data) for r in records if r.topic == "/heading"] == [(2.0, 1.25)]  # per frame
     infos = [r.msg for r in records if r.topic == "/camera/camera_info"]
     assert len(infos) == 1 and camera_info_msg_to_intrinsics(infos[0]).hfov_deg == pytest.approx(90.0)
+
+
+def test_a_corrupt_image_is_counted_and_the_next_frame_still_processed(node_module):
+    module, ts = node_module
+    factory = RosbagsFactory(ts)
+    pipeline = FakePipeline()
+    node = module.GeolocNode(pipeline=pipeline, parameter_overrides=[
+        Param("image_transport", "compressed"), Param("max_image_age_s", 0.0), Param("max_inference_rate_hz", 0.0)])
+    fix_pub = node.pubs["geoloc/fix"]
+    try:
+        corrupt = rgb_to_compressed_msg(factory, frame_pixels(0), 1.0, "cam", "jpeg")
+        corrupt.data = np.frombuffer(b"\xff\xd8\xff\xe0 not a jpeg", np.uint8)
+        node.subs["image/compressed"](corrupt)
+        assert node.logger.logged.wait(WAIT_S)  # the library's warning, forwarded to the node's logger
+        assert "dropping a camera message at 1.000 s" in node.logger.lines[0][1]
+        node.subs["image/compressed"](rgb_to_compressed_msg(factory, frame_pixels(1), 2.0, "cam", "png"))
+        assert fix_pub.event.wait(WAIT_S)
+    finally:
+        node.destroy_node()
+    assert [seen[0] for seen in pipeline.seen] == [2.0]
+    assert node.worker.counters.snapshot()["conversion_errors"] == 1

@@ -65,6 +65,7 @@ def test_package_xml_format_3_ament_python_with_runtime_and_test_deps():
     exec_deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "diagnostic_msgs", "std_srvs", "launch_ros"} <= exec_deps
     assert {"launch_testing", "launch_testing_ros", "python3-pytest"} <= {e.text for e in root.findall("test_depend")}
+    assert "rosbag2_storage_mcap" in exec_deps  # Humble's ros2 bag has no MCAP plugin unless it is installed
     node_imports = imported_roots(PKG / "edge_geoloc_ros" / "node.py") | imported_roots(
         PKG / "edge_geoloc_ros" / "parameters.py")
     missing = (node_imports & set(ROS_ONLY)) - exec_deps
@@ -78,6 +79,17 @@ def test_setup_py_installs_marker_launch_config_and_entry_point():
                    "geoloc_node = edge_geoloc_ros.node:main", 'extras_require={"test": ["pytest"]}'):
         assert needle in text, needle
     assert "install_scripts=$base/lib/edge_geoloc_ros" in (PKG / "setup.cfg").read_text()
+
+
+def test_ros_constraints_keep_numpy_1_and_the_docs_use_them():
+    """Humble's message typesupport is built against numpy 1.x: the ROS install path must not pull numpy 2."""
+    from packaging.requirements import Requirement
+
+    lines = [ln.split("#")[0].strip() for ln in (WS / "constraints-humble.txt").read_text().splitlines()]
+    numpy = next(Requirement(ln) for ln in lines if ln.startswith("numpy"))
+    assert "1.26.4" in numpy.specifier and "2.0.0" not in numpy.specifier
+    docs = (REPO / "docs" / "ros2.md").read_text()
+    assert "-c ros2_ws/constraints-humble.txt" in docs and "python3 -m colcon build" in docs
 
 
 def node_settings_attributes(path: Path) -> set[str]:
@@ -139,6 +151,8 @@ def test_colcon_build_installs_the_package(tmp_path):
                  prefix / "share" / "ament_index" / "resource_index" / "packages" / "edge_geoloc_ros",
                  prefix / "lib" / "edge_geoloc_ros" / "geoloc_node"):
         assert path.is_file(), f"colcon did not install {path.relative_to(tmp_path)}"
+    script = (prefix / "lib" / "edge_geoloc_ros" / "geoloc_node").read_text().splitlines()[0]
+    assert script == "#!/usr/bin/env python3", f"the console script runs {script}, not the venv's python3"
     site = next(prefix.glob("lib/python3*/site-packages/edge_geoloc_ros/node.py"))
     assert site.read_text() == (PKG / "edge_geoloc_ros" / "node.py").read_text()
     assert not list((WS / "src").rglob("*.egg-info")), "colcon build left files in the source tree"

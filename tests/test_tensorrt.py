@@ -29,12 +29,14 @@ from edge_geoloc.export.onnx_export import export_model
 from edge_geoloc.export.sidecar import read_sidecar, write_sidecar
 from edge_geoloc.export.tensorrt_build import (
     EngineBuildError,
+    calibration_batch,
     calibration_cache_path,
     engine_path_for,
     input_profiles,
     onnx_has_qdq,
     plan_build,
     reusable_engine,
+    timing_cache_for,
 )
 from export_tiny_models import TinyLocalizer, TinyRetrieval
 
@@ -60,7 +62,29 @@ def test_tensorrt_10_uses_builder_flags_and_a_calibrator():
     with pytest.raises(EngineBuildError, match="needs calibration frames"):
         plan_build("10.3.0", EngineConfig(precision="int8"), False)
     qdq = plan_build("10.3.0", EngineConfig(precision="int8"), True)
-    assert qdq.strongly_typed and not qdq.use_calibrator and "INT8" not in qdq.builder_flags
+    assert not qdq.strongly_typed and not qdq.use_calibrator and qdq.builder_flags == ("INT8", "FP16")
+    typed = plan_build("10.3.0", EngineConfig(precision="int8", strongly_typed_qdq=True), True)
+    assert typed.strongly_typed and typed.builder_flags == () and "stay fp32" in typed.notes[0]
+
+
+def test_fp32_builds_clear_tf32_unless_allowed():
+    """TensorRT turns TF32 on by default; an fp32 engine with TF32 misses ORT parity at 1e-4 on Orin."""
+    assert plan_build("10.3.0", EngineConfig(precision="fp32"), False).cleared_flags == ("TF32",)
+    assert plan_build("11.4", EngineConfig(precision="fp32"), False).cleared_flags == ("TF32",)
+    assert plan_build("10.3.0", EngineConfig(precision="fp32", allow_tf32=True), False).cleared_flags == ()
+    assert plan_build("10.3.0", EngineConfig(precision="fp16"), False).cleared_flags == ()
+
+
+def test_calibration_batch_is_the_profiles_opt_batch_and_timing_caches_are_keyed():
+    profiles = {"query": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)), "aerial": ((1, 3, 16, 16), (4, 3, 16, 16),
+                                                                               (8, 3, 16, 16))}
+    assert calibration_batch(profiles) == 4
+    with pytest.raises(EngineBuildError, match="disagree on the opt batch"):
+        calibration_batch({**profiles, "aerial": ((1, 3, 16, 16), (2, 3, 16, 16), (8, 3, 16, 16))})
+    base = Path("/models/timing.cache")
+    assert timing_cache_for(base, "10.3.0", "8.7") == Path("/models/timing.trt10.3.0.sm8.7.cache")
+    assert timing_cache_for(base, "10.3.0", "8.7") != timing_cache_for(base, "10.7.0", "8.7")
+    assert timing_cache_for(base, "10.3.0", "8.7") != timing_cache_for(base, "10.3.0", "7.2")
 
 
 def test_tensorrt_11_is_strongly_typed_and_needs_qdq_for_int8():
@@ -226,7 +250,7 @@ def test_real_engine_matches_onnxruntime(onnx_files, tmp_path):
     onnx = onnx_files[1]
     engine = build_engine(onnx, EngineConfig(precision="fp32", max_batch=2, timing_cache=tmp_path / "t.cache"),
                           tmp_path / "l.fp32.engine")
-    assert (tmp_path / "t.cache").is_file()
+    assert len(list(tmp_path.glob("t.trt*.sm*.cache"))) == 1  # keyed by TensorRT version and GPU
     trt_backend, ort_backend = load_backend(engine, device="cuda"), load_backend(onnx)
     feeds = {n: np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
              for n in ("query", "aerial")}

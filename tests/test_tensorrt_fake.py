@@ -27,12 +27,15 @@ CALLS: list[tuple] = []
 
 
 class _Ptr(int):
-    pass
+    def free(self):
+        DEVICE_MEMORY.pop(self)
+        CALLS.append(("free", int(self)))
 
 
 def _fake_pycuda(cc=(8, 7)) -> types.ModuleType:
     driver = types.ModuleType("pycuda.driver")
-    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    context = types.SimpleNamespace(push=lambda: CALLS.append(("push",)), pop=lambda: CALLS.append(("pop",)),
+                                    detach=lambda: CALLS.append(("detach",)))
     driver.init = lambda: None
     driver.Device = lambda i: types.SimpleNamespace(compute_capability=lambda: cc, name=lambda: "Fake Orin",
                                                    retain_primary_context=lambda: context)
@@ -54,6 +57,7 @@ def _fake_pycuda(cc=(8, 7)) -> types.ModuleType:
         CALLS.append(("dtoh", int(ptr)))
 
     driver.mem_alloc, driver.memcpy_htod_async, driver.memcpy_dtoh_async = mem_alloc, htod, dtoh
+    driver.memcpy_htod = htod
     return driver
 
 
@@ -106,7 +110,9 @@ def _fake_tensorrt(version="10.3.0") -> types.ModuleType:
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
     trt.nptype = lambda dtype: np.float32
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", VERSION_COMPATIBLE="VC", GPU_FALLBACK="GF")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", VERSION_COMPATIBLE="VC", GPU_FALLBACK="GF",
+                                            TF32="TF32")
+    trt.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (), {"__init__": lambda self: None})
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.DeviceType = types.SimpleNamespace(DLA="dla")
     trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: _Engine(int(data)))
@@ -117,8 +123,11 @@ def _fake_tensorrt(version="10.3.0") -> types.ModuleType:
 
 
 class _Config:
+    """TF32 is on by default, as in TensorRT; a timing cache made on another device is refused."""
+
     def __init__(self):
-        self.flags, self.cache = [], None
+        self.flags, self.cache, self.profile, self.calibration_profile = ["TF32"], None, None, None
+        self.int8_calibrator = None
 
     def set_memory_pool_limit(self, pool, size):
         CALLS.append(("workspace", size))
@@ -126,14 +135,27 @@ class _Config:
     def set_flag(self, flag):
         self.flags.append(flag)
 
+    def clear_flag(self, flag):
+        self.flags.remove(flag)
+
     def add_optimization_profile(self, profile):
+        self.profile = profile
         CALLS.append(("profile", dict(profile.shapes)))
 
+    def set_calibration_profile(self, profile):
+        self.calibration_profile = profile
+        return True
+
     def create_timing_cache(self, data):
-        return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+tuned")
+        if bytes(data).startswith(b"garbage"):
+            return None
+        return types.SimpleNamespace(data=bytes(data), serialize=lambda: bytes(data) + b"+tuned")
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        if b"other-gpu" in cache.data:
+            return False
         self.cache = cache
+        return True
 
     def get_timing_cache(self):
         return self.cache
@@ -155,15 +177,32 @@ class _Builder:
         return profile
 
     def build_serialized_network(self, network, config):
-        CALLS.append(("build", tuple(config.flags)))
-        max_batch = CALLS[-2][1]["image"][2][0] if CALLS[-2][0] == "profile" else 1
+        CALLS.append(("build", tuple(f for f in config.flags if f != "TF32") + (("TF32",) if "TF32" in config.flags
+                                                                               else ())))
+        if config.int8_calibrator is not None:
+            _calibrate(config.int8_calibrator, config.calibration_profile)
+        max_batch = config.profile.shapes["image"][2][0]
         return str(max_batch).encode()  # the "plan": the fake runtime reads the max batch back from it
+
+
+CALIBRATION_SEEN: list[dict] = []
+
+
+def _calibrate(calibrator, profile):
+    """What TensorRT 10 does with an explicit-batch network: one opt-shaped tensor per get_batch call."""
+    assert profile is not None, "dynamic shapes need a calibration profile"
+    opt = profile.shapes["image"][1]
+    while (pointers := calibrator.get_batch(["image"])) is not None:
+        buffer = DEVICE_MEMORY[pointers[0]]
+        read = buffer[: int(np.prod(opt))].reshape(opt)
+        CALIBRATION_SEEN.append({"means": read.mean(axis=(1, 2, 3)).tolist(), "unread": buffer.size - read.size})
 
 
 @pytest.fixture
 def fake_trt(monkeypatch):
     DEVICE_MEMORY.clear()
     CALLS.clear()
+    CALIBRATION_SEEN.clear()
     driver = _fake_pycuda()
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = driver
@@ -184,10 +223,11 @@ def test_build_sets_flags_profiles_timing_cache_and_manifest(fake_trt, dynamic_o
     cache = tmp_path / "timing.cache"
     cfg = EngineConfig(precision="fp16", max_batch=4, opt_batch=2, workspace_mb=64, timing_cache=cache)
     engine = build_engine(dynamic_onnx, cfg, tmp_path / "r.fp16.engine")
-    assert ("workspace", 64 << 20) in CALLS and ("build", ("FP16",)) in CALLS
+    assert ("workspace", 64 << 20) in CALLS and ("build", ("FP16", "TF32")) in CALLS  # TF32 left on for fp16
     profile = next(c[1] for c in CALLS if c[0] == "profile")
     assert profile["image"] == ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
-    assert cache.read_bytes() == b"+tuned"
+    keyed = tmp_path / "timing.trt10.3.0.sm8.7.cache"  # per TensorRT version and compute capability
+    assert keyed.read_bytes() == b"+tuned" and not cache.exists()
     manifest = read_sidecar(engine)
     assert manifest["engine"]["gpu_name"] == "Fake Orin" and manifest["engine"]["compute_capability"] == "8.7"
     assert manifest["sha256"]["onnx"] == read_sidecar(dynamic_onnx)["sha256"]["artifact"]
@@ -195,7 +235,7 @@ def test_build_sets_flags_profiles_timing_cache_and_manifest(fake_trt, dynamic_o
     CALLS.clear()
     assert build_engine(dynamic_onnx, cfg, engine) == engine and not CALLS  # reused, nothing rebuilt
     build_engine(dynamic_onnx, EngineConfig(precision="fp16", max_batch=4, timing_cache=cache, force=True), engine)
-    assert ("build", ("FP16",)) in CALLS and cache.read_bytes() == b"+tuned+tuned"  # cache carried over
+    assert ("build", ("FP16", "TF32")) in CALLS and keyed.read_bytes() == b"+tuned+tuned"  # cache carried over
 
 
 def test_engine_backend_binds_copies_and_reallocates(fake_trt, dynamic_onnx, tmp_path):
@@ -207,7 +247,8 @@ def test_engine_backend_binds_copies_and_reallocates(fake_trt, dynamic_onnx, tmp
     out = backend.run({"image": x})["embedding"]
     np.testing.assert_allclose(out, np.repeat(x.mean(axis=(1, 2, 3)), 16).reshape(2, 16), rtol=1e-6)
     kinds = [c[0] for c in CALLS]
-    assert kinds == ["htod", "execute", "dtoh", "sync"]  # synchronised after the device -> host copy
+    # batch 2 replaces the batch-1 buffers (freed first); synchronised after the device -> host copy
+    assert kinds == ["push", "free", "free", "htod", "execute", "dtoh", "sync", "pop"]
     assert backend.run({"image": x[:1]})["embedding"].shape == (1, 16) and backend.latency_stats()["n"] == 2
     with pytest.raises(ValueError, match="outside the engine's profile.*--max-batch 5"):
         backend.run({"image": np.zeros((5, 3, 32, 32), np.float32)})
@@ -220,3 +261,59 @@ def test_engine_from_another_gpu_is_refused_with_rebuild_command(fake_trt, dynam
     with pytest.raises(EngineMismatchError, match=r"8.7 \(Fake Orin\).*7.2.*build-engine r.onnx --precision fp16"):
         load_backend(engine, device="cuda")
     assert sidecar_path(engine).is_file()
+
+
+def _calibration_folder(folder, count):
+    """``count`` 32x32 images of distinct flat grey levels: each image is recognisable by its mean."""
+    import cv2
+
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), np.full((32, 32, 3), 10 + 20 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("opt_batch", [1, 2])
+def test_int8_calibration_feeds_every_image_in_opt_batch_tensors(fake_trt, dynamic_onnx, tmp_path, opt_batch):
+    """TensorRT reads one opt-shaped tensor per batch: batches must hold exactly opt_batch images."""
+    frames = _calibration_folder(tmp_path / "frames", 6)
+    cfg = EngineConfig(precision="int8", max_batch=4, opt_batch=opt_batch, calibration_dir=frames)
+    build_engine(dynamic_onnx, cfg, tmp_path / "r.int8.engine")
+    consumed = [m for batch in CALIBRATION_SEEN for m in batch["means"]]
+    assert len(CALIBRATION_SEEN) == 6 // opt_batch and len(set(np.round(consumed, 4))) == 6  # all 6, once each
+    assert all(batch["unread"] == 0 for batch in CALIBRATION_SEEN)  # nothing copied that TensorRT never reads
+    assert not DEVICE_MEMORY and CALLS.count(("push",)) == CALLS.count(("pop",)) == 1  # freed, primary context
+    assert CALLS.index(("push",)) < CALLS.index(next(c for c in CALLS if c[0] == "build")) < CALLS.index(("pop",))
+
+
+def test_fp32_build_clears_tf32(fake_trt, dynamic_onnx, tmp_path):
+    build_engine(dynamic_onnx, EngineConfig(precision="fp32"), tmp_path / "r.fp32.engine")
+    assert ("build", ()) in CALLS  # TF32 (on by default) was cleared
+    build_engine(dynamic_onnx, EngineConfig(precision="fp32", allow_tf32=True, force=True), tmp_path / "r.fp32.engine")
+    assert ("build", ("TF32",)) in CALLS
+
+
+@pytest.mark.parametrize("stale", [b"garbage", b"other-gpu tactics"])
+def test_a_refused_timing_cache_is_replaced_not_silently_ignored(fake_trt, dynamic_onnx, tmp_path, stale, caplog):
+    keyed = tmp_path / "timing.trt10.3.0.sm8.7.cache"
+    keyed.write_bytes(stale)
+    build_engine(dynamic_onnx, EngineConfig(precision="fp16", timing_cache=tmp_path / "timing.cache"),
+                 tmp_path / "r.fp16.engine")
+    assert keyed.read_bytes() == b"+tuned"  # a new cache, from an empty one
+    assert "refused by TensorRT 10.3.0" in caplog.text
+
+
+def test_close_frees_device_memory_and_releases_the_context(fake_trt, dynamic_onnx, tmp_path):
+    from edge_geoloc.runtime.backends import BackendClosedError
+
+    engine = build_engine(dynamic_onnx, EngineConfig(precision="fp16", max_batch=4), tmp_path / "r.fp16.engine")
+    backend = load_backend(engine, device="cuda")
+    backend.run({"image": np.zeros((2, 3, 32, 32), np.float32)})  # reallocates for batch 2: old buffers freed
+    assert len(DEVICE_MEMORY) == 2
+    CALLS.clear()
+    with backend:
+        pass
+    assert not DEVICE_MEMORY and [c[0] for c in CALLS] == ["push", "free", "free", "pop", "detach"]
+    backend.close()  # twice is fine
+    with pytest.raises(BackendClosedError, match="closed"):
+        backend.run({"image": np.zeros((1, 3, 32, 32), np.float32)})

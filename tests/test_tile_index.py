@@ -11,7 +11,13 @@ import pytest
 from edge_geoloc.geo import GeoRaster, PatchGeoref, latlon_to_utm, utm_zone_for, write_geotiff
 from edge_geoloc.runtime.config import TileIndexConfig
 from edge_geoloc.runtime.tile_build import build_tile_index, tile_grid
-from edge_geoloc.runtime.tile_index import SpatialBuckets, TileIndex, TileIndexError, exact_top_k
+from edge_geoloc.runtime.tile_index import (
+    SpatialBuckets,
+    TileIndex,
+    TileIndexError,
+    exact_top_k,
+    fastscan_subquantizers,
+)
 
 LAT0, LON0 = 52.0, 4.36
 
@@ -198,3 +204,22 @@ def test_index_over_two_rasters_reads_patches_from_the_right_one(tmp_path, ortho
     with GeoRaster(second) as raster:
         direct = raster.read_around_latlon(*loaded.tile_latlon(85), 60.0, 32).image
     assert np.array_equal(loaded.read_patch(85).image, direct)
+
+
+def test_fastscan_shortlist_reranked_exactly_recovers_the_exact_top_10():
+    """4-bit codes alone misorder near neighbours; the exact re-score of their top-100 puts them back."""
+    index = _random_index(8000, 64, TileIndexConfig(faiss_store="fastscan", faiss_nprobe=16, faiss_rerank=100))
+    assert fastscan_subquantizers(64) == 16 and fastscan_subquantizers(256) == 64
+    rng = np.random.default_rng(5)
+    recall = {}
+    for rerank in (0, 100):
+        index.cfg = TileIndexConfig(faiss_store="fastscan", faiss_nprobe=16, faiss_rerank=rerank)
+        hits = 0
+        for _ in range(30):
+            q = index.embeddings[rng.integers(len(index))].astype(np.float32) + 0.1 * rng.standard_normal(64)
+            exact, approx = index.search(q, k=10, method="exact"), index.search(q, k=10, method="faiss")
+            hits += len(set(exact.ids) & set(approx.ids))
+            if rerank:  # re-ranked scores are the exact cosines, best first
+                np.testing.assert_allclose(approx.scores, exact.scores[:len(approx.scores)], atol=1e-3)
+        recall[rerank] = hits / 300
+    assert recall[100] >= 0.99 and recall[0] < recall[100]

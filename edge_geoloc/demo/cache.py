@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_geoloc.artifacts import atomic_write_json, sha256_file
-from edge_geoloc.demo.runfolder import MANIFEST_NAME, hash_tree
+from edge_geoloc.demo.runfolder import MANIFEST_NAME, hash_tree, link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def cache_key(prefix: str, params: dict[str, Any], fingerprint: str) -> str:
     """``<prefix>-<12 hex>``: the hash covers the parameters and the generator's fingerprint."""
     blob = json.dumps({"params": params, "code": fingerprint}, sort_keys=True, default=str).encode()
     return f"{prefix}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def link_entry(entry: Path, dst: Path) -> None:
+    """Hard-link (or copy) every file of a cache entry, its manifest left out, into ``dst``."""
+    for path in sorted(p for p in entry.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        link_or_copy(path, dst / path.relative_to(entry))
 
 
 def entry_is_valid(entry: Path) -> bool:

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from edge_geoloc.config import ConfigError, load_config, save_config
-from edge_geoloc.demo.components import ComponentUnavailableError
 from edge_geoloc.demo.config import DemoConfig, default_config_path
+from edge_geoloc.demo.layout import RunLayout
 from edge_geoloc.demo.runfolder import StepOutputError, latest_run_with, new_run_dir, step_dir_name
 from edge_geoloc.demo.runner import Step, check_from_step, run_steps
+from edge_geoloc.demo.steps import demo_steps, print_summary
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ def _attach_log_file(run_dir: Path) -> tuple[logging.Handler, int]:
 
 def run_demo(args: argparse.Namespace) -> Path:
     """Run the demo into a new run folder and return it."""
-    from edge_geoloc.demo.steps import demo_steps, print_summary
-
     config = resolve_config(args)
     steps = demo_steps()
     reuse = find_reuse_run(args, steps) if args.from_step > 1 else None
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run_dir = run_demo(args)
-    except (ConfigError, StepOutputError, ComponentUnavailableError) as err:
+    except (ConfigError, StepOutputError) as err:
         print(f"edge-geoloc demo: {err}", file=sys.stderr)
         return 2
-    print(f"\nrun folder: {run_dir.resolve()}\nreport:     {(run_dir / '06_report' / 'report.html').resolve()}")
+    print(f"\nrun folder: {run_dir.resolve()}\nreport:     {RunLayout(run_dir).report_html.resolve()}")
     return 0

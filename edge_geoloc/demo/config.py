@@ -1,17 +1,36 @@
 """The demo's config: one frozen dataclass, loaded from ``configs/demo.yaml`` or ``configs/demo_quick.yaml``.
 
-The demo owns only the shape of the run (areas, flight, report). Each component's section (``retrieval``,
-``localizer``, ``export``, ``index``, ``runtime``, ``adaptation`` ...) is a plain mapping handed unchanged to that
-component's own config dataclass, so the component validates its keys and the demo never retypes them.
+The demo owns the shape of the run (areas, seed, report). Each component's section is typed by that
+component's own config dataclass (``retrieval: RetrievalTrainConfig``, ``adaptation: AdaptConfig`` ...), so the
+whole file is checked when it is loaded: a misspelt key anywhere fails before step 1, with the valid keys.
+Two sections are keyword arguments of a function (``retrieval_data``, ``dataset``); their keys are checked
+against that function's signature. The run's ``seed`` is passed on to the flight, the training data and
+adaptation by the steps (derived, not written twice).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_geoloc.config import ConfigError
+from edge_geoloc.data.pairs import DronePairConfig
+from edge_geoloc.export.config import ExportConfig
+from edge_geoloc.fieldlog.config import FieldLogConfig
+from edge_geoloc.fieldlog.dataset import build_pairs_from_logs
+from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.sim.datasets import write_university_tree
+from edge_geoloc.sim.flight import FlightConfig
+from edge_geoloc.train.adaptation import AdaptConfig
+from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig
+from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig
+
 PROFILES = ("full", "quick")
+# Arguments of the keyword sections' functions that the demo passes itself (not configurable).
+_RUN_ARGUMENTS = {"root", "areas", "seed", "logs", "out_dir", "ortho"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,14 @@ class AreaSpec:
 
 
 @dataclass(frozen=True)
+class EvalPairsSpec:
+    """The labelled pair sets that only measure: source validation, and target teacher-vs-adapted evaluation
+    (never seen by adaptation); otherwise like ``localizer_data``."""
+
+    count: int = 64
+
+
+@dataclass(frozen=True)
 class ReportSpec:
     """What the report shows."""
 
@@ -49,24 +76,33 @@ class DemoConfig:
     threads: int = 2  # torch / ORT intra-op threads
     source_area: AreaSpec = AreaSpec(style="source")
     target_area: AreaSpec = AreaSpec(style="target", seed_offset=1)
-    # Component sections: passed unchanged to each component's own config dataclass / function.
-    retrieval_data: dict[str, Any] = field(default_factory=dict)
-    retrieval: dict[str, Any] = field(default_factory=dict)
-    localizer_data: dict[str, Any] = field(default_factory=dict)
-    localizer: dict[str, Any] = field(default_factory=dict)
-    export: dict[str, Any] = field(default_factory=dict)
-    index: dict[str, Any] = field(default_factory=dict)
-    flight: dict[str, Any] = field(default_factory=dict)
-    runtime: dict[str, Any] = field(default_factory=dict)
-    fieldlog: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    adaptation: dict[str, Any] = field(default_factory=dict)
-    eval_pairs: dict[str, Any] = field(default_factory=dict)
+    retrieval_data: dict[str, Any] = field(default_factory=dict)  # write_university_tree keyword arguments
+    retrieval: RetrievalTrainConfig = field(default_factory=RetrievalTrainConfig)
+    localizer_data: DronePairConfig = field(default_factory=DronePairConfig)
+    localizer: LocalizerTrainConfig = field(default_factory=LocalizerTrainConfig)
+    eval_pairs: EvalPairsSpec = field(default_factory=EvalPairsSpec)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    flight: FlightConfig = field(default_factory=FlightConfig)
+    fieldlog: FieldLogConfig = field(default_factory=FieldLogConfig)
+    dataset: dict[str, Any] = field(default_factory=dict)  # build_pairs_from_logs keyword arguments
+    adaptation: AdaptConfig = field(default_factory=AdaptConfig)
     report: ReportSpec = ReportSpec()
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        check_keyword_section("retrieval_data", self.retrieval_data, write_university_tree)
+        check_keyword_section("dataset", self.dataset, build_pairs_from_logs)
+
+
+def check_keyword_section(name: str, section: Mapping[str, Any], function: Callable[..., Any]) -> None:
+    """Fail (ConfigError) when ``section`` has a key that is not a configurable argument of ``function``."""
+    valid = sorted(set(inspect.signature(function).parameters) - _RUN_ARGUMENTS)
+    unknown = sorted(set(section) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)} "
+                          f"({function.__module__}.{function.__name__}); valid keys: {', '.join(valid)}")
 
 
 def default_config_path(quick: bool, configs_dir: Path | None = None) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import to_dict
 from edge_geoloc.demo.config import DemoConfig
+from edge_geoloc.demo.layout import RunLayout
 from edge_geoloc.demo.runfolder import (
     RUN_RECORD_NAME,
     StepManifest,
@@ -56,6 +57,11 @@ class StepContext:
     manifests: dict[int, StepManifest]
     names: dict[int, str]
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run folder's named paths (the demo's step folders and artifacts)."""
+        return RunLayout(self.run_dir)
+
     def step(self, number: int) -> Path:
         """Folder of an earlier, finished step of this run."""
         if number not in self.manifests:
@@ -81,12 +87,12 @@ def run_steps(steps: Sequence[Step], run_dir: Path, config: DemoConfig, cache_di
         step_dir = run_dir / step_dir_name(step.number, step.name)
         if step.number < from_step:
             manifests[step.number] = _adopt(step, reuse_run, step_dir)
-            record["steps"].append({"step": step.number, "name": step.name, "status": "reused",
-                                    "from": str(reuse_run)})
+            record["steps"].append({"step": step.number, "name": step.name, "title": step.title,
+                                    "status": "reused", "from": str(reuse_run)})
         else:
             ctx = StepContext(run_dir, step_dir, config, cache_dir, manifests, names)
             manifests[step.number] = _execute_recorded(step, ctx, len(steps), record)
-            record["steps"].append({"step": step.number, "name": step.name, "status": "ran",
+            record["steps"].append({"step": step.number, "name": step.name, "title": step.title, "status": "ran",
                                     "duration_s": manifests[step.number].duration_s,
                                     "cpu_s": manifests[step.number].cpu_s})
         atomic_write_json(run_dir / RUN_RECORD_NAME, record)

@@ -8,84 +8,77 @@ Step 4 simulates the target flight (cached per seed), runs it through the runtim
 
 from __future__ import annotations
 
-import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from edge_geoloc.config import deep_merge, from_dict, to_dict
-from edge_geoloc.demo.components import require
+from edge_geoloc.config import to_dict, with_overrides
 from edge_geoloc.demo.flight import fly as fly_flight
 from edge_geoloc.demo.flight import load_pipeline, outage_intervals, read_flight
+from edge_geoloc.demo.parts import cached_dataset, drone_pairs, eval_pairs_config, export_onnx, run_area, runtime_config
 from edge_geoloc.demo.runner import StepContext
-from edge_geoloc.demo.steps_train import (
-    LOCALIZER_CKPT,
-    cached_dataset,
-    drone_pairs,
-    export_onnx,
-    load_area_role,
-    runtime_config,
-)
+from edge_geoloc.evaluate.localization_metrics import localization_errors
+from edge_geoloc.fieldlog.dataset import build_pairs_from_logs
+from edge_geoloc.fieldlog.logger import FieldLogger
 from edge_geoloc.fieldlog.step import MapPatchSpec
+from edge_geoloc.geo.heatmap import heatmap_mode
 from edge_geoloc.models.checkpoint import load_model
+from edge_geoloc.runtime.backends import load_backend
+from edge_geoloc.runtime.pipeline import BackendLocalizer
+from edge_geoloc.runtime.query_alignment import align_query
+from edge_geoloc.runtime.replay import FlightData, measured_attitude, truth_latlon
 from edge_geoloc.runtime.trajectory import read_trajectory
+from edge_geoloc.sim import Area
+from edge_geoloc.sim.flight import simulate_flight
+from edge_geoloc.train.adaptation import AdaptConfig, adapt, open_target, validate
 from edge_geoloc.types import CameraFrame
 
-log = logging.getLogger(__name__)
-
 EVAL_PAIRS_SEED_OFFSET = 2000
-TEACHER_REPLAY = "replay_teacher"
-ADAPTED_REPLAY = "replay_adapted"
-REPLAY_MODULE = "edge_geoloc.runtime.replay"
+QUERY_THUMBNAIL_PX = 128  # the report's query images
 
 
-def simulate_target_flight(ctx: StepContext, area: Any) -> Path:
-    """The degraded-GNSS flight over the target area (``edge_geoloc.sim.simulate_flight``), cached per seed."""
-    simulate = require("edge_geoloc.sim.flight", "simulate_flight", "sim (simulate_flight)")
-    flight_cfg_cls = require("edge_geoloc.sim.flight", "FlightConfig", "sim (simulate_flight)")
-    flight_cfg = from_dict(flight_cfg_cls, deep_merge({"seed": ctx.config.seed}, ctx.config.flight))
+def simulate_target_flight(ctx: StepContext, area: Area) -> Path:
+    """The degraded-GNSS flight over the target area, cached per seed (the run's seed drives the flight)."""
+    flight_cfg = with_overrides(ctx.config.flight, {"seed": ctx.config.seed})
     params = {"area": area.metadata(), **to_dict(flight_cfg)}
-    return cached_dataset(ctx, "flight", params, lambda root: simulate(area, root, flight_cfg))
+    return cached_dataset(ctx, "flight", params, lambda root: simulate_flight(area, root, flight_cfg))
 
 
-def patch_spec(ctx: StepContext, area_tif: Path) -> MapPatchSpec:
+def patch_spec(ctx: StepContext) -> MapPatchSpec:
     """The map patch the field logger references around each coarse position (the localizer's input size)."""
-    pairs = from_dict(require("edge_geoloc.data.pairs", "DronePairConfig", "localizer data (pairs)"),
-                      ctx.config.localizer_data)
-    return MapPatchSpec(area_tif, float(pairs.aerial_size_m), int(pairs.aerial_px))
+    pairs = ctx.config.localizer_data
+    return MapPatchSpec(ctx.layout.ortho("target"), float(pairs.aerial_size_m), int(pairs.aerial_px))
 
 
-def _fieldlog_config(ctx: StepContext) -> Any:
-    return from_dict(require("edge_geoloc.fieldlog.config", "FieldLogConfig", "field logger"), ctx.config.fieldlog)
+def adaptation_config(ctx: StepContext) -> AdaptConfig:
+    """The adaptation section, seeded by the run."""
+    return with_overrides(ctx.config.adaptation, {"seed": ctx.config.seed})
 
 
 # ---------------------------------------------------------------- step 4: fly with the teacher, logging
 def step_fly(ctx: StepContext) -> dict[str, Any]:
     """Fly the target flight through the runtime (teacher models) with the field logger on."""
-    from edge_geoloc.demo.steps import area_dir
-
-    area = load_area_role(ctx, "target")
+    layout, runtime = ctx.layout, runtime_config(ctx.config)
+    area = run_area(layout, "target")
     flight = read_flight(simulate_target_flight(ctx, area))
-    export_dir, runtime = ctx.step(3), runtime_config(ctx)
-    pipeline = load_pipeline(export_dir / "retrieval.onnx", export_dir / "localizer.onnx", export_dir / "index",
-                             runtime, flight)
-    logger_cls = require("edge_geoloc.fieldlog.logger", "FieldLogger", "field logger")
-    logger = logger_cls(ctx.step_dir / "fieldlog", _fieldlog_config(ctx))
+    pipeline = load_pipeline(layout.retrieval_onnx, layout.localizer_onnx, layout.index_dir, runtime, flight)
+    logger = FieldLogger(layout.fieldlog_dir, ctx.config.fieldlog)
     try:
-        metrics = fly_flight(flight, pipeline, ctx.step_dir / TEACHER_REPLAY, runtime.pipeline.min_confidence,
-                             logger, patch_spec(ctx, area_dir(ctx, "target") / "ortho.tif"))
+        metrics = fly_flight(flight, pipeline, layout.teacher_replay, runtime.pipeline.min_confidence, logger,
+                             patch_spec(ctx))
     finally:
         logger.close()
     metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
     metrics["outages_s"] = outage_intervals(flight.meta)
-    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / TEACHER_REPLAY / "trajectory.csv",
-                              export_dir / "localizer.onnx")
-    np.savez_compressed(ctx.step_dir / "heatmaps_teacher.npz", **samples)
+    samples = heatmap_samples(ctx, area, flight, layout.teacher_replay / "trajectory.csv", layout.localizer_onnx)
+    np.savez_compressed(layout.teacher_heatmaps, **samples)
     return metrics
 
 
-def heatmap_samples(ctx: StepContext, area: Any, flight: Any, trajectory_csv: Path, localizer_onnx: Path,
+def heatmap_samples(ctx: StepContext, area: Area, flight: FlightData, trajectory_csv: Path, localizer_onnx: Path,
                     centres: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """A few frames, the aerial patch around the coarse position before each, and the localizer's heat map.
 
@@ -100,8 +93,7 @@ def heatmap_samples(ctx: StepContext, area: Any, flight: Any, trajectory_csv: Pa
         centres = np.array([_coarse_latlon(table, i) for i in idx])
     else:
         idx, centres = centres[:, 0].astype(int), centres[:, 1:]
-    spec = patch_spec(ctx, Path())
-    locate = _localizer(localizer_onnx, flight)
+    spec, locate = patch_spec(ctx), _localizer(localizer_onnx, flight)
     out: dict[str, list] = {"frame_index": [], "query": [], "aerial": [], "truth_px": [], "heatmap": [],
                             "peak_px": [], "error_m": []}
     for i, (lat, lon) in zip(idx, centres, strict=True):
@@ -119,14 +111,10 @@ def _coarse_latlon(table: dict[str, np.ndarray], i: int) -> tuple[float, float]:
     return float(table["truth_lat_deg"][i]), float(table["truth_lon_deg"][i])
 
 
-def _localizer(onnx_path: Path, flight: Any) -> Any:
+def _localizer(onnx_path: Path, flight: FlightData) -> Any:
     """``locate(frame_index, query, aerial)``: the localizer on the frame aligned as the pipeline aligns it
     (north-up / scale from the flight's measured heading and height, when the artifact asks for it)."""
-    load_backend = require("edge_geoloc.runtime.backends", "load_backend", "runtime (backends)")
-    backend_localizer = require("edge_geoloc.runtime.pipeline", "BackendLocalizer", "runtime (pipeline)")
-    align_query = require("edge_geoloc.runtime.query_alignment", "align_query", "runtime (query alignment)")
-    measured_attitude = require(REPLAY_MODULE, "measured_attitude", "runtime (replay)")
-    localizer = backend_localizer(load_backend(onnx_path, kind="onnxruntime", device="cpu"))
+    localizer = BackendLocalizer(load_backend(onnx_path, kind="onnxruntime", device="cpu"))
     hfov = float(flight.meta.get("camera", {}).get("hfov_deg") or 0.0)
 
     def locate(i: int, query: np.ndarray, aerial: np.ndarray) -> np.ndarray:
@@ -137,81 +125,65 @@ def _localizer(onnx_path: Path, flight: Any) -> Any:
     return locate
 
 
-def _sample(out: dict[str, list], area: Any, flight: Any, i: int, lat: float, lon: float,
+def _sample(out: dict[str, list], area: Area, flight: FlightData, i: int, lat: float, lon: float,
             spec: MapPatchSpec, locate: Any) -> None:
-    import cv2
-
     east, north = area.latlon_to_local(lat, lon)
     aerial, georef = area.aerial_patch(float(east), float(north), spec.size_m, spec.px)
     query = cv2.imread(str(flight.frame_paths[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     heat = np.asarray(locate(i, query, aerial), dtype=np.float32)
-    stamp, truth = flight.frame_stamps_s[i], flight.truth
-    truth_latlon = (np.interp(stamp, truth["stamp_s"], truth["lat_deg"]), np.interp(stamp, truth["stamp_s"],
-                                                                                     truth["lon_deg"]))
-    truth_px = np.array(georef.latlon_to_pixel(*truth_latlon))
-    scale = aerial.shape[0] / heat.shape[0]
-    peak = (np.array(np.unravel_index(int(np.argmax(heat)), heat.shape)) + 0.5) * scale
+    truth_px = np.array(georef.latlon_to_pixel(*truth_latlon(flight, float(flight.frame_stamps_s[i]))))
+    peak = (np.array(heatmap_mode(heat)) + 0.5) * (aerial.shape[0] / heat.shape[0])  # pixel centre, patch pixels
     out["frame_index"].append(i)
-    out["query"].append(cv2.resize(query, (128, 128), interpolation=cv2.INTER_AREA))
+    out["query"].append(cv2.resize(query, (QUERY_THUMBNAIL_PX, QUERY_THUMBNAIL_PX), interpolation=cv2.INTER_AREA))
     out["aerial"].append(aerial)
     out["truth_px"].append(truth_px)
     out["heatmap"].append(heat)
     out["peak_px"].append(peak)
-    out["error_m"].append(float(np.linalg.norm(peak - truth_px) * georef.m_per_px))
+    out["error_m"].append(float(localization_errors(peak[None], truth_px[None], georef.m_per_px)["distance_m"][0]))
 
 
 # ---------------------------------------------------------------- step 5: adapt, re-export, fly again
 def step_adapt(ctx: StepContext) -> dict[str, Any]:
     """Dataset from the logs -> adapt -> validate teacher vs adapted -> re-export -> fly the same flight."""
-    from edge_geoloc.demo.steps import area_dir
-
-    dataset_dir, dataset_report = build_log_dataset(ctx, ctx.step(4) / "fieldlog", ctx.step_dir / "adapt_dataset")
-    student_ckpt, report = adapt_localizer(ctx, dataset_dir)
+    layout, runtime = ctx.layout, runtime_config(ctx.config)
+    dataset_report = build_log_dataset(ctx)
+    report = adapt_localizer(ctx)
     metrics: dict[str, Any] = {"dataset": dataset_report, "adaptation": report}
-    metrics["localizer_eval"] = validate_localizers(ctx, ctx.step(2) / LOCALIZER_CKPT, student_ckpt)
-    metrics["export"] = export_onnx(ctx, student_ckpt, ctx.step_dir / "localizer_adapted.onnx", ctx.config.export)
-    area = load_area_role(ctx, "target")
-    flight = read_flight(ctx.step(4) / "data" / "flight")
-    export_dir, runtime = ctx.step(3), runtime_config(ctx)
-    pipeline = load_pipeline(export_dir / "retrieval.onnx", ctx.step_dir / "localizer_adapted.onnx",
-                             export_dir / "index", runtime, flight)
-    metrics["flight"] = fly_flight(flight, pipeline, ctx.step_dir / ADAPTED_REPLAY, runtime.pipeline.min_confidence)
-    teacher_samples = np.load(ctx.step(4) / "heatmaps_teacher.npz")
-    samples = heatmap_samples(ctx, area, flight, ctx.step_dir / ADAPTED_REPLAY / "trajectory.csv",
-                              ctx.step_dir / "localizer_adapted.onnx", centres=teacher_samples["centres"])
-    np.savez_compressed(ctx.step_dir / "heatmaps_adapted.npz", **samples)
-    metrics["target_ortho"] = str(area_dir(ctx, "target") / "ortho.tif")
+    metrics["localizer_eval"] = validate_localizers(ctx, layout.localizer_checkpoint, layout.student_checkpoint)
+    metrics["export"] = export_onnx(layout.student_checkpoint, layout.adapted_onnx, ctx.config.export)
+    area = run_area(layout, "target")
+    flight = read_flight(layout.flight_dir)
+    pipeline = load_pipeline(layout.retrieval_onnx, layout.adapted_onnx, layout.index_dir, runtime, flight)
+    metrics["flight"] = fly_flight(flight, pipeline, layout.adapted_replay, runtime.pipeline.min_confidence)
+    teacher_samples = np.load(layout.teacher_heatmaps)
+    samples = heatmap_samples(ctx, area, flight, layout.adapted_replay / "trajectory.csv", layout.adapted_onnx,
+                              centres=teacher_samples["centres"])
+    np.savez_compressed(layout.adapted_heatmaps, **samples)
+    metrics["target_ortho"] = str(layout.ortho("target"))
     return metrics
 
 
-def build_log_dataset(ctx: StepContext, log_dir: Path, out_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The adaptation pair dataset cut from the field logs (``edge_geoloc.fieldlog`` dataset builder)."""
-    from edge_geoloc.demo.steps import area_dir
+def build_log_dataset(ctx: StepContext) -> dict[str, Any]:
+    """The adaptation pair dataset cut from the step-4 field logs."""
+    layout = ctx.layout
+    report = build_pairs_from_logs(layout.fieldlog_dir, layout.adapt_dataset, ortho=layout.ortho("target"),
+                                   **ctx.config.dataset)
+    return {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
 
-    build = require("edge_geoloc.fieldlog.dataset", "build_pairs_from_logs", "field logger (dataset from-logs)")
-    report = build(log_dir, out_dir, ortho=area_dir(ctx, "target") / "ortho.tif", **ctx.config.dataset)
-    return out_dir, {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
 
-
-def adapt_localizer(ctx: StepContext, dataset_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """``edge_geoloc.train.adaptation.adapt`` of the step-2 teacher on the unlabeled log dataset."""
-    module = "edge_geoloc.train.adaptation"
-    cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
-    teacher, _ = load_model(ctx.step(2) / LOCALIZER_CKPT, expected_kind="localizer")
-    target = require(module, "open_target", "adaptation")(dataset_dir, teacher, cfg)
-    result = require(module, "adapt", "adaptation")(teacher, target, cfg, ctx.step_dir / "adaptation")
-    report = {k: v for k, v in result.report.items() if k not in ("config", "distance_histogram")}
-    return ctx.step_dir / "adaptation" / "student.safetensors", report
+def adapt_localizer(ctx: StepContext) -> dict[str, Any]:
+    """``adapt`` of the step-2 teacher on the unlabeled log dataset; writes the student checkpoint."""
+    cfg, layout = adaptation_config(ctx), ctx.layout
+    teacher, _ = load_model(layout.localizer_checkpoint, expected_kind="localizer")
+    result = adapt(teacher, open_target(layout.adapt_dataset, teacher, cfg), cfg, layout.adaptation_dir)
+    return {k: v for k, v in result.report.items() if k not in ("config", "distance_histogram")}
 
 
 def validate_localizers(ctx: StepContext, teacher_ckpt: Path, student_ckpt: Path) -> dict[str, Any]:
     """Teacher vs adapted metric error on a labelled target-area pair set (never seen by adaptation)."""
-    module = "edge_geoloc.train.adaptation"
-    area = load_area_role(ctx, "target")
-    flight_condition = {"condition": ctx.config.flight.get("condition"), "random_conditions": 0}
-    section = {**ctx.config.localizer_data, **ctx.config.eval_pairs, **flight_condition}  # seen as the flight sees
-    eval_dir = drone_pairs(ctx, area, "localizer_target_eval", ctx.config.seed + EVAL_PAIRS_SEED_OFFSET, section)
-    cfg = from_dict(require(module, "AdaptConfig", "adaptation"), {"seed": ctx.config.seed, **ctx.config.adaptation})
+    area = run_area(ctx.layout, "target")
+    seen_as_flown = replace(eval_pairs_config(ctx.config), condition=ctx.config.flight.condition, random_conditions=0)
+    eval_dir = drone_pairs(ctx, area, "localizer_target_eval", ctx.config.seed + EVAL_PAIRS_SEED_OFFSET, seen_as_flown)
     models = {name: load_model(path, expected_kind="localizer")[0]
               for name, path in (("teacher", teacher_ckpt), ("adapted", student_ckpt))}
-    return require(module, "validate", "adaptation")(models, eval_dir, cfg)
+    return validate(models, eval_dir, adaptation_config(ctx))

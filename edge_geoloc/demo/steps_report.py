@@ -11,24 +11,24 @@ import numpy as np
 from edge_geoloc.demo.report import ReportInputs, build_report
 from edge_geoloc.demo.runfolder import RUN_RECORD_NAME, step_dir_name
 from edge_geoloc.demo.runner import StepContext
-from edge_geoloc.demo.steps_fly import ADAPTED_REPLAY, TEACHER_REPLAY
+from edge_geoloc.geo import GeoRaster
+
+MAX_MAP_PX = 2000  # the report's map: the whole target orthophoto, at most this many pixels a side
 
 
 def step_report(ctx: StepContext) -> dict[str, Any]:
     """Write summary.json / summary.txt / PNGs / report.html into ``06_report``; return the headline numbers."""
-    from edge_geoloc.geo import GeoRaster
-
-    fly, adapt = ctx.step(4), ctx.step(5)
-    with GeoRaster(ctx.step(1) / "target" / "ortho.tif") as raster:  # the whole map, at most 2000 px a side
-        ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), min(raster.georef.height_px, 2000))
+    layout = ctx.layout
+    with GeoRaster(layout.ortho("target")) as raster:
+        ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), min(raster.georef.height_px, MAX_MAP_PX))
     inputs = ReportInputs(
-        trajectories={"teacher": fly / TEACHER_REPLAY / "trajectory.csv",
-                      "adapted": adapt / ADAPTED_REPLAY / "trajectory.csv"},
+        trajectories={"teacher": layout.teacher_replay / "trajectory.csv",
+                      "adapted": layout.adapted_replay / "trajectory.csv"},
         outages_s=[tuple(o) for o in ctx.metrics(4).get("outages_s", [])],
         ortho_rgb=ortho.image, latlon_to_pixel=ortho.georef.latlon_to_pixel,
-        heatmap_samples=merge_heatmap_samples(fly / "heatmaps_teacher.npz", adapt / "heatmaps_adapted.npz"),
+        heatmap_samples=merge_heatmap_samples(layout.teacher_heatmaps, layout.adapted_heatmaps),
         metrics=measured_metrics(ctx), steps=_steps(ctx), title=ctx.config.report.title, dpi=ctx.config.report.dpi)
-    summary = build_report(inputs, ctx.step_dir)
+    summary = build_report(inputs, layout.report_dir)
     return {"flight": summary["flight"]["all"], "outage": summary["flight"]["outage"],
             "runtime": summary["flight"]["runtime"]}
 
@@ -68,11 +68,9 @@ def measured_metrics(ctx: StepContext) -> dict[str, Any]:
 
 
 def _steps(ctx: StepContext) -> list[dict[str, Any]]:
-    from edge_geoloc.demo.steps import demo_steps
-
     record = json.loads((ctx.run_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
     status = {s["step"]: s["status"] for s in record["steps"]}
-    titles = {s.number: s.title for s in demo_steps()}
+    titles = {s["step"]: s.get("title", s["name"]) for s in record["steps"]}
     return [{"step": n, "name": ctx.names[n], "title": titles.get(n, ctx.names[n]), "status": status.get(n, "ran"),
              "duration_s": m.duration_s,
              "cpu_s": m.cpu_s, "folder": step_dir_name(n, ctx.names[n])} for n, m in sorted(ctx.manifests.items())]

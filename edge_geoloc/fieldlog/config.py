@@ -20,7 +20,7 @@ class FieldLogConfig:
     queue_size: int = 256
     camera_rate_hz: float = 2.0  # frames logged per second of sensor time; 0 logs every frame
     jpeg_quality: int = 90
-    chunk_bytes: int = 1 * MIB  # rosbags also closes a chunk at 1 MiB by itself
+    chunk_bytes: int = 1 * MIB  # the MCAP writer closes a chunk at this size by itself
     flush_interval_s: float = 1.0
     fsync: bool = False
     max_file_bytes: int = 1024 * MIB  # rotate to a new bag (part) beyond this size ...

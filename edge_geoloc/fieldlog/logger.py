@@ -26,7 +26,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import WriterError
 
 from edge_geoloc.fieldlog import messages as m
 from edge_geoloc.fieldlog.config import FieldLogConfig
@@ -317,7 +316,7 @@ class FieldLogger:
         path = self.out_dir / f"{self.config.bag_prefix}_{self._next_part_index():04d}"
         try:
             self._bag = BagPart(path, self.config.chunk_bytes, self.config.fsync)
-        except (OSError, WriterError) as err:
+        except OSError as err:
             log.error("cannot open field log part %s: %s", path, err)
             self.counters.write_errors += 1
             return False

@@ -8,6 +8,7 @@ yields every message of every complete chunk and then stops; the :class:`ReadRep
 from __future__ import annotations
 
 import logging
+import shutil
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,45 @@ class RecoveryReport:
     output: Path
     messages: int
     was_truncated: bool
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def is_complete(mcap_path: str | Path) -> bool:
+    """Whether the file ends with MCAP's closing magic (summary and footer written: a clean close)."""
+    path = Path(mcap_path)
+    size = path.stat().st_size
+    if size < 2 * len(MCAP_MAGIC):
+        return False
+    with path.open("rb") as f:
+        f.seek(size - len(MCAP_MAGIC))
+        return f.read() == MCAP_MAGIC
+
+
+def recover_in_place(log_path: str | Path, keep_cut: bool = True) -> list[RecoveryReport]:
+    """Rewrite every cut part of a log (no MCAP footer) as a complete bag, in its own folder.
+
+    Each cut ``PART/PART.mcap`` is replaced by a complete file with every message of its closed chunks, and
+    ``PART/metadata.yaml`` by one that counts them; the cut original is kept as ``PART.mcap.cut`` unless
+    ``keep_cut`` is false. Complete parts are left alone.
+    """
+    reports = []
+    for mcap_path in mcap_files(log_path):
+        if is_complete(mcap_path):
+            continue
+        part = mcap_path.parent
+        staging = part.parent / f".{part.name}.recovering"
+        shutil.rmtree(staging, ignore_errors=True)
+        report = recover_log(mcap_path, staging / part.name)
+        if keep_cut:
+            mcap_path.replace(mcap_path.with_name(mcap_path.name + ".cut"))
+        (staging / part.name / f"{part.name}.mcap").replace(part / f"{part.name}.mcap")
+        (staging / part.name / "metadata.yaml").replace(part / "metadata.yaml")
+        shutil.rmtree(staging)
+        reports.append(RecoveryReport(report.source, part, report.messages, True))
+        log.info("recovered %s: %d messages", part, report.messages)
+    return reports
 
 
 def recover_log(source: str | Path, out_bag: str | Path, chunk_bytes: int = 2**20) -> RecoveryReport:

@@ -1,11 +1,17 @@
-"""One rosbag2 MCAP bag (a *part* of a field log) whose chunks reach the disk early.
+"""One rosbag2 MCAP bag (a *part* of a field log) that stays readable, and described, after a crash.
 
-rosbags' MCAP writer keeps the open chunk in memory and writes it when it reaches 1 MiB; the file only gets
-its index and ``metadata.yaml`` at ``close()``. :class:`BagPart` adds what crash safety needs: chunks are
-also closed at ``chunk_bytes`` or on request (:meth:`flush_chunk`), and every closed chunk is flushed from
-Python's buffer to the operating system (and fsync'ed when asked). A process killed with SIGKILL therefore
-leaves a file whose complete chunks :func:`edge_geoloc.fieldlog.reader.read_log` reads back. (Relies on
-rosbags' ``McapWriter.close_chunk``/``chunk``/``bio``, present in rosbags 0.10 and 0.11.)
+Written with the ``mcap`` package's public ``Writer`` (profile ``ros2``, ``ros2msg`` schemas from the Humble
+typestore, ``cdr`` channels: the layout rosbag2_storage_mcap writes), not with a bag library's private
+internals. Crash safety:
+
+- a chunk is closed at ``chunk_bytes`` or on request (:meth:`BagPart.flush_chunk`, ``Writer.flush``), and
+  every closed chunk is handed to the operating system (and fsync'ed when asked), so a process killed with
+  SIGKILL leaves a file whose complete chunks :func:`edge_geoloc.fieldlog.reader.read_log` reads back;
+- ``metadata.yaml`` exists from the moment the part opens and is rewritten (atomically) after every closed
+  chunk with the messages that are on disk, so ``ros2 bag info`` answers for a crashed part too.
+
+A crashed part still lacks the MCAP summary and footer; ``edge-geoloc fieldlog recover`` rewrites it into a
+complete bag (:func:`edge_geoloc.fieldlog.reader.recover_in_place`).
 """
 
 from __future__ import annotations
@@ -14,35 +20,13 @@ import contextlib
 import os
 from pathlib import Path
 
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.rosbag2.storage_mcap import McapWriter
+from mcap.writer import CompressionType, Writer
 
 from edge_geoloc.fieldlog import messages
+from edge_geoloc.fieldlog.bag_metadata import TopicCount, write_metadata
 
-
-class _FlushingMcapWriter(McapWriter):
-    chunk_bytes = 2**20
-    fsync = False
-    chunks_flushed = 0
-
-    def write(self, connection, timestamp: int, data: bytes | memoryview) -> None:
-        super().write(connection, timestamp, data)
-        if self.chunk.bio.tell() >= self.chunk_bytes:
-            self.close_chunk()
-
-    def close_chunk(self) -> None:
-        super().close_chunk()
-        self.bio.flush()
-        if self.fsync:
-            os.fsync(self.bio.fileno())
-        self.chunks_flushed += 1
-
-    def pending_messages(self) -> int:
-        return sum(len(v) for v in self.chunk.msgs.values())
-
-
-class _Writer(Writer):
-    STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _FlushingMcapWriter}
+PROFILE = "ros2"
+LIBRARY = "edge_geoloc.fieldlog"
 
 
 class BagPart:
@@ -50,44 +34,81 @@ class BagPart:
 
     def __init__(self, path: Path, chunk_bytes: int, fsync: bool) -> None:
         self.path = Path(path)
-        self._writer = _Writer(self.path, version=8, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._storage: _FlushingMcapWriter = self._writer.storage  # type: ignore[assignment]
-        self._storage.chunk_bytes, self._storage.fsync = chunk_bytes, fsync
-        store = messages.typestore()
-        self._connections = {topic: self._writer.add_connection(topic, msgtype, typestore=store)
-                             for topic, msgtype in messages.TOPIC_TYPES.items()}
+        self.path.mkdir(parents=True, exist_ok=False)
+        self.mcap_path = self.path / f"{self.path.name}.mcap"
+        self._file = self.mcap_path.open("xb")
+        self._fsync = fsync
+        self._writer = Writer(self._file, chunk_size=chunk_bytes, compression=CompressionType.NONE)
+        self._writer.start(profile=PROFILE, library=LIBRARY)
+        self._channels = {topic: self._register(topic, msgtype) for topic, msgtype in messages.TOPIC_TYPES.items()}
         self.messages = 0
+        self.chunks_flushed = 0
+        self._pending: dict[str, TopicCount] = {}  # messages in the open chunk, per topic
+        self._pending_bytes = 0
+        self._on_disk = {topic: TopicCount(topic, msgtype) for topic, msgtype in messages.TOPIC_TYPES.items()}
+        self._refresh_metadata()
 
-    @property
-    def mcap_path(self) -> Path:
-        return self._storage.path
+    def _register(self, topic: str, msgtype: str) -> int:
+        text, _ = messages.typestore().generate_msgdef(msgtype, ros_version=2)
+        schema_id = self._writer.register_schema(name=msgtype, encoding="ros2msg", data=text.encode())
+        return self._writer.register_channel(topic=topic, message_encoding="cdr", schema_id=schema_id,
+                                             metadata={"offered_qos_profiles": ""})
 
     @property
     def size_bytes(self) -> int:
         """Bytes in the file plus the chunk still in memory."""
-        return self._storage.bio.tell() + self._storage.chunk.bio.tell()
+        return self._file.tell() + self._pending_bytes
 
-    @property
-    def chunks_flushed(self) -> int:
-        return self._storage.chunks_flushed
+    def pending_messages(self) -> int:
+        return sum(c.count for c in self._pending.values())
 
     def write(self, topic: str, stamp_s: float, data: bytes) -> None:
-        self._writer.write(self._connections[topic], int(round(stamp_s * 1e9)), data)
+        stamp_ns = int(round(stamp_s * 1e9))
+        before = self._file.tell()
+        self._writer.add_message(self._channels[topic], log_time=stamp_ns, data=data, publish_time=stamp_ns)
         self.messages += 1
+        self._pending.setdefault(topic, TopicCount(topic, messages.TOPIC_TYPES[topic])).add(stamp_ns)
+        self._pending_bytes += len(data)
+        if self._file.tell() != before:  # the writer closed a full chunk (this message is in it)
+            self._chunk_written()
 
     def flush_chunk(self) -> bool:
         """Close the open chunk and hand it to the OS; False when it holds no message."""
-        if self._storage.pending_messages() == 0:
+        if not self.pending_messages():
             return False
-        self._storage.close_chunk()
+        self._writer.flush()
+        self._chunk_written()
         return True
 
     def close(self) -> None:
-        """Write the index, statistics and metadata.yaml: the bag is now a regular rosbag2."""
-        self._writer.close()
+        """Write the summary, index and footer, then the final metadata.yaml: a regular rosbag2 bag."""
+        self._move_pending_to_disk()
+        self._writer.finish()
+        self._sync()
+        self._file.close()
+        self._refresh_metadata()
 
     def abort(self) -> None:
         """Give up on a bag after an I/O error (what is on disk stays readable chunk by chunk)."""
         with contextlib.suppress(OSError):
-            self._writer.abort()
+            self._file.close()
+
+    # ---- bookkeeping -----------------------------------------------------------------------------------
+    def _chunk_written(self) -> None:
+        self._sync()
+        self.chunks_flushed += 1
+        self._move_pending_to_disk()
+        self._refresh_metadata()
+
+    def _move_pending_to_disk(self) -> None:
+        for topic, pending in self._pending.items():
+            self._on_disk[topic].merge(pending)
+        self._pending, self._pending_bytes = {}, 0
+
+    def _sync(self) -> None:
+        self._file.flush()
+        if self._fsync:
+            os.fsync(self._file.fileno())
+
+    def _refresh_metadata(self) -> None:
+        write_metadata(self.path, self.mcap_path.name, list(self._on_disk.values()), fsync=self._fsync)

@@ -29,8 +29,9 @@ class TileIndexConfig:
     search: SearchMethod = "auto"  # "auto": exact inside a prior radius or below faiss_min_tiles, faiss above
     faiss_min_tiles: int = 50_000
     faiss_nlist: int = 0  # inverted lists of the IVF index; 0 = sqrt(N) (1000 lists for 1M tiles)
-    faiss_nprobe: int = 16
-    faiss_store: Literal["fp16", "flat", "pq"] = "fp16"  # vectors inside the IVF lists
+    faiss_nprobe: int = 256  # of sqrt(N) lists: ~25 % of the codes at 1M tiles, cheap with fast scan
+    faiss_store: Literal["fastscan", "fp16", "flat", "pq"] = "fastscan"  # codes inside the IVF lists
+    faiss_rerank: int = 300  # approximate top-N re-scored exactly against the fp16 embeddings; 0 = off
     exact_max_candidates: int = 200_000  # above this many tiles in the radius, faiss with an ID selector
     patch_cache: int = 16  # aerial patches kept in memory (read back from the GeoTIFF otherwise)
 
@@ -42,9 +43,9 @@ class TileIndexConfig:
                              f"{self.batch_size}")
         if not 0.0 < self.min_valid_fraction <= 1.0:
             raise ValueError(f"index.min_valid_fraction must be in (0, 1], got {self.min_valid_fraction}")
-        if self.faiss_nprobe < 1 or self.faiss_nlist < 0 or self.patch_cache < 0:
-            raise ValueError("index.faiss_nprobe must be >= 1, index.faiss_nlist >= 0 (0 = automatic) and "
-                             "index.patch_cache >= 0")
+        if self.faiss_nprobe < 1 or self.faiss_nlist < 0 or self.patch_cache < 0 or self.faiss_rerank < 0:
+            raise ValueError("index.faiss_nprobe must be >= 1, index.faiss_nlist >= 0 (0 = automatic), "
+                             "index.faiss_rerank >= 0 and index.patch_cache >= 0")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ Each frame's ``CameraFrame.heading_rad`` / ``altitude_agl_m`` come from those me
 ``frames.csv`` columns), never from ``truth.csv``; the camera's field of view from ``flight.json`` fills
 ``camera.hfov_deg`` of the runtime config when that is unknown (:func:`with_flight_camera`).
 
+Bad input costs the frame, not the flight: a frame listed (``frames.csv`` or the frame numbering) but
+missing, a frame that does not decode, an unparseable row of ``sensors.csv`` / ``frames.csv`` and a frame
+whose heading or height measurement is more than ``max_sensor_gap_s`` away are skipped and counted
+(:class:`InputCounters`, reported under ``input`` in the replay's counters); garbage NMEA lines are rejected
+and counted by the NMEA reader (``gnss_reader``). Only a folder that cannot be a flight at all (no frames, no
+way to stamp them, unreadable ``flight.json``) raises :class:`FlightError`, whose message is one line.
+
 Outputs: ``trajectory.csv`` (the demo's trajectory table, one row per frame), ``trajectory.geojson`` (truth,
 GNSS, fused lines and visual fixes), ``errors.json`` (GNSS only / visual only / fused error statistics when
 there is ground truth) and ``summary.json`` (counters, latency).
@@ -23,20 +30,26 @@ there is ground truth) and ``summary.json`` (counters, latency).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.pipeline import Pipeline
+from edge_geoloc.runtime.replay_flight import (
+    FlightData,
+    FlightError,
+    InputCounters,
+    measured_attitude,
+    read_flight,
+    with_flight_camera,
+)
 from edge_geoloc.runtime.trajectory import (
     TrajectoryRow,
     error_stats,
@@ -48,94 +61,8 @@ from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
 
-
-class FlightError(ValueError):
-    """A flight folder is missing something the replay needs."""
-
-
-@dataclass(frozen=True)
-class FlightData:
-    """What the replay reads from a flight folder."""
-
-    root: Path
-    frame_paths: list[Path]
-    frame_stamps_s: np.ndarray  # (F,)
-    gnss: list[GnssFix]
-    truth: dict[str, np.ndarray] | None  # columns of truth.csv as float arrays
-    meta: dict
-    gnss_reader: dict[str, int]  # the NMEA reader's counters (rejected_<reason>, fixes, lines...)
-    sensors: dict[str, np.ndarray] | None = None  # on-board measurements: stamp_s, heading_rad, altitude_agl_m
-
-
-def read_flight(flight_dir: str | Path) -> FlightData:
-    """Read frames, NMEA fixes (bad sentences rejected and counted), stamps and truth of a flight folder."""
-    from edge_geoloc.sensors import NmeaReader, read_nmea_file
-
-    root = Path(flight_dir)
-    frames = sorted((root / "frames").glob("*.jpg")) + sorted((root / "frames").glob("*.png"))
-    if not frames:
-        raise FlightError(f"{root}/frames has no .jpg/.png frames; is {root} a flight folder (see "
-                          "`edge-geoloc sim flight`)?")
-    meta = json.loads((root / "flight.json").read_text(encoding="utf-8")) if (root / "flight.json").is_file() else {}
-    truth = _read_csv_columns(root / "truth.csv") if (root / "truth.csv").is_file() else None
-    stamps = _frame_stamps(root, len(frames), truth, meta)
-    reader = NmeaReader()
-    gnss = list(read_nmea_file(root / "gnss.nmea", reader=reader)) if (root / "gnss.nmea").is_file() else []
-    offset = float(meta.get("gnss_time_offset_s", 0.0))
-    if offset:
-        gnss = [_shift(fix, offset) for fix in gnss]
-    return FlightData(root, frames, stamps, gnss, truth, meta, reader.counters.as_dict(), _read_sensors(root, meta))
-
-
-def _read_sensors(root: Path, meta: dict) -> dict[str, np.ndarray] | None:
-    """Heading / height measurements: the file ``flight.json`` declares (``sensors.file``), else the optional
-    columns of ``frames.csv``; None when the flight has neither."""
-    declared = meta.get("sensors", {}).get("file")
-    if declared:
-        if not (root / declared).is_file():
-            raise FlightError(f"{root}/flight.json declares sensors file {declared!r}, which is missing")
-        return _read_csv_columns(root / declared)
-    if (root / "frames.csv").is_file():
-        columns = _read_csv_columns(root / "frames.csv")
-        if "heading_rad" in columns or "altitude_agl_m" in columns:
-            return columns
-    return None
-
-
-def with_flight_camera(cfg: RuntimeConfig, flight: FlightData) -> RuntimeConfig:
-    """``cfg`` with ``camera.hfov_deg`` from ``flight.json`` when the config leaves it unknown (0)."""
-    hfov = float(flight.meta.get("camera", {}).get("hfov_deg") or 0.0)
-    if not hfov or cfg.camera.hfov_deg:
-        if hfov and abs(hfov - cfg.camera.hfov_deg) > 1e-6:
-            log.warning("camera.hfov_deg=%.2f from the config, flight.json says %.2f", cfg.camera.hfov_deg, hfov)
-        return cfg
-    return replace(cfg, camera=replace(cfg.camera, hfov_deg=hfov))
-
-
-def _shift(fix: GnssFix, offset_s: float) -> GnssFix:
-    return replace(fix, stamp_s=fix.stamp_s + offset_s)
-
-
-def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise FlightError(f"{path} has no rows")
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else math.nan for r in rows]) for k in rows[0]}
-
-
-def _frame_stamps(root: Path, count: int, truth: dict[str, np.ndarray] | None, meta: dict) -> np.ndarray:
-    if (root / "frames.csv").is_file():
-        stamps = _read_csv_columns(root / "frames.csv")["stamp_s"]
-    elif truth is not None and len(truth["stamp_s"]) == count:
-        stamps = truth["stamp_s"]
-    elif "camera_rate_hz" in meta:
-        stamps = np.arange(count) / float(meta["camera_rate_hz"])
-    else:
-        raise FlightError(f"{root}: cannot tell when frames were taken; add frames.csv (index,stamp_s)")
-    if len(stamps) != count or np.any(np.diff(stamps) < 0):
-        raise FlightError(f"{root}: {len(stamps)} frame stamps for {count} frames, or stamps not increasing")
-    return np.asarray(stamps, dtype=np.float64)
+__all__ = ["FlightData", "FlightError", "InputCounters", "ReplayResult", "error_table", "format_error_table",
+           "measured_attitude", "read_flight", "replay", "trajectory_geojson", "with_flight_camera", "write_outputs"]
 
 
 @dataclass
@@ -147,11 +74,12 @@ class ReplayResult:
 
 def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, max_frames: int | None = None,
            on_state: Callable[[int, CameraFrame, FusedState], None] | None = None,
-           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
-           ) -> ReplayResult:
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+           max_sensor_gap_s: float = 1.0) -> ReplayResult:
     """Feed the flight through ``pipeline`` in stamp order, as fast as possible (``speed=None``) or paced at
     ``speed`` x real time; when paced and the pipeline falls behind, frames it could not reach in time are
-    dropped (counted), as on board."""
+    dropped (counted), as on board. A frame that does not decode is skipped and counted (its GNSS fixes are
+    still fused); heading / height further than ``max_sensor_gap_s`` from a measurement are left unknown."""
     start, rows = clock(), []
     t0 = float(flight.frame_stamps_s[0])
     held: GnssFix | None = None
@@ -169,12 +97,16 @@ def replay(pipeline: Pipeline, flight: FlightData, speed: float | None = None, m
             if fixes:
                 pipeline.add_gnss(fixes[-1])
             continue
-        frame = _load_frame(path, stamp, flight, i)
+        frame = _load_frame(path, stamp, flight, i, max_sensor_gap_s)
+        if frame is None:
+            if fixes:
+                pipeline.add_gnss(fixes[-1])
+            continue
         state = pipeline.process(frame, fixes[-1] if fixes else None)
         rows.append(_row(flight, stamp, fixes[-1] if fixes else None, held, state))
         if on_state:
             on_state(i, frame, state)
-    counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_reader}
+    counters = {**asdict(pipeline.counters), "gnss_reader": flight.gnss_reader, "input": asdict(flight.input)}
     return ReplayResult(rows, counters, clock() - start)
 
 
@@ -199,45 +131,32 @@ def _gnss_between(fixes: list[GnssFix]) -> Iterator[list[GnssFix]]:
             j += 1
 
 
-def _load_frame(path: Path, stamp: float, flight: FlightData, index: int) -> CameraFrame:
+def _load_frame(path: Path, stamp: float, flight: FlightData, index: int,
+                max_sensor_gap_s: float) -> CameraFrame | None:
+    """The frame with its measured heading / height; None (logged, counted) when the file does not decode."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise FlightError(f"cannot decode frame {path}")
-    heading, altitude = measured_attitude(flight, float(stamp))
+        flight.input.frames_corrupt += 1
+        log.warning("skipping frame %s: cannot decode it as an image", path)
+        return None
+    heading, altitude = measured_attitude(flight, float(stamp), max_sensor_gap_s)
+    if flight.sensors is not None and (heading is None or altitude is None):
+        flight.input.sensor_gaps += 1
     return CameraFrame(float(stamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame_{index:06d}", heading, altitude)
 
 
-def measured_attitude(flight: FlightData, stamp_s: float) -> tuple[float | None, float | None]:
-    """(heading_rad, altitude_agl_m) measured on board at ``stamp_s`` (interpolated; heading across the
-    0/2 pi wrap); None where the flight has no such measurement (then the pipeline counts a missing sensor)."""
-    sensors = flight.sensors
-    if sensors is None:
-        return None, None
-    stamps = sensors.get("stamp_s", flight.frame_stamps_s)
-    heading = _interp(stamp_s, stamps, sensors.get("heading_rad"), wrap=True)
-    return heading, _interp(stamp_s, stamps, sensors.get("altitude_agl_m"))
-
-
-def _interp(stamp_s: float, stamps: np.ndarray, values: np.ndarray | None, wrap: bool = False) -> float | None:
-    """Linear interpolation at ``stamp_s``; None next to a missing (NaN) measurement."""
-    if values is None:
-        return None
-    values = np.array(values, dtype=np.float64)
-    ok = np.isfinite(values)
-    if wrap and ok.any():
-        values[ok] = np.unwrap(values[ok])
-    out = float(np.interp(stamp_s, stamps, values))
-    if not math.isfinite(out):
-        return None
-    return out % (2 * math.pi) if wrap else out
+def truth_latlon(flight: FlightData, stamp_s: float) -> tuple[float, float]:
+    """The true position at ``stamp_s`` (linear in time between truth samples); NaN without a truth table."""
+    if flight.truth is None:
+        return math.nan, math.nan
+    truth = flight.truth
+    return (float(np.interp(stamp_s, truth["stamp_s"], truth["lat_deg"])),
+            float(np.interp(stamp_s, truth["stamp_s"], truth["lon_deg"])))
 
 
 def _row(flight: FlightData, stamp: float, gnss: GnssFix | None, held: GnssFix | None,
          state: FusedState) -> TrajectoryRow:
-    truth_lat = truth_lon = math.nan
-    if flight.truth is not None:
-        truth_lat = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lat_deg"]))
-        truth_lon = float(np.interp(stamp, flight.truth["stamp_s"], flight.truth["lon_deg"]))
+    truth_lat, truth_lon = truth_latlon(flight, stamp)
     fix = state.visual_fix
     return TrajectoryRow(
         stamp_s=float(stamp), truth_lat_deg=truth_lat, truth_lon_deg=truth_lon,

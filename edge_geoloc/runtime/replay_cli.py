@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--realtime", action="store_true", help="pace frames at their stamps (drops late frames)")
     pace.add_argument("--speed", type=float, help="pace at SPEED x real time")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--max-sensor-gap-s", type=float, default=1.0, help="heading / height further than this "
+                        "from a measurement are left unknown (counted as sensor gaps)")
     add_config_arguments(parser, default_config=None)
     return parser
 
@@ -111,10 +113,13 @@ def main(argv: list[str]) -> int:
         print(f"edge-geoloc run: {err}")
         return 2
     speed = 1.0 if args.realtime else args.speed
-    result = replay(pipeline, flight, speed=speed, max_frames=args.max_frames)
+    result = replay(pipeline, flight, speed=speed, max_frames=args.max_frames, max_sensor_gap_s=args.max_sensor_gap_s)
     errors = write_outputs(result, out, cfg.pipeline.min_confidence, flight.truth is not None)
     print(f"replayed {len(result.rows)} frames in {result.wall_s:.1f} s -> {out}")
     print("counters: " + json.dumps({k: v for k, v in result.counters.items() if v}, default=str))
+    skipped = {k: v for k, v in result.counters["input"].items() if v}
+    if skipped:
+        print("bad input skipped: " + json.dumps(skipped))
     if errors is not None:
         print(format_error_table(errors))
     return 0

@@ -3,7 +3,9 @@
 Recipe: build model, data, loss, optimizer -> for each epoch: for each batch: targets -> forward -> loss ->
 backward -> step -> log; then validate (if a labelled validation set is given) and checkpoint. Checkpoints
 are ``last.safetensors`` (+ ``last.train_state.pt`` for resuming) and ``best.safetensors`` (lowest validation
-mean error). Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP and only rank 0 writes.
+mean error); ``metrics.csv`` has one row per epoch. Under ``torchrun`` (``WORLD_SIZE > 1``) the model is
+wrapped in DDP and only rank 0 writes. Seed, device, DDP, resume points and the metrics log are the training
+shell's (:mod:`edge_geoloc.train.shell`), shared with the retrieval trainer.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from edge_geoloc.artifacts import load_checkpoint
 from edge_geoloc.config import save_config
 from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
 from edge_geoloc.models import create_model
 from edge_geoloc.models.checkpoint import load_model, save_model
+from edge_geoloc.train.distributed import init_distributed
 from edge_geoloc.train.losses_localizer import LocalizerLoss, LocalizerLossConfig, LocalizerTargets, make_targets
+from edge_geoloc.train.shell import (
+    MetricsLogger,
+    load_resume_point,
+    resolve_device,
+    save_resume_point,
+    seed_everything,
+    unwrap,
+    wrap_ddp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +128,6 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, targets_fn: TargetsFn, loss_fn: LocalizerLoss,
                     optimizer: torch.optim.Optimizer, device: str, grad_clip_norm: float = 0.0,
                     log_every: int = 50, epoch: int = 0) -> dict[str, float]:
@@ -155,35 +162,36 @@ def make_optimizer(model: torch.nn.Module, cfg: LocalizerOptimConfig) -> torch.o
 
 
 def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path) -> tuple[int, float]:
-    """Load ``last`` weights and optimizer state if present; returns (next epoch, best validation error)."""
-    ckpt, state_path = out_dir / "last.safetensors", out_dir / "last.train_state.pt"
-    if not (ckpt.is_file() and state_path.is_file()):
+    """Continue from the run's ``last`` resume point if there is one; returns (next epoch, best validation error)."""
+    state = load_resume_point(out_dir, "last", model, "localizer")
+    if state is None:
         return 0, math.inf
-    weights, _ = load_checkpoint(ckpt, expected_kind="localizer")
-    getattr(model, "module", model).load_state_dict(weights)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    log.info("resumed from %s at epoch %d", ckpt, state["epoch"] + 1)
+    log.info("continuing at epoch %d", state["epoch"] + 1)
     return int(state["epoch"]) + 1, float(state.get("best_mean_m", math.inf))
 
 
 def _checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: LocalizerTrainConfig, epoch: int,
                 metrics: dict[str, float], best_mean_m: float) -> float:
-    out = Path(cfg.out_dir)
-    save_model(model, out / "last.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
-    torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best_mean_m": best_mean_m},
-               out / "last.train_state.pt")
+    """``last`` resume point every epoch; ``best`` when the validation mean error improves."""
+    out, extra = Path(cfg.out_dir), {"epoch": epoch, "metrics": metrics}
+    save_resume_point(out, "last", model, cfg, extra,
+                      {"optimizer": optimizer.state_dict(), "epoch": epoch, "best_mean_m": best_mean_m})
     val_mean = metrics.get("val_mean_m", math.inf)
     if val_mean < best_mean_m or not math.isfinite(best_mean_m):
-        save_model(model, out / "best.safetensors", cfg, {"epoch": epoch, "metrics": metrics})
+        save_model(model, out / "best.safetensors", cfg, extra)
         return min(val_mean, best_mean_m)
     return best_mean_m
 
 
 def fit(cfg: LocalizerTrainConfig, train_set: Any, val_set: Any = None) -> torch.nn.Module:
-    """Supervised training with ground-truth targets; returns the trained model."""
-    torch.manual_seed(cfg.optim.seed)
-    model = build_model(cfg.model).to(cfg.device)
+    """Supervised training with ground-truth targets; returns the trained model.
+
+    build (seed, device, model, optimizer, resume) -> per epoch: train -> validate -> log -> checkpoint."""
+    info = init_distributed()
+    seed_everything(cfg.optim.seed)
+    device = resolve_device(cfg.device, info)
+    model = build_model(cfg.model).to(device)
     if cfg.data.format == "pairs" and train_set.info.query_kind != model.query_kind:
         raise ValueError(f"data is {train_set.info.query_kind!r} but model {cfg.model.name} takes {model.query_kind!r}")
     optimizer = make_optimizer(model, cfg.optim)
@@ -191,25 +199,17 @@ def fit(cfg: LocalizerTrainConfig, train_set: Any, val_set: Any = None) -> torch
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     start, best = _resume(model, optimizer, out) if cfg.resume else (0, math.inf)
-    model = _maybe_ddp(model, cfg.device)
+    model = wrap_ddp(model, device, info, find_unused_parameters=True)
     loss_fn, targets_fn = LocalizerLoss(cfg.loss), ground_truth_targets(model, cfg.loss.sigma_px)
+    metrics_log = MetricsLogger(out, tensorboard=False, enabled=info.is_main)
     for epoch in range(start, cfg.optim.epochs):
         loader = make_loader(train_set, cfg.data.batch_size, True, cfg.optim.seed + epoch, cfg.data.num_workers)
-        metrics = train_one_epoch(model, loader, targets_fn, loss_fn, optimizer, cfg.device,
+        metrics = train_one_epoch(model, loader, targets_fn, loss_fn, optimizer, device,
                                   cfg.optim.grad_clip_norm, cfg.log_every, epoch)
         if val_set is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate_dataset(model, val_set, device=cfg.device).items()})
+            metrics.update({f"val_{k}": v for k, v in evaluate_dataset(model, val_set, device=device).items()})
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        if _is_main():
+        metrics_log.log(epoch, metrics)
+        if info.is_main:
             best = _checkpoint(model, optimizer, cfg, epoch, metrics, best)
-    return getattr(model, "module", model)
-
-
-def _maybe_ddp(model: torch.nn.Module, device: str) -> torch.nn.Module:
-    if _world_size() <= 1:
-        return model
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return unwrap(model)

@@ -11,18 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from edge_geoloc.artifacts import CheckpointMeta, atomic_write_json, load_checkpoint, save_checkpoint
-from edge_geoloc.config import save_config, to_dict
+from edge_geoloc.artifacts import atomic_write_json
+from edge_geoloc.config import save_config
 from edge_geoloc.data.folders import open_cross_view_folders
 from edge_geoloc.data.sampler import Batch, PairDataset, UniqueLocationBatchSampler, collate_pairs
 from edge_geoloc.data.transforms import AugmentConfig, PairTransform
@@ -33,6 +30,15 @@ from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
 from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
 from edge_geoloc.train.losses_retrieval import CSPHDLoss, LossConfig
 from edge_geoloc.train.schedules import ProgressiveAdaptiveWeight, cosine_with_warmup
+from edge_geoloc.train.shell import (
+    AmpContext,
+    MetricsLogger,
+    load_resume_point,
+    resolve_device,
+    save_resume_point,
+    seed_everything,
+    wrap_ddp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +137,6 @@ def model_kwargs(cfg: RetrievalTrainConfig) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None or k == "embed_dim"}
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
 def build_loader(cfg: RetrievalTrainConfig, model: RetrievalModel, info: DistInfo
                  ) -> tuple[PairDataset, UniqueLocationBatchSampler, torch.utils.data.DataLoader]:
     pairs = open_folders(cfg.data).train_pairs()
@@ -169,22 +160,6 @@ def total_steps(cfg: OptimConfig, batches_per_epoch: int) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
-class AmpContext:
-    """Autocast + loss scaling on CUDA; a no-op on CPU."""
-
-    def __init__(self, enabled: bool, device: torch.device) -> None:
-        self.enabled = enabled and device.type == "cuda"
-        bf16 = self.enabled and torch.cuda.is_bf16_supported()
-        self.dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and not bf16)
-        self.device_type = device.type
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-
 def gather_outputs(out: StageOutputs) -> StageOutputs:
     """Embeddings over all ranks (float32); feature maps stay local (their loss term is per sample)."""
     return StageOutputs(gather_with_grad(out.embedding.float()),
@@ -197,37 +172,6 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     torch.distributed.all_reduce(t)
     t /= torch.distributed.get_world_size()
     return dict(zip(values, t.tolist(), strict=True))
-
-
-class MetricsLogger:
-    """``metrics.csv`` (one row per logged step) and, if asked and installed, TensorBoard."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool) -> None:
-        self.path, self.enabled, self.columns = out_dir / "metrics.csv", enabled, None
-        self.tb = self._tensorboard(out_dir) if tensorboard and enabled else None
-
-    @staticmethod
-    def _tensorboard(out_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.warning("tensorboard is not installed (pip install edge-geoloc[tensorboard]); logging to CSV only")
-            return None
-        return SummaryWriter(str(out_dir / "tb"))
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **values}
-        if self.columns is None:
-            self.columns = list(row)
-            if not self.path.exists() or self.path.stat().st_size == 0:
-                self.path.write_text(",".join(self.columns) + "\n", encoding="utf-8")
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(",".join(f"{row.get(c, float('nan')):.6g}" for c in self.columns) + "\n")
-        if self.tb is not None:
-            for key, value in values.items():
-                self.tb.add_scalar(key, value, step)
 
 
 class RetrievalTrainer:
@@ -249,10 +193,7 @@ class RetrievalTrainer:
         self.criterion = CSPHDLoss(cfg.loss)
         self.palw = ProgressiveAdaptiveWeight(cfg.loss.palw, self.total_steps)
         self.amp = AmpContext(cfg.optim.amp, self.device)
-        self.forward_module: nn.Module = TwoViewForward(self.model)
-        if self.info.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_module = DistributedDataParallel(self.forward_module, device_ids=ids)
+        self.forward_module: nn.Module = wrap_ddp(TwoViewForward(self.model), self.device, self.info)
         self.state = TrainState()
         self.logger = MetricsLogger(self.out_dir, cfg.run.tensorboard, self.info.is_main)
         if cfg.run.resume:
@@ -350,36 +291,26 @@ class RetrievalTrainer:
         self.amp.scaler.update()
         return grad_norm
 
-    def checkpoint_meta(self) -> CheckpointMeta:
-        return CheckpointMeta("retrieval", self.model.model_name, self.model.model_kwargs, config=to_dict(self.cfg),
-                              preprocessing=self.model.preprocessing(),
-                              extra={"step": self.state.step, "epoch": self.state.epoch,
-                                     "embed_dim": self.model.embed_dim})
-
     def save(self, name: str) -> Path:
         path = self.out_dir / f"{name}.safetensors"
         if self.info.is_main:
-            save_checkpoint(path, self.model.state_dict(), self.checkpoint_meta())
+            extra = {"step": self.state.step, "epoch": self.state.epoch, "embed_dim": self.model.embed_dim}
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.amp.scaler.state_dict(),
                      "palw": self.palw.state_dict(), "state": vars(self.state)}
-            torch.save(state, self.out_dir / f"{name}.train_state.pt")
+            save_resume_point(self.out_dir, name, self.model, self.cfg, extra, state)
         barrier()
         return path
 
     def load_resume_state(self) -> None:
-        weights = self.out_dir / "last.safetensors"
-        state_path = self.out_dir / "last.train_state.pt"
-        if not weights.is_file() or not state_path.is_file():
-            raise FileNotFoundError(f"run.resume=true but {weights} or {state_path} is missing; "
-                                    "start without resume or point run.out_dir at the earlier run")
-        tensors, _ = load_checkpoint(weights, expected_kind="retrieval")
-        self.model.load_state_dict(tensors)
-        state = torch.load(state_path, map_location=self.device, weights_only=True)
+        state = load_resume_point(self.out_dir, "last", self.model, "retrieval", self.device)
+        if state is None:
+            raise FileNotFoundError(f"run.resume=true but {self.out_dir} has no last.safetensors + "
+                                    "last.train_state.pt; start without resume or point run.out_dir at the earlier run")
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.scaler.load_state_dict(state["scaler"])
         self.palw.load_state_dict(state["palw"])
         self.state = TrainState(**state["state"])
-        log.info("resumed from %s at step %d (epoch %d)", weights, self.state.step, self.state.epoch)
+        log.info("resumed at step %d (epoch %d)", self.state.step, self.state.epoch)
 
     def evaluate(self) -> dict[str, dict]:
         """Both directions and protocols on the test split (main rank; empty if there is none)."""

@@ -18,14 +18,21 @@ import logging
 import sys
 from pathlib import Path
 
-from edge_geoloc.runtime.backends.base import Backend, BackendInputError, LatencyRecorder, preprocess_image
+from edge_geoloc.runtime.backends.base import (
+    Backend,
+    BackendClosedError,
+    BackendInputError,
+    LatencyRecorder,
+    preprocess_image,
+)
 
 logger = logging.getLogger(__name__)
 
 BACKEND_KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
 _SUFFIX_KIND = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime", ".safetensors": "torch"}
 
-__all__ = ["BACKEND_KINDS", "Backend", "BackendInputError", "LatencyRecorder", "available_backends", "load_backend",
+__all__ = ["BACKEND_KINDS", "Backend", "BackendClosedError", "BackendInputError",
+           "LatencyRecorder", "available_backends", "load_backend",
            "preprocess_image", "resolve_device"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import collections
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,10 @@ _CV2_INTERPOLATION = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # c
 
 class BackendInputError(ValueError):
     """The arrays given to ``Backend.run`` do not fit the model's inputs."""
+
+
+class BackendClosedError(RuntimeError):
+    """``run`` was called after ``close``."""
 
 
 def preprocess_image(image_rgb_uint8: np.ndarray, prep: InputPreprocessing) -> np.ndarray:
@@ -74,7 +79,13 @@ class LatencyRecorder:
 
 
 class Backend(abc.ABC):
-    """One loaded model. ``sidecar`` describes it; ``run`` checks the inputs and times the call."""
+    """One loaded model. ``sidecar`` describes it; ``run`` checks the inputs and times the call.
+
+    ``run`` is serialised by a lock: one backend may be shared by threads (the ROS node's worker, a replay,
+    a benchmark), but its buffers (TensorRT's bound device memory, pinned host arrays) serve one call at a
+    time. ``close`` (or ``with backend:``) releases device memory and sessions; ``run`` afterwards raises
+    :class:`BackendClosedError`.
+    """
 
     name: str = "abstract"
 
@@ -83,6 +94,8 @@ class Backend(abc.ABC):
         self.inputs: tuple[TensorSpec, ...] = tensor_specs(sidecar, "inputs")
         self.outputs: tuple[TensorSpec, ...] = tensor_specs(sidecar, "outputs")
         self._latency = LatencyRecorder()
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def kind(self) -> str:
@@ -103,10 +116,33 @@ class Backend(abc.ABC):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}``."""
         checked = self.check_feeds(feeds)
-        start = time.perf_counter()
-        outputs = self._run(checked)
-        self._latency.add(time.perf_counter() - start)
+        with self._lock:
+            if self._closed:
+                raise BackendClosedError(f"{self!r} is closed; load the model again")
+            start = time.perf_counter()
+            outputs = self._run(checked)
+            self._latency.add(time.perf_counter() - start)
         return outputs
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the model's resources (device buffers, sessions); safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
+
+    def _release(self) -> None:  # noqa: B027  (optional hook: nothing to release by default)
+        """Backend-specific clean-up, called once under the lock."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def warmup(self, iterations: int = 3) -> None:
         """Run on zeros ``iterations`` times (first calls allocate and tune), then reset the statistics."""

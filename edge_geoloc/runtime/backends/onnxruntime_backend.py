@@ -64,6 +64,9 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(f"{self.path}: the graph's inputs {graph_in} / outputs {graph_out} differ from its "
                                 f"sidecar's ({self.input_names} / {self.output_names}); re-export the model")
 
+    def _release(self) -> None:
+        del self.session  # the InferenceSession frees its arena (and CUDA memory) when dropped
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values, strict=True))

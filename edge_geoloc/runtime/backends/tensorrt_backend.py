@@ -12,7 +12,9 @@ TensorRT is importable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,23 @@ def _import_tensorrt() -> tuple[Any, Any]:
                           "from JetPack (python3-libnvinfer; a venv with --system-site-packages) and "
                           "`pip install pycuda`; elsewhere load the .onnx file with kind='onnxruntime'") from err
     return trt, cuda
+
+
+@contextlib.contextmanager
+def pushed_primary_context(cuda: Any, device_index: int = 0) -> Iterator[Any]:
+    """The device's primary CUDA context, current for the ``with`` block (pushed, then popped and released).
+
+    The primary context is the one the CUDA runtime, TensorRT and torch use; ``pycuda.autoinit`` would make a
+    second context whose allocations TensorRT cannot see.
+    """
+    cuda.init()
+    ctx = cuda.Device(device_index).retain_primary_context()
+    ctx.push()
+    try:
+        yield ctx
+    finally:
+        ctx.pop()
+        ctx.detach()
 
 
 class TensorRTBackend(Backend):
@@ -76,6 +95,8 @@ class TensorRTBackend(Backend):
     def _allocate(self, batch: int = 1) -> None:
         """Pinned host + device buffers for ``batch``, bound to the context by tensor address."""
         trt, cuda = self._trt, self._cuda
+        for allocation in getattr(self, "_device", {}).values():  # the previous batch size's buffers
+            allocation.free()
         self._stream = cuda.Stream()
         for spec in self.inputs:
             self.context.set_input_shape(spec.name, spec.concrete_shape(batch))
@@ -108,6 +129,18 @@ class TensorRTBackend(Backend):
         finally:
             self._ctx.pop()
         return {name: self._host[name].astype(np.float32, copy=True) for name in self.output_names}
+
+    def _release(self) -> None:
+        """Free the device buffers and TensorRT objects in the context that made them, then release it."""
+        self._ctx.push()
+        try:
+            for allocation in self._device.values():
+                allocation.free()
+            self._device, self._host = {}, {}
+            self.context = self.engine = self._runtime = None
+        finally:
+            self._ctx.pop()
+            self._ctx.detach()
 
     def _check_profile(self, batch: int) -> None:
         for spec in self.inputs:

@@ -49,6 +49,11 @@ class TorchBackend(Backend):
                                 extra={"export": {"view": view, "finest_only": finest_only}})
         return cls(wrapper, sidecar, device)
 
+    def _release(self) -> None:
+        del self.module
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = [torch.from_numpy(feeds[name]).to(self.device) for name in self.input_names]
         with torch.no_grad():

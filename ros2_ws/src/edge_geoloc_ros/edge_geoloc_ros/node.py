@@ -11,7 +11,10 @@ sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float6
 (sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64, m); optional ``camera_info``
 (sensor_msgs/CameraInfo: a pinhole ground camera's field of view). The runner keeps their latest
 values. ``vehicle: car`` runs a ground camera without retrieval (the patch around the prior).
-Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``.
+Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``, and
+``geoloc/map_origin`` (NavSatFix, transient local): the WGS84 origin of the ENU ``map`` frame,
+once it is known and whenever it changes (REP-105; robot_localization's ``datum`` is
+``[latitude, longitude, 0.0]`` of it). Library ``logging`` records go to ``/rosout``.
 Services: ``geoloc/start_logging``, ``geoloc/stop_logging`` (std_srvs/Trigger).
 """
 
@@ -28,6 +31,7 @@ from edge_geoloc.interop import (
     diagnostics_to_msg,
     float64_msg_to_altitude_agl_m,
     float64_msg_to_heading_rad,
+    gnss_to_navsatfix,
     image_msg_to_frame,
     imu_msg_to_heading_rad,
     navsatfix_to_gnss,
@@ -42,17 +46,28 @@ from edge_geoloc.interop.outputs import (
 )
 from edge_geoloc.interop.params import ParameterError
 from edge_geoloc.interop.stamps import header_stamp_s
+from edge_geoloc.types import CovarianceType, GnssFix
 from geometry_msgs.msg import PoseWithCovarianceStamped
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
 from edge_geoloc_ros.parameters import declare_settings
+from edge_geoloc_ros.ros_logging import forward_library_logs, stop_forwarding
+
+TOPIC_MAP_ORIGIN = "geoloc/map_origin"
 
 _MSG_CLASSES = {
     "sensor_msgs/msg/NavSatFix": NavSatFix,
@@ -64,6 +79,12 @@ _RELIABLE = QoSProfile(
 )
 _LATEST_IMAGE = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+_LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
 
@@ -81,11 +102,13 @@ class GeolocNode(Node):
     def __init__(self, pipeline=None, field_logger=None, **kwargs) -> None:
         super().__init__("edge_geoloc", **kwargs)
         self.settings = declare_settings(self)
+        self._log_handler = forward_library_logs(self.get_logger())
         self.factory = PythonMessageFactory()
         self.frames = OutputFrames(
             self.settings.map_frame, self.settings.base_frame, self.settings.publish_visual_fix
         )
         self.last_state = None
+        self.published_origin = None
         pipeline = build_pipeline(self.settings) if pipeline is None else pipeline
         self.field_logger = field_logger or open_field_logger(
             self.settings, map_patch_of(pipeline)
@@ -106,6 +129,7 @@ class GeolocNode(Node):
             topic: self.create_publisher(_MSG_CLASSES[msgtype], topic, _RELIABLE)
             for topic, msgtype in OUTPUT_TYPES.items()
         }
+        self.map_origin = self.create_publisher(NavSatFix, TOPIC_MAP_ORIGIN, _LATCHED)
         self._subscribe()
         self.create_service(Trigger, "geoloc/start_logging", self._start_logging)
         self.create_service(Trigger, "geoloc/stop_logging", self._stop_logging)
@@ -193,10 +217,26 @@ class GeolocNode(Node):
 
     def _publish_result(self, frame, state) -> None:
         self.last_state = state
+        self._publish_map_origin(frame.stamp_s)
         for topic, out in state_to_messages(self.factory, frame, state, self.frames).items():
             self.outputs[topic].publish(out)
         if self.field_logger is not None:
             self.field_logger.on_state(frame, state)
+
+    def _publish_map_origin(self, stamp_s: float) -> None:
+        fusion = getattr(self.worker.runner.pipeline, "fusion", None)
+        origin = getattr(fusion, "origin", None)
+        if origin is None:
+            return
+        datum = (origin.lat0_deg, origin.lon0_deg, origin.alt0_m)
+        if datum == self.published_origin:
+            return
+        fix = GnssFix(stamp_s, *datum, position_covariance_m2=(0.0,) * 9,
+                      covariance_type=CovarianceType.KNOWN)
+        self.map_origin.publish(
+            gnss_to_navsatfix(self.factory, fix, self.settings.map_frame)
+        )
+        self.published_origin = datum
 
     # -- timer and services --
     def _publish_diagnostics(self) -> None:
@@ -242,15 +282,21 @@ class GeolocNode(Node):
         self.worker.stop()
         if self.field_logger is not None:
             self.field_logger.close()
+        stop_forwarding(self._log_handler)
         super().destroy_node()
+
+
+def one_line(err: Exception) -> str:
+    """The reason of a refused parameter on one line (rclpy appends the parameter name)."""
+    return " ".join(str(err).split())
 
 
 def main(args=None) -> None:
     rclpy.init(args=args)
     try:
         node = GeolocNode()
-    except ParameterError as err:  # say what to set, without a traceback
-        get_logger("edge_geoloc").fatal(str(err))
+    except (ParameterError, ParameterException) as err:  # the reason, without a traceback
+        get_logger("edge_geoloc").fatal(one_line(err))
         rclpy.shutdown()
         raise SystemExit(1) from None
     executor = MultiThreadedExecutor()
