@@ -68,6 +68,7 @@ class InputPreprocessing:
     layout: str = "NCHW"
     alignment: str | None = None  # localizer query: "north_up" = rotate the view to north-up before the model
     ground_size_m: float | None = None  # scale-aligned localizer: metres of ground the input covers
+    camera: str | None = None  # localizer query: the camera it takes ("nadir", "panorama", "pinhole")
 
     def __post_init__(self) -> None:
         if self.color_order not in COLOR_ORDERS:

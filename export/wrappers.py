@@ -71,7 +71,7 @@ def _prep(model: nn.Module, size_hw: tuple[int, int], overrides: dict[str, Any])
     mean = tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in getattr(model, "std", IMAGENET_STD))
     known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "scale", "alignment",
-                                                           "ground_size_m")}
+                                                           "ground_size_m", "camera")}
     return InputPreprocessing(size_hw=size_hw, mean=mean, std=std, **known)
 
 

@@ -96,14 +96,16 @@ def runtime_config(settings: NodeSettings) -> Any:
 
 
 def build_pipeline(settings: NodeSettings) -> Any:
-    """``Pipeline.from_config`` for these settings; raises :class:`ParameterError` with every missing piece."""
+    """``Pipeline.from_config`` for these settings (a car: no retrieval model); raises :class:`ParameterError`
+    with every missing piece."""
     from edge_geoloc.runtime.pipeline import Pipeline
 
     problems = settings.startup_problems()
     if problems:
         raise ParameterError("cannot start the pipeline: " + "; ".join(problems))
-    retrieval = choose_model_file(settings.retrieval_model_file_path, settings.retrieval_engine_file_path,
-                                  settings.force_engine_update, settings.enable_fp16)
+    retrieval = None if settings.vehicle == "car" else choose_model_file(
+        settings.retrieval_model_file_path, settings.retrieval_engine_file_path, settings.force_engine_update,
+        settings.enable_fp16)
     localizer = choose_model_file(settings.model_file_path, settings.engine_file_path, settings.force_engine_update,
                                   settings.enable_fp16)
     return Pipeline.from_config(retrieval, localizer, settings.tile_index_path, runtime_config(settings))

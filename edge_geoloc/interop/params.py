@@ -70,6 +70,9 @@ class NodeSettings:
                           "engine", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     device: str = _param("auto", "device for ONNX Runtime / PyTorch backends", "", "engine",
                          choices=("auto", "cpu", "cuda"))
+    vehicle: str = _param("drone", "drone: retrieval + localizer over the map; car: a ground camera (panorama or "
+                          "pinhole), no retrieval, the localizer runs on the patch around the GNSS/fused prior", "",
+                          "engine", choices=("drone", "car"))
     # -- map and runtime --
     tile_index_path: str = _param("", "tile index folder made by `edge-geoloc build-index`", "path", "map")
     runtime_config_file: str = _param("", "runtime YAML (configs/runtime*.yaml); empty = built-in defaults",
@@ -95,6 +98,9 @@ class NodeSettings:
     camera_hfov_deg: float = _param(0.0, "camera horizontal field of view (scale-aligned localizers, field-log "
                                     "camera info); 0 = the runtime config's", "deg", "inputs", min_value=0.0,
                                     max_value=179.0, config_key="camera.hfov_deg")
+    camera_info_source: str = _param("none", "`camera_info` (sensor_msgs/CameraInfo): the calibrated field of view "
+                                     "goes to the runtime (a pinhole ground camera needs it; frames wait for it)",
+                                     "", "inputs", choices=("none", "camera_info"))
     max_inference_rate_hz: float = _param(2.0, "frames per second given to the pipeline; 0 = as fast as it runs",
                                           "Hz", "rates", min_value=0.0, max_value=100.0)
     max_image_age_s: float = _param(1.0, "frames older than this when the worker is free are dropped; 0 = never",
@@ -135,8 +141,9 @@ class NodeSettings:
             problems.append("tile_index_path is empty: set it to a folder made by `edge-geoloc build-index`")
         if not (self.model_file_path or self.engine_file_path):
             problems.append("set model_file_path (ONNX) or engine_file_path (TensorRT) for the localizer")
-        if not (self.retrieval_model_file_path or self.retrieval_engine_file_path):
-            problems.append("set retrieval_model_file_path or retrieval_engine_file_path")
+        if self.vehicle == "drone" and not (self.retrieval_model_file_path or self.retrieval_engine_file_path):
+            problems.append("set retrieval_model_file_path or retrieval_engine_file_path (or vehicle: car, which "
+                            "needs no retrieval)")
         return problems
 
     def runtime_config_overrides(self) -> list[str]:

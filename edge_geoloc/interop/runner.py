@@ -104,6 +104,7 @@ class GeolocRunner:
             raise ValueError(f"max_sensor_age_s must be >= 0 (0 = never expires), got {max_sensor_age_s}")
         self.pipeline = pipeline
         self.heading_rad: float | None = None
+        self.hfov_deg: float | None = None  # from camera_info, when the node subscribes to it
         self.altitude_agl_m: float | None = fixed_altitude_agl_m
         self.max_sensor_age_s = max_sensor_age_s
         self._measured_s: dict[str, float | None] = {"heading": None, "altitude": None}
@@ -134,6 +135,14 @@ class GeolocRunner:
         """The latest measured height above ground (a converted ``altitude_agl`` Float64), see :meth:`on_heading`."""
         self.altitude_agl_m = float(altitude_agl_m)
         self._measured_s["altitude"] = stamp_s
+
+    def on_camera_info(self, hfov_deg: float) -> None:
+        """The camera's calibrated horizontal field of view (a converted ``CameraInfo``), handed to the pipeline
+        when it takes one (``set_camera_hfov``); repeated identical messages change nothing."""
+        set_hfov = getattr(self.pipeline, "set_camera_hfov", None)
+        if set_hfov is not None and hfov_deg != self.hfov_deg:
+            set_hfov(hfov_deg)
+        self.hfov_deg = hfov_deg
 
     def frame_inputs(self, stamp_s: float | None = None) -> tuple[float | None, float | None]:
         """(heading_rad, altitude_agl_m) for a :class:`CameraFrame` taken at ``stamp_s``; None where unknown or

@@ -47,14 +47,17 @@ class LocalizerOutput(NamedTuple):
 
 
 def localizer_preprocessing(model: nn.Module) -> dict[str, Any]:
-    """Per input (``query``, ``aerial``): size, mean/std, RGB order and the query's alignment.
+    """Per input (``query``, ``aerial``): size, mean/std, RGB order, the query's camera kind (``nadir``,
+    ``panorama``, ``pinhole``; the runtime checks frames against it) and alignment.
 
     Scale-aligned models (``query_ground_size_m``) also record the query's and the aerial patch's ground size
     in metres: cut the north-up query to ``query.ground_size_m`` with ``align_query_scale`` and feed aerial
     patches of ``aerial.ground_size_m``.
     """
     common = {"mean": list(model.mean), "std": list(model.std), "color_order": "RGB", "interpolation": "area"}
-    prep = {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, **common},
+    camera = {"drone": "nadir", "ground_pano": "panorama", "ground_pinhole": "pinhole"}[model.query_kind]
+    prep = {"query": {"size_hw": list(model.query_size), "alignment": model.query_alignment, "camera": camera,
+                      **common},
             "aerial": {"size_hw": [model.aerial_size, model.aerial_size], **common}}
     if getattr(model, "query_ground_size_m", None):
         prep["query"]["ground_size_m"] = float(model.query_ground_size_m)
@@ -256,6 +259,26 @@ def ccvpe_drone_micro(**kwargs) -> CoarseToFineLocalizer:
     defaults = dict(backbone="mobilenetv3_small_050", query_kind="drone", query_size=(64, 64), aerial_size=64,
                     num_orientations=1, coarse_grid=4, level_channels=(8, 4, 2, 1), final_channels=8,
                     orientation_channels=8)
+    return CoarseToFineLocalizer(**{**defaults, **kwargs})
+
+
+@register_model("ccvpe_pano_micro", kind="localizer")
+def ccvpe_pano_micro(**kwargs) -> CoarseToFineLocalizer:
+    """CPU-sized car panorama localizer: MobileNetV3-small-0.5, 64x128 north-up panorama (circular padding),
+    64 px aerial patch, 4->32 levels. Unknown orientation: ``num_orientations=8, query_alignment="none"``."""
+    defaults = dict(backbone="mobilenetv3_small_050", query_kind="ground_pano", query_size=(64, 128),
+                    aerial_size=64, num_orientations=1, coarse_grid=4, level_channels=(8, 4, 2, 1), final_channels=8,
+                    orientation_channels=8, circular_pad_px=32, query_alignment="north_up")
+    return CoarseToFineLocalizer(**{**defaults, **kwargs})
+
+
+@register_model("ccvpe_pinhole_micro", kind="localizer")
+def ccvpe_pinhole_micro(**kwargs) -> CoarseToFineLocalizer:
+    """CPU-sized car front-camera localizer: MobileNetV3-small-0.5, 64x128 pinhole view, 64 px aerial patch,
+    8 orientation bins of 45 deg (a pinhole view cannot be rotated north-up)."""
+    defaults = dict(backbone="mobilenetv3_small_050", query_kind="ground_pinhole", query_size=(64, 128),
+                    aerial_size=64, num_orientations=8, coarse_grid=4, level_channels=(8, 4, 2, 1), final_channels=8,
+                    orientation_channels=8, query_alignment="none")
     return CoarseToFineLocalizer(**{**defaults, **kwargs})
 
 

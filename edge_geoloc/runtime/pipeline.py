@@ -26,6 +26,11 @@ retrieval always searches the whole map (its tiles seed the filter's recovery), 
 ``localize_top`` candidates (plus the patch around the belief) and every usable heat map is fused as a
 likelihood, the measured heading steers the motion, and a multi-modal belief is published with
 ``FusedState.ambiguous`` set (and no prior for the next search).
+
+Cars (ground cameras): without a retrieval encoder (``encoder=None``) the localizer runs only on the aerial
+patch centred on the prior (fused estimate, else the raw GNSS fix), whatever its sigma; a frame with no prior
+gets no visual fix (``no_prior_frames``). When the frame has no heading and the localizer reports one
+(``orientation_at(row, col)``, CCVPE's orientation output), the visual fix carries the model's heading.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
-from edge_geoloc.runtime.query_alignment import MissingSensorError, QueryAlignment, align_query
+from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
     CameraFrame,
@@ -86,11 +91,13 @@ class BackendEncoder:
 
 
 class BackendLocalizer:
-    """:class:`Localizer` over a localizer ``Backend`` (inputs ``query``, ``aerial``; output ``heatmap``)."""
+    """:class:`Localizer` over a localizer ``Backend`` (inputs ``query``, ``aerial``; outputs ``heatmap`` and,
+    when exported, ``orientation``)."""
 
     def __init__(self, backend) -> None:
         self.backend = backend
         self.preprocess_ms = 0.0
+        self._orientation: np.ndarray | None = None  # (2, Ha, Wa) unit (cos, sin) of the last call
         aerial = backend.sidecar["preprocessing"]["aerial"]
         self.aerial_px = int(aerial["size_hw"][0])
         self.aerial_size_m = float(aerial["ground_size_m"]) if aerial.get("ground_size_m") else None
@@ -101,7 +108,22 @@ class BackendLocalizer:
         feeds = {"query": self.backend.preprocess("query", query_rgb),
                  "aerial": self.backend.preprocess("aerial", aerial_rgb)}
         self.preprocess_ms = (time.perf_counter() - start) * 1e3
-        return self.backend.run(feeds)["heatmap"][0]  # (Ha, Wa)
+        outputs = self.backend.run(feeds)
+        self._orientation = outputs["orientation"][0] if "orientation" in outputs else None
+        return outputs["heatmap"][0]  # (Ha, Wa)
+
+    def orientation_at(self, row: float, col: float) -> float | None:
+        """Heading (rad, clockwise from north) the last call's orientation field gives at a heat-map pixel."""
+        return orientation_at(self._orientation, row, col)
+
+
+def orientation_at(field: np.ndarray | None, row: float, col: float) -> float | None:
+    """Heading in [0, 2 pi) of a ``(2, H, W)`` (cos, sin) field at the pixel nearest ``(row, col)``."""
+    if field is None:
+        return None
+    r = int(np.clip(math.floor(row), 0, field.shape[1] - 1))
+    c = int(np.clip(math.floor(col), 0, field.shape[2] - 1))
+    return float(math.atan2(field[1, r, c], field[0, r, c]) % (2 * math.pi))
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,7 @@ class _Prior:
 class Pipeline:
     """One camera frame (+ GNSS fix) in, one :class:`FusedState` out; see the module doc."""
 
-    def __init__(self, encoder: Encoder, localizer: Localizer, index: TileIndex,
+    def __init__(self, encoder: Encoder | None, localizer: Localizer, index: TileIndex,
                  cfg: RuntimeConfig | None = None, origin: EnuFrame | None = None) -> None:
         self.cfg = cfg or RuntimeConfig()
         self.encoder, self.localizer, self.index = encoder, localizer, index
@@ -131,20 +153,30 @@ class Pipeline:
         self._warned: set[str] = set()
 
     @classmethod
-    def from_config(cls, retrieval_model: str | Path, localizer_model: str | Path, index_dir: str | Path,
+    def from_config(cls, retrieval_model: str | Path | None, localizer_model: str | Path, index_dir: str | Path,
                     cfg: RuntimeConfig | None = None) -> Pipeline:
-        """Load both models with :func:`load_backend` and the tile index folder."""
+        """Load the models with :func:`load_backend` and the tile index folder; ``retrieval_model=None`` (a car's
+        ground camera) localizes in the patch around the prior only."""
         from edge_geoloc.runtime.backends import load_backend
 
         cfg = cfg or RuntimeConfig()
-        encoder_backend = load_backend(retrieval_model, kind=cfg.backend.kind, device=cfg.backend.device)
-        localizer_backend = load_backend(localizer_model, kind=cfg.backend.kind, device=cfg.backend.device)
-        for backend in (encoder_backend, localizer_backend):
+        paths = [localizer_model] + ([retrieval_model] if retrieval_model is not None else [])
+        backends = [load_backend(path, kind=cfg.backend.kind, device=cfg.backend.device) for path in paths]
+        for backend in backends:
             if cfg.backend.warmup:
                 backend.warmup(cfg.backend.warmup)
         index = TileIndex.load(index_dir, cfg.index)
-        _check_index_model(index, encoder_backend)
-        return cls(BackendEncoder(encoder_backend), BackendLocalizer(localizer_backend), index, cfg)
+        encoder = None
+        if retrieval_model is not None:
+            _check_index_model(index, backends[1])
+            encoder = BackendEncoder(backends[1])
+        return cls(encoder, BackendLocalizer(backends[0]), index, cfg)
+
+    def set_camera_hfov(self, hfov_deg: float) -> None:
+        """The camera's calibrated horizontal field of view (e.g. from a ``CameraInfo``), replacing the config's."""
+        if not 0 < hfov_deg < 180:
+            raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
+        self.cfg = replace(self.cfg, camera=replace(self.cfg.camera, hfov_deg=float(hfov_deg)))
 
     @property
     def counters(self) -> PipelineCounters:
@@ -226,7 +258,7 @@ class Pipeline:
         logged once) when a measurement the artifact needs is missing."""
         try:
             return align_query(frame, alignment, self.cfg.camera.hfov_deg)
-        except MissingSensorError as err:
+        except FrameRejectedError as err:
             self._bump(err.counter)
             if err.counter not in self._warned:
                 self._warned.add(err.counter)
@@ -236,11 +268,13 @@ class Pipeline:
     def _visual_fix(self, frame: CameraFrame, prior: _Prior | None, times: dict[str, float]) -> VisualFix | None:
         t = time.perf_counter()
         query = self._aligned_query(frame, self.alignment)
-        retrieval_query = query if self.retrieval_alignment == self.alignment else \
-            self._aligned_query(frame, self.retrieval_alignment)
+        same = self.encoder is None or self.retrieval_alignment == self.alignment  # no retrieval: nothing to align
+        retrieval_query = query if same else self._aligned_query(frame, self.retrieval_alignment)
         if query is None or retrieval_query is None:
             return None
         align_ms = (time.perf_counter() - t) * 1e3
+        if self.encoder is None:
+            return self._visual_fix_in_prior_patch(frame, query, prior, times, align_ms)
         t = time.perf_counter()
         embedding = self.encoder.embed([retrieval_query])[0]
         times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
@@ -260,6 +294,26 @@ class Pipeline:
         times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - loc_pre_ms
         times.update(preprocess_ms=align_ms + enc_pre_ms + loc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)
         return None if best is None else self._to_visual_fix(frame, *best)
+
+    def _visual_fix_in_prior_patch(self, frame: CameraFrame, query: np.ndarray, prior: _Prior | None,
+                                   times: dict[str, float], align_ms: float) -> VisualFix | None:
+        """No retrieval (a car's ground camera): localize in the patch centred on the prior only."""
+        if prior is None:
+            return None
+        t = time.perf_counter()
+        best, pre_ms = self._localize(query, self._prior_patch(prior))
+        times["localizer_ms"] = (time.perf_counter() - t) * 1e3 - pre_ms
+        times["preprocess_ms"] = align_ms + pre_ms
+        return None if best is None else self._to_visual_fix(frame, *best)
+
+    def _prior_patch(self, prior: _Prior) -> Iterator[tuple[int, float, Patch, bool]]:
+        around = self.index.read_patch_around(prior.lat_deg, prior.lon_deg,
+                                              self.aerial_size_m or self.index.tile_size_m, self._aerial_px())
+        if around is None:
+            self._bump("outside_map")
+            return
+        self._bump("prior_patches")
+        yield around[0], float("nan"), around[1], self.fusion.initialized
 
     def _candidate_patches(self, prior: _Prior | None, result: SearchResult
                            ) -> Iterator[tuple[int, float, Patch, bool]]:
@@ -344,8 +398,18 @@ class Pipeline:
             self.fusion.origin = EnuFrame(est.lat_deg, est.lon_deg, 0.0)
         east, north, _ = self.fusion.origin.to_enu(est.lat_deg, est.lon_deg, self.fusion.origin.alt0_m)
         return VisualFix(frame.stamp_s, est.lat_deg, est.lon_deg, float(east), float(north), cov,
-                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, frame.heading_rad,
+                         float(est.peak_mass), float(est.entropy_nats), tile_id, score, self._heading(frame, est),
                          from_prior_patch)
+
+    def _heading(self, frame: CameraFrame, est: HeatmapEstimate) -> float | None:
+        """The frame's measured heading, else the localizer's estimate at the heat-map mode (if it gives one)."""
+        if frame.heading_rad is not None and math.isfinite(frame.heading_rad):
+            return frame.heading_rad
+        orientation_at_mode = getattr(self.localizer, "orientation_at", None)
+        heading = orientation_at_mode(est.row, est.col) if orientation_at_mode else None
+        if heading is not None:
+            self._bump("model_headings")
+        return heading
 
     def _fused_state(self, stamp_s: float, gnss_used: bool, visual_used: bool, fix: VisualFix | None,
                      latency: StageLatency) -> FusedState:

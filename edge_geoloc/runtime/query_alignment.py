@@ -7,6 +7,12 @@ and, for scale-aligned models, ``ground_size_m`` (cut that many metres of ground
 ``align_query_scale``, from the height above ground and the camera's horizontal field of view). The runtime
 reads the declaration once (:meth:`QueryAlignment.from_sidecar`) and applies it to every camera frame
 (:func:`align_query`); frames without the sensors it needs get no visual fix.
+
+Ground cameras (cars): the model's ``query_kind`` says which camera it was trained on. A panorama must be
+equirectangular (width = 2 x height, ``PANORAMA_ASPECT_TOLERANCE``), else the frame is skipped
+(``bad_panorama_aspect``); a pinhole frame needs its intrinsics (the camera_info's horizontal field of view,
+``camera.hfov_deg``), else it is skipped (``missing_camera_info``). A pinhole image cannot be rotated
+north-up, so an artifact declaring a north-up pinhole query is refused at load time.
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ import numpy as np
 from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
 from edge_geoloc.types import CameraFrame
 
+CAMERA_KINDS = {"nadir": "drone", "panorama": "ground_pano", "pinhole": "ground_pinhole"}  # sidecar -> model
+PANORAMA_ASPECT_TOLERANCE = 0.05  # |width / height - 2| above this is not an equirectangular panorama
 
-class MissingSensorError(ValueError):
-    """The artifact needs a measurement (heading, height above ground, field of view) the frame lacks."""
+
+class FrameRejectedError(ValueError):
+    """The frame cannot be localized by this artifact; ``counter`` names the pipeline counter it is counted in."""
 
     def __init__(self, counter: str, message: str) -> None:
         super().__init__(message)
-        self.counter = counter  # name of the pipeline counter (``missing_heading``, ``missing_altitude``...)
+        self.counter = counter  # name of the pipeline counter (``missing_heading``, ``bad_panorama_aspect``...)
+
+
+class MissingSensorError(FrameRejectedError):
+    """The artifact needs a measurement (heading, height above ground, field of view) the frame lacks."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,10 @@ class QueryAlignment:
             raise ValueError(f"{sidecar.get('kind', 'model')} artifact declares query alignment {alignment!r}; this "
                              "runtime knows 'none' and 'north_up': update edge_geoloc or re-export the model")
         ground = query.get("ground_size_m")
-        kind = sidecar.get("model", {}).get("kwargs", {}).get("query_kind", "drone")
+        kind = _query_kind(sidecar)
+        if kind == "ground_pinhole" and alignment == "north_up":
+            raise ValueError("localizer artifact declares north-up pinhole queries, which cannot be made: a "
+                             "pinhole (front camera) model must use alignment 'none' with orientation bins")
         return cls(alignment == "north_up", float(ground) if ground else None, int(query["size_hw"][0]) if ground
                    else 0, kind)
 
@@ -67,6 +83,7 @@ def align_query(frame: CameraFrame, alignment: QueryAlignment, hfov_deg: float) 
 
     Raises :class:`MissingSensorError` when a needed measurement is missing (``None``/NaN/not positive)."""
     image = frame.image_rgb
+    check_ground_frame(image, alignment.query_kind, hfov_deg)
     if alignment.needs_heading:
         if not _finite(frame.heading_rad):
             raise MissingSensorError("missing_heading", "the localizer expects north-up queries but the frame has "
@@ -82,6 +99,31 @@ def align_query(frame: CameraFrame, alignment: QueryAlignment, hfov_deg: float) 
         image = align_query_scale(image, float(frame.altitude_agl_m), hfov_deg, alignment.ground_size_m,
                                   alignment.out_px)
     return image
+
+
+def _query_kind(sidecar: Mapping[str, Any]) -> str:
+    """The model's query kind from the sidecar's ``preprocessing.query.camera`` (older artifacts: the model's
+    ``query_kind`` argument, else a drone view)."""
+    camera = sidecar.get("preprocessing", {}).get("query", {}).get("camera")
+    if camera is None:
+        return sidecar.get("model", {}).get("kwargs", {}).get("query_kind", "drone")
+    if camera not in CAMERA_KINDS:
+        raise ValueError(f"localizer artifact declares query camera {camera!r}; this runtime knows "
+                         f"{sorted(CAMERA_KINDS)}: update edge_geoloc or re-export the model")
+    return CAMERA_KINDS[camera]
+
+
+def check_ground_frame(image: np.ndarray, query_kind: str, hfov_deg: float) -> None:
+    """Raise :class:`FrameRejectedError` when a ground camera's frame does not fit the model's camera kind."""
+    if query_kind == "ground_pano":
+        h, w = image.shape[:2]
+        if abs(w / h - 2.0) > PANORAMA_ASPECT_TOLERANCE:
+            raise FrameRejectedError("bad_panorama_aspect", f"the localizer expects equirectangular panoramas "
+                                     f"(width = 2 x height) but got {w}x{h}: stitch/crop the 360 deg image, or "
+                                     "use a pinhole model for a front camera")
+    elif query_kind == "ground_pinhole" and not 0 < hfov_deg < 180:
+        raise MissingSensorError("missing_camera_info", "the localizer expects a calibrated pinhole camera: give "
+                                 "its camera_info (runtime config camera.hfov_deg, or the node's camera_info topic)")
 
 
 def _finite(value: float | None) -> bool:

@@ -8,8 +8,9 @@ edge_geoloc.interop.
 
 Subscribes: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), with
 sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float64) or ``imu``
-(sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64, m). The runner keeps their
-latest values.
+(sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64, m); optional ``camera_info``
+(sensor_msgs/CameraInfo: a pinhole ground camera's field of view). The runner keeps their latest
+values. ``vehicle: car`` runs a ground camera without retrieval (the patch around the prior).
 Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``, and
 ``geoloc/map_origin`` (NavSatFix, transient local): the WGS84 origin of the ENU ``map`` frame,
 once it is known and whenever it changes (REP-105; robot_localization's ``datum`` is
@@ -26,6 +27,7 @@ from edge_geoloc.interop import (
     GeolocRunner,
     PythonMessageFactory,
     build_diagnostics,
+    camera_info_msg_to_intrinsics,
     diagnostics_to_msg,
     float64_msg_to_altitude_agl_m,
     float64_msg_to_heading_rad,
@@ -58,7 +60,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image, Imu, NavSatFix
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
@@ -156,6 +158,8 @@ class GeolocNode(Node):
             self.create_subscription(
                 Float64, "altitude_agl", self._on_altitude_agl, qos_profile_sensor_data
             )
+        if s.camera_info_source == "camera_info":
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, _RELIABLE)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
@@ -197,6 +201,15 @@ class GeolocNode(Node):
             self.get_logger().warning(f"altitude_agl rejected: {err}", throttle_duration_sec=5.0)
             return
         self.worker.runner.on_altitude_agl(altitude_agl_m, self._now_s())
+
+    def _on_camera_info(self, msg) -> None:
+        try:
+            intrinsics = camera_info_msg_to_intrinsics(msg)
+        except ConversionError as err:
+            self.worker.counters.add("conversion_errors")
+            self.get_logger().warning(f"camera_info rejected: {err}", throttle_duration_sec=5.0)
+            return
+        self.worker.runner.on_camera_info(intrinsics.hfov_deg)
 
     # -- worker thread --
     def _to_frame(self, msg):

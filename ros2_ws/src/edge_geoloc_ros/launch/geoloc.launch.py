@@ -23,6 +23,7 @@ REMAPPED_TOPICS = {
     "heading": ("heading_topic", "/heading"),
     "imu": ("imu_topic", "/imu/data"),
     "altitude_agl": ("altitude_agl_topic", "/altitude_agl"),
+    "camera_info": ("camera_info_topic", "/camera/camera_info"),
 }
 
 

@@ -1,0 +1,221 @@
+"""Ground localizer (cars) in new places, across the map-vs-drive gap, beside the patch-centre baseline.
+
+Training: two areas (one per built-in style), ground views on their roads rendered under random conditions
+(``sample_condition``; the built-in test conditions never appear), aerial patches from the map (``summer_map``)
+around a coarse fix up to ``COARSE_M`` off. Test: two *new* areas of the same styles ("new cities of the
+training styles"), ground views under ``autumn_flight`` (the gap) and ``summer_map`` (the easy row), the same
+poses under both. Variants: ``pano_known`` (panorama rotated north-up by the heading), ``pano_unknown``
+(panorama with unknown heading, 8 orientation bins), ``pinhole`` (front camera, 8 bins; lateral /
+longitudinal errors along the heading, KITTI protocol). Baselines: the patch centre (the coarse fix) and,
+for panoramas with known heading, the classical BEV + NCC matcher (``runtime.classical_ground``).
+
+    python benchmarks/ground_localizer.py --quick                    # pano_known, 1 seed
+    python benchmarks/ground_localizer.py --variants pano_known pano_unknown pinhole
+
+The trained checkpoint (``WORK/<variant>_s<seed>/last.safetensors``) is what ``benchmarks/car.py`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_geoloc.artifacts import atomic_write_json
+from edge_geoloc.data.ground_pairs import GroundPairConfig, write_synthetic_ground_pairs
+from edge_geoloc.data.images import read_image_rgb
+from edge_geoloc.data.pairs import read_pairs
+from edge_geoloc.geo.view_alignment import align_query_north_up
+from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
+from edge_geoloc.sim.area import generate_area
+
+MAP_CONDITION, GAP_CONDITION = "summer_map", "autumn_flight"
+STYLES = ("source", "target")
+AREA_M, GSD_M = 400.0, 0.5
+AERIAL_M, AERIAL_PX, COARSE_M = 64.0, 64, 16.0
+VARIANTS = {
+    "pano_known": ("ccvpe_pano_micro", {}, "ground_pano"),
+    "pano_unknown": ("ccvpe_pano_micro", {"num_orientations": 8, "query_alignment": "none"}, "ground_pano"),
+    "pinhole": ("ccvpe_pinhole_micro", {}, "ground_pinhole"),
+}
+
+
+def train_area_seed(seed: int, k: int) -> int:
+    return 500 + 10 * seed + k
+
+
+def test_area_seed(seed: int, k: int) -> int:
+    return 1000 + 10 * seed + k
+
+
+def pair_config(kind: str, **overrides) -> GroundPairConfig:
+    return GroundPairConfig(query_kind=kind, aerial_size_m=AERIAL_M, aerial_px=AERIAL_PX, coarse_error_m=COARSE_M,
+                            **overrides)
+
+
+def train_pairs(work: Path, seed: int, kind: str, count: int) -> list[Path]:
+    roots = []
+    for k, style in enumerate(STYLES):
+        root = work / f"train_{kind}_{style}_s{seed}"
+        if not (root / "dataset.json").is_file():
+            area = generate_area(style, train_area_seed(seed, k), AREA_M, GSD_M, condition=MAP_CONDITION)
+            write_synthetic_ground_pairs(area, root, pair_config(kind, count=count, random_conditions=8),
+                                         seed=seed * 100 + k)
+        roots.append(root)
+    return roots
+
+
+def test_pairs(work: Path, seed: int, kind: str, count: int) -> dict[str, list[Path]]:
+    dirs: dict[str, list[Path]] = {}
+    for k, style in enumerate(STYLES):
+        area = None
+        for capture in (GAP_CONDITION, MAP_CONDITION):
+            root = work / f"test_{kind}_{style}_s{seed}_{capture}"
+            if not (root / "dataset.json").is_file():
+                area = area or generate_area(style, test_area_seed(seed, k), AREA_M, GSD_M, condition=MAP_CONDITION)
+                write_synthetic_ground_pairs(area, root, pair_config(kind, count=count, condition=capture),
+                                             seed=seed * 100 + 50 + k)
+            dirs.setdefault(capture, []).append(root)
+    return dirs
+
+
+def train_model(work: Path, variant: str, seed: int, roots: list[Path], epochs: int):
+    import torch
+
+    from edge_geoloc.config import from_dict
+    from edge_geoloc.data.pairs import dataset_for_model
+    from edge_geoloc.models import create_model
+    from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig, fit
+
+    name, kwargs, _ = VARIANTS[variant]
+    align = kwargs.get("query_alignment", "north_up") == "north_up"
+    model = create_model(name, **kwargs)
+    parts = [dataset_for_model(r, model, read_ground_truth=True, align_north_up=align) for r in roots]
+    train = torch.utils.data.ConcatDataset(parts)
+    train.info = parts[0].info
+    cfg = from_dict(LocalizerTrainConfig, {
+        "model": {"name": name, "kwargs": kwargs}, "loss": {"sigma_px": 1.0, "infonce_weight": 10.0},
+        "optim": {"lr": 1e-3, "epochs": epochs, "seed": seed}, "out_dir": str(work / f"{variant}_s{seed}"),
+        "log_every": 0, "resume": False, "data": {"train": str(work), "batch_size": 16, "align_north_up": align}})
+    return fit(cfg, train).eval(), align
+
+
+def model_errors(model, root: Path, align: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(metres from the truth, predicted (row, col) in the dataset's aerial pixels) of the heat-map mode."""
+    from torch.utils.data import DataLoader
+
+    from edge_geoloc.data.pairs import dataset_for_model
+    from edge_geoloc.evaluate.localization_metrics import predict
+
+    dataset = dataset_for_model(root, model, read_ground_truth=True, align_north_up=align)
+    rowcol = predict(model, DataLoader(dataset, batch_size=32, shuffle=False))["rowcol"]
+    truth, m_per_px, _ = dataset.ground_truth()
+    return np.linalg.norm(rowcol - truth, axis=1) * m_per_px, rowcol
+
+
+def centre_errors(root: Path) -> np.ndarray:
+    _, records = read_pairs(root, read_ground_truth=True)
+    return np.asarray([math.hypot(r.gt_row - r.aerial_georef.height_px / 2, r.gt_col - r.aerial_georef.width_px / 2)
+                       * r.aerial_georef.m_per_px for r in records])
+
+
+def bev_errors(root: Path) -> np.ndarray:
+    """Classical BEV + NCC inside each pair's aerial patch (north-up panorama from the heading)."""
+    _, records = read_pairs(root, read_ground_truth=True)
+    errors = []
+    for rec in records:
+        m = rec.aerial_georef.m_per_px
+        localizer = BevNccLocalizer(BevNccConfig(aerial_size_m=rec.aerial_georef.height_px * m))
+        query = align_query_north_up(read_image_rgb(root / rec.query), rec.heading_rad, "ground_pano")
+        heat = localizer.locate(query, read_image_rgb(root / rec.aerial))
+        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        errors.append(math.hypot(row + 0.5 - rec.gt_row, col + 0.5 - rec.gt_col) * m)
+    return np.asarray(errors)
+
+
+def lateral_longitudinal(root: Path, rowcol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """KITTI protocol: the error vector split along (longitudinal) and across (lateral) the true heading."""
+    _, records = read_pairs(root, read_ground_truth=True)
+    lat, lon = [], []
+    for rec, (row, col) in zip(records, rowcol, strict=True):
+        m = rec.aerial_georef.m_per_px
+        d_east, d_north = (col - rec.gt_col) * m, -(row - rec.gt_row) * m
+        h = rec.heading_rad
+        lon.append(abs(d_east * math.sin(h) + d_north * math.cos(h)))
+        lat.append(abs(d_east * math.cos(h) - d_north * math.sin(h)))
+    return np.asarray(lat), np.asarray(lon)
+
+
+def stats(errors: np.ndarray) -> dict:
+    return {"mean_m": float(errors.mean()), "median_m": float(np.median(errors)),
+            "p95_m": float(np.percentile(errors, 95)), "r_at_1m": float(np.mean(errors < 1.0)),
+            "r_at_5m": float(np.mean(errors < 5.0)), "n": int(errors.size)}
+
+
+def run_variant(work: Path, variant: str, seed: int, sizes: dict) -> dict:
+    kind = VARIANTS[variant][2]
+    started = time.perf_counter()
+    model, align = train_model(work, variant, seed, train_pairs(work, seed, kind, sizes["train"]), sizes["epochs"])
+    train_s = time.perf_counter() - started
+    rows = {}
+    for capture, roots in test_pairs(work, seed, kind, sizes["test"]).items():
+        learned, rowcol = zip(*(model_errors(model, r, align) for r in roots), strict=True)
+        row = {"learned": stats(np.concatenate(learned)),
+               "patch_centre": stats(np.concatenate([centre_errors(r) for r in roots]))}
+        if variant == "pano_known":
+            row["classical_bev_ncc"] = stats(np.concatenate([bev_errors(r) for r in roots]))
+        if kind == "ground_pinhole":
+            lat, lon = zip(*(lateral_longitudinal(r, rc) for r, rc in zip(roots, rowcol, strict=True)), strict=True)
+            row["learned_lateral"], row["learned_longitudinal"] = stats(np.concatenate(lat)), stats(np.concatenate(lon))
+        rows[capture] = row
+    return {"variant": variant, "seed": seed, "train_s": train_s, "checkpoint": str(work / f"{variant}_s{seed}"),
+            "rows": rows}
+
+
+def print_rows(result: dict) -> None:
+    print(f"\n{result['variant']} seed {result['seed']} (trained {result['train_s']:.0f} s); mean / median / p95 m")
+    for capture, row in result["rows"].items():
+        cells = "  ".join(f"{name} {s['mean_m']:.2f} / {s['median_m']:.2f} / {s['p95_m']:.2f}"
+                          for name, s in row.items())
+        print(f"  {capture:<14} {cells}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/ground_localizer.json")
+    parser.add_argument("--work", default="runs/bench_ground")
+    args = parser.parse_args(argv)
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    sizes = {"train": 600, "epochs": 6, "test": 60} if args.quick else {"train": 1500, "epochs": 10, "test": 100}
+    variants = args.variants or (["pano_known"] if args.quick else list(VARIANTS))
+    seeds = args.seeds or [0]
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    started = time.perf_counter()
+    results = []
+    for variant in variants:
+        for seed in seeds:
+            results.append(run_variant(work, variant, seed, sizes))
+            print_rows(results[-1])
+    report = {"benchmark": "ground_localizer", "quick": args.quick, "sizes": sizes, "results": results,
+              "aerial": {"size_m": AERIAL_M, "px": AERIAL_PX, "coarse_error_m": COARSE_M},
+              "conditions": {"map": MAP_CONDITION, "gap": GAP_CONDITION}, "wall_s": time.perf_counter() - started,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version()}
+    atomic_write_json(args.out, report)
+    print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
