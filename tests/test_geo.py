@@ -132,3 +132,13 @@ def test_missing_or_corrupt_raster_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a tiff")
     with pytest.raises(RasterError, match="cannot read"):
         GeoRaster(bad)
+
+
+def test_raster_window_past_the_edge_is_black_and_the_rest_is_the_raster(tmp_path):
+    path, georef, _ = _synthetic_raster(tmp_path)  # red = column, green = row, 0.5 m/px
+    with GeoRaster(path) as raster:
+        lat, lon = georef.pixel_to_latlon(10.0, 10.0)
+        patch = raster.read_around_latlon(lat, lon, size_m=40.0, out_px=80)  # raster rows/cols -30 .. 49
+        assert 0.35 < patch.valid_fraction < 0.45
+        assert not patch.image[:25, :25].any()  # off the raster (away from the resampling seam)
+        assert tuple(patch.image[60, 70, :2]) == (40, 30)  # patch [60, 70] is raster [30, 40]
