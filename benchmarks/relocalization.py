@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -166,6 +167,17 @@ def load_frames(flight) -> list[CameraFrame]:
     return frames
 
 
+def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraFrame, list]]:
+    """Each frame with the GNSS fixes stamped since the previous frame (up to and including its stamp)."""
+    ordered, j = sorted(fixes, key=lambda f: f.stamp_s), 0
+    for frame in frames:
+        batch = []
+        while j < len(ordered) and ordered[j].stamp_s <= frame.stamp_s:
+            batch.append(ordered[j])
+            j += 1
+        yield frame, batch
+
+
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
         search: str, memo: dict | None) -> dict[str, np.ndarray]:
     """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
@@ -174,13 +186,9 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
     if memo is not None:
         pipe.encoder, pipe.localizer = Memo(pipe.encoder, memo), Memo(pipe.localizer, memo)
     ncc = NccGlobalSearch(pipe, _matcher(test_area)) if search == "ncc" else None
-    fixes, j, states = sorted(gnss.fixes, key=lambda f: f.stamp_s), 0, []
+    states = []
     cpu0 = time.process_time()
-    for frame in frames:
-        batch = []
-        while j < len(fixes) and fixes[j].stamp_s <= frame.stamp_s:
-            batch.append(fixes[j])
-            j += 1
+    for frame, batch in frames_with_gnss(frames, gnss.fixes):
         for fix in batch[:-1]:
             pipe.add_gnss(fix)
         if ncc is not None:

@@ -23,7 +23,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from relocalization import SIZES, _area, load_frames, scenario_gnss  # noqa: E402
+from relocalization import SIZES, _area, frames_with_gnss, load_frames, scenario_gnss  # noqa: E402
 from relocalization_setup import prepare_flight, prepare_models, prepare_test_areas, runtime_config  # noqa: E402
 
 from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
@@ -38,12 +38,8 @@ def snapshots(scenario: str, seed: int, frames_wanted: list[int], cache: Path) -
     gnss = scenario_gnss(scenario, flight, sim_area, SIZES["full"], seed)
     cfg = with_flight_camera(runtime_config({"fusion": {"mode": "particle"}}), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, area.index_dir, cfg)
-    fixes, j, last_fix, shots = sorted(gnss.fixes, key=lambda f: f.stamp_s), 0, None, []
-    for i, frame in enumerate(frames[: max(frames_wanted) + 1]):
-        batch = []
-        while j < len(fixes) and fixes[j].stamp_s <= frame.stamp_s:
-            batch.append(fixes[j])
-            j += 1
+    last_fix, shots = None, []
+    for i, (frame, batch) in enumerate(frames_with_gnss(frames[: max(frames_wanted) + 1], gnss.fixes)):
         for fix in batch[:-1]:
             pipe.add_gnss(fix)
         last_fix = batch[-1] if batch else last_fix

@@ -100,16 +100,22 @@ def test_gnss_denied_start_searches_all_tiles_and_initialises_from_vision(world)
     assert pipe.counters.no_prior_frames == 3 and horizontal_error(state, 20.0, 15.0) < 3.0
 
 
-def test_flight_with_gnss_tracks_truth_and_reports_latency(world):
-    ortho, index = world
-    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+def fly_straight_with_gnss(pipe, ortho, frames: int = 12):
+    """A straight 4 m/s track with 3 m GNSS noise, one fix per frame; the last state and the per-frame errors."""
     rng = np.random.default_rng(4)
     errors = []
-    for i in range(12):
+    for i in range(frames):
         t, east, north = 0.5 * i, -60.0 + 8.0 * i, 20.0 - 3.0 * i
         fix = gnss(east + rng.normal(0, 3), north + rng.normal(0, 3), t)
         state = pipe.process(camera(ortho, east, north, t, seed=i), fix)
         errors.append(horizontal_error(state, east, north))
+    return state, errors
+
+
+def test_flight_with_gnss_tracks_truth_and_reports_latency(world):
+    ortho, index = world
+    pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, runtime_cfg(), origin=ORIGIN)
+    state, errors = fly_straight_with_gnss(pipe, ortho)
     assert pipe.counters.frames == 12 and pipe.counters.gnss_fixes == 12
     assert pipe.counters.no_prior_frames == 0 and pipe.counters.visual_fixes >= 10
     assert np.median(errors[3:]) < 2.5  # vision sharpens 3 m GNSS

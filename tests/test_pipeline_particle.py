@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline import ORIGIN, QUERY_M, QUERY_PX, TemplateLocalizer, camera, gnss, horizontal_error, runtime_cfg
+from test_pipeline import (
+    ORIGIN,
+    QUERY_M,
+    QUERY_PX,
+    TemplateLocalizer,
+    camera,
+    fly_straight_with_gnss,
+    horizontal_error,
+    runtime_cfg,
+)
 from test_tile_index import ThumbnailEncoder, make_ortho
 
 from edge_geoloc.fusion import FusionConfig, ParticleFilter
@@ -56,12 +65,6 @@ def test_particle_mode_relocalizes_from_a_gnss_denied_start(world):
 def test_particle_mode_with_gnss_tracks_truth(world):
     ortho, index = world
     pipe = Pipeline(ThumbnailEncoder(), TemplateLocalizer(), index, particle_cfg(), origin=ORIGIN)
-    rng = np.random.default_rng(4)
-    errors = []
-    for i in range(12):
-        t, east, north = 0.5 * i, -60.0 + 8.0 * i, 20.0 - 3.0 * i
-        fix = gnss(east + rng.normal(0, 3), north + rng.normal(0, 3), t)
-        state = pipe.process(camera(ortho, east, north, t, seed=i), fix)
-        errors.append(horizontal_error(state, east, north))
+    state, errors = fly_straight_with_gnss(pipe, ortho)
     assert pipe.counters.gnss_fixes >= 10
     assert np.median(errors[3:]) < 2.5 and state.horizontal_sigma_m < 5.0

@@ -16,7 +16,6 @@ wrong tile matches) fail the fit and stay rejected.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from edge_geoloc.fusion.config import FusionConfig
 from edge_geoloc.fusion.ekf import H_POSITION_2D, H_POSITION_3D, KalmanState
 from edge_geoloc.fusion.gating import chi2_quantile, passes_gate
-from edge_geoloc.fusion.gnss import gnss_covariance_enu
+from edge_geoloc.fusion.gnss import gnss_covariance_enu, velocity_from_course
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.types import FixStatus, GnssFix, VisualFix
 
@@ -101,7 +100,7 @@ class FusionFilter:
         self._ensure_origin(fix.lat_deg, fix.lon_deg, fix.alt_m)
         z = np.array(self.origin.to_enu(fix.lat_deg, fix.lon_deg, fix.alt_m), dtype=np.float64)
         R = gnss_covariance_enu(fix, self.cfg)
-        velocity = _velocity_from_course(fix)
+        velocity = velocity_from_course(fix)
         return self._update(GNSS, _Measurement(fix.stamp_s, z, R), H_POSITION_3D,
                             self.cfg.gnss_gate_probability, velocity)
 
@@ -252,15 +251,6 @@ def _visual_covariance(fix: VisualFix, min_sigma_m: float) -> np.ndarray | None:
     R = 0.5 * (R + R.T)
     R[np.diag_indices(2)] = np.maximum(np.diag(R), min_sigma_m**2)
     return R if np.linalg.det(R) > 0 else None
-
-
-def _velocity_from_course(fix: GnssFix) -> np.ndarray | None:
-    """ENU horizontal velocity from RMC speed and course over ground (clockwise from north)."""
-    if fix.speed_mps is None or fix.course_rad is None:
-        return None
-    if not (math.isfinite(fix.speed_mps) and math.isfinite(fix.course_rad)):
-        return None
-    return np.array([fix.speed_mps * math.sin(fix.course_rad), fix.speed_mps * math.cos(fix.course_rad)])
 
 
 def _fit_constant_velocity(run: list[_Measurement]) -> tuple[np.ndarray, np.ndarray]:

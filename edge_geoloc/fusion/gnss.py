@@ -43,3 +43,12 @@ def _floor_diagonal(cov: np.ndarray, floor_m2: float) -> np.ndarray:
     out = cov * np.outer(scale, scale)
     np.fill_diagonal(out, new_var)
     return out
+
+
+def velocity_from_course(fix: GnssFix) -> np.ndarray | None:
+    """ENU horizontal velocity from RMC speed and course over ground (clockwise from north)."""
+    if fix.speed_mps is None or fix.course_rad is None:
+        return None
+    if not (math.isfinite(fix.speed_mps) and math.isfinite(fix.course_rad)):
+        return None
+    return np.array([fix.speed_mps * math.sin(fix.course_rad), fix.speed_mps * math.cos(fix.course_rad)])

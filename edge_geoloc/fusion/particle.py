@@ -41,7 +41,7 @@ import numpy as np
 from edge_geoloc.fusion.config import FusionConfig, ParticleConfig
 from edge_geoloc.fusion.ekf import KalmanState
 from edge_geoloc.fusion.filter import GNSS, VISUAL, FusionCounters, UpdateResult
-from edge_geoloc.fusion.gnss import gnss_covariance_enu
+from edge_geoloc.fusion.gnss import gnss_covariance_enu, velocity_from_course
 from edge_geoloc.fusion.likelihoods import (
     HeatmapMeasurement,
     gaussian_outlier_likelihood,
@@ -179,7 +179,7 @@ class ParticleFilter:
         e, n, u = self.origin.to_enu(fix.lat_deg, fix.lon_deg, fix.alt_m)
         R3 = gnss_covariance_enu(fix, self.cfg)
         z, R = np.array([e, n], dtype=np.float64), R3[:2, :2]
-        velocity = _velocity_from_course(fix)
+        velocity = velocity_from_course(fix)
         if fix.course_rad is not None and velocity is not None and fix.speed_mps > 1.0:
             self.set_heading(fix.stamp_s, fix.course_rad)  # the course over ground steers the motion too
         self._update_up(float(u), float(R3[2, 2]))
@@ -401,14 +401,6 @@ def _usable_gnss_covariance(fix: GnssFix) -> bool:
         return True
     C = fix.covariance_enu_m2[:2, :2]
     return bool(C[0, 0] > 0 and C[1, 1] > 0 and np.linalg.det(0.5 * (C + C.T)) > 0)
-
-
-def _velocity_from_course(fix: GnssFix) -> np.ndarray | None:
-    if fix.speed_mps is None or fix.course_rad is None:
-        return None
-    if not (math.isfinite(fix.speed_mps) and math.isfinite(fix.course_rad)):
-        return None
-    return np.array([fix.speed_mps * math.sin(fix.course_rad), fix.speed_mps * math.cos(fix.course_rad)])
 
 
 def _offsets_agree(run: list[tuple[float, np.ndarray, np.ndarray]], chi2_999_2dof: float = 13.8) -> bool:
