@@ -41,9 +41,17 @@ from edge_geoloc.data.sampler import ImageListDataset
 from edge_geoloc.data.university import University1652
 from edge_geoloc.evaluate.retrieval_metrics import extract_features
 from edge_geoloc.runtime.classical import NccConfig, NccMatcher
+from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.sim.area import Area, generate_area
 from edge_geoloc.sim.conditions import sample_condition
 from edge_geoloc.sim.onboard_tree import OnboardTreeConfig, write_onboard_tree
+from edge_geoloc.train.map_matcher import (
+    MatcherOptimConfig,
+    MatcherRunConfig,
+    MatcherTrainConfig,
+    to_tensor,
+    train_map_matcher,
+)
 from edge_geoloc.train.pretrain import ONBOARD_AUGMENT, PretrainConfig, pretrain_backbone
 from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig, train_retrieval
 
@@ -193,9 +201,90 @@ def train(tree: Path, out: Path, s: dict, pretrained: str | bool, seed: int = 1)
                           "ln_batch": math.log(s["batch"])}
 
 
+MATCHER = {  # learned map matcher: training budget and seeds per setting
+    "full": dict(areas=40, steps=300, batch=32, validate_every=50, seeds=(1, 2, 3)),
+    "quick": dict(areas=6, steps=40, batch=16, validate_every=20, seeds=(1,)),
+}
+
+
+def torch_features(model):
+    """The matcher network as the runtime's feature callable (uint8 north-up image -> (C, h, w))."""
+    def features(image: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(to_tensor(image[None], model))[0].numpy()
+    return features
+
+
+def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
+    """Each query ranks every tile of the test areas by the matcher's best score inside the tile's window
+    (``LearnedMatcher.tile_scores`` over each area's whole map); also the error of its whole-map best position."""
+    query, _ = University1652(root).test_split("drone_to_satellite")
+    poses, tiles = read_view_poses(root), tile_table(root)
+    cfg = LearnedMatcherConfig(model.query_ground_size_m, model.m_per_px, model.stride)
+    feats = torch_features(model)
+    matchers = {a.seed: LearnedMatcher(a.ortho, -a.size_m / 2, a.size_m / 2, a.gsd_m, feats, cfg) for a in areas}
+    ids = {seed: [k for k, t in tiles.items() if t[0] == seed] for seed in matchers}
+    centres = {seed: np.array([tiles[k][1:] for k in ids[seed]]) for seed in matchers}
+    top, errors, started = [], [], time.perf_counter()
+    for p in query.paths:
+        pose = poses[Path(p).relative_to(root).as_posix()]
+        first = next(iter(matchers.values()))
+        q = first.prepare(read_image_rgb(p), pose.measured_heading_rad, pose.measured_alt_agl_m, pose.hfov_deg)
+        best = max(((float(s.max()), ids[seed][int(s.argmax())], seed) for seed, m in matchers.items()
+                    for s in [m.tile_scores(q, centres[seed], model.search_radius_m)]), key=lambda b: b[0])
+        top.append(best[1])
+        match = matchers[best[2]].locate(q)
+        truth_seed = tiles[Path(p).parent.name][0]
+        errors.append(math.hypot(match.east_m - pose.east_m, match.north_m - pose.north_m) if best[2] == truth_seed
+                      else math.inf)
+    labels = [query.class_names[q] for q in query.labels]
+    out = score(top, labels, query_truth(root, query.paths, tiles), tiles, half_m)
+    out["ms_per_query"] = 1e3 * (time.perf_counter() - started) / max(1, len(top))
+    finite = np.array(errors)
+    out["global_within_10m"] = 100 * float(np.mean(finite < 10.0))
+    out["global_median_error_m"] = float(np.median(finite))
+    return out
+
+
+def train_matcher(work: Path, setting: str, seed: int, areas: list[Area], root: Path, half_m: float):
+    """Train (or reuse) one seed of the learned map matcher; the curve holds held-out R@1 contains."""
+    from edge_geoloc.models.checkpoint import load_model
+    from edge_geoloc.sim.onboard_pairs import OnboardPairConfig
+
+    m = MATCHER[setting]
+    out = work / f"matcher_s{seed}"
+    cfg = MatcherTrainConfig(pairs=OnboardPairConfig(n_areas=m["areas"], area_size_m=SETTINGS[setting]["area_m"]),
+                             optim=MatcherOptimConfig(batch_size=m["batch"], steps=m["steps"]),
+                             run=MatcherRunConfig(out_dir=str(out), seed=seed, validate_every=m["validate_every"]))
+    if finished_run(out, cfg):
+        model, _ = load_model(out / "final.safetensors", expected_kind="matcher")
+    else:
+        def validate(model) -> dict[str, float]:
+            return {"heldout_r1_contains": matcher_scores(model, root, areas, half_m)["r1_contains"]}
+        model = train_map_matcher(cfg, validate)
+    curve = [{k: float(v) for k, v in r.items()} for r in csv.DictReader((out / "metrics.csv").open())]
+    return model, {"steps": m["steps"], "batch": m["batch"], "training_areas": m["areas"],
+                   "train_seconds": curve[-1]["seconds"], "learning_curve": curve}
+
+
+def summarize_seeds(per_seed: dict, ncc: dict) -> dict:
+    """Mean, std and per-seed paired difference against NCC (same queries) of R@1 contains per test set."""
+    out = {}
+    for name in TESTS:
+        values = np.array([r[name]["r1_contains"] for r in per_seed.values()])
+        out[name] = {"r1_contains_mean": float(values.mean()), "r1_contains_std": float(values.std(ddof=1))
+                     if len(values) > 1 else 0.0, "minus_ncc_per_seed": (values - ncc[name]["r1_contains"]).tolist(),
+                     "r1_nearest_mean": float(np.mean([r[name]["r1_nearest"] for r in per_seed.values()])),
+                     "global_within_10m_mean": float(np.mean([r[name]["global_within_10m"]
+                                                              for r in per_seed.values()]))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default="matcher,global", help="comma list of matcher, global (the CSP-HD "
+                        "descriptor models); parts not run keep their block from the previous JSON")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/retrieval_onboard"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval_onboard.json")
     parser.add_argument("--threads", type=int, default=1)
@@ -203,43 +292,63 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     setting = "quick" if args.quick else "full"
+    parts = set(args.parts.split(","))
     s, work = SETTINGS[setting], args.work_dir / setting
     t0 = time.perf_counter()
-    pretrained = str(pretrain_backbone(PretrainConfig()))
-    pretrain_s = time.perf_counter() - t0
-    tree = train_tree(work, s)
     half = OnboardTreeConfig().tile_size_m / 2
     areas = {style: test_areas(style, s) for style in ("source", "target")}
     trees = {name: test_tree(work, name, s, areas[style]) for name, (style, _) in TESTS.items()}
+    previous = json.loads(args.out.read_text())["results"] if args.out.is_file() else {}
     results = {"ncc": {name: ncc_scores(root, areas[TESTS[name][0]], half) for name, root in trees.items()}}
-    for label, weights in (("pretrained", pretrained), ("scratch", False)):
-        model, info = train(tree, work / f"run_{label}", s, weights)
-        results[label] = {"training": info, **{name: model_scores(model, root, half) for name, root in trees.items()}}
-        logging.info("%s: %s", label, {k: round(v["r1_contains"], 1) for k, v in results[label].items()
-                                        if k != "training"})
-        report = {"benchmark": "retrieval_onboard", "setting": setting, "settings": s, "query_ground_m": QUERY_M,
-                  "tile": {"size_m": 120.0, "stride_m": 60.0}, "map_condition": MAP_CONDITION,
-                  "flight_condition": FLIGHT_CONDITION, "pretrained_file": pretrained,
-                  "pretrain_seconds_this_run": pretrain_s, "date": datetime.date.today().isoformat(),
-                  "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads (shared CPU)",
-                  "total_seconds": time.perf_counter() - t0, "results": results}
+    results.update({k: v for k, v in previous.items() if k in ("pretrained", "scratch") and "global" not in parts})
+    report = {"benchmark": "retrieval_onboard", "setting": setting, "settings": s, "matcher_settings": MATCHER[setting],
+              "query_ground_m": QUERY_M, "tile": {"size_m": 120.0, "stride_m": 60.0}, "map_condition": MAP_CONDITION,
+              "flight_condition": FLIGHT_CONDITION, "date": datetime.date.today().isoformat(),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads (shared CPU)",
+              "results": results}
+
+    def write() -> None:
+        report["total_seconds"] = time.perf_counter() - t0
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    if "matcher" in parts:
+        per_seed = {}
+        for seed in MATCHER[setting]["seeds"]:
+            model, info = train_matcher(work, setting, seed, areas["source"], trees["source_new_areas"], half)
+            per_seed[f"seed{seed}"] = {"training": info, **{name: matcher_scores(model, root, areas[TESTS[name][0]],
+                                                                                 half) for name, root in trees.items()}}
+            results["matcher"] = {"per_seed": per_seed, "summary": summarize_seeds(per_seed, results["ncc"])}
+            logging.info("matcher seed %d: %s", seed, {k: round(v["r1_contains"], 1) for k, v in
+                                                       per_seed[f"seed{seed}"].items() if k != "training"})
+            write()
+    if "global" in parts:
+        pretrained = str(pretrain_backbone(PretrainConfig()))
+        report["pretrained_file"] = pretrained
+        tree = train_tree(work, s)
+        for label, weights in (("pretrained", pretrained), ("scratch", False)):
+            model, info = train(tree, work / f"run_{label}", s, weights)
+            scores = {name: model_scores(model, root, half) for name, root in trees.items()}
+            results[label] = {"training": info, **scores}
+            write()
+    write()
     print(table(report))
     print(f"wrote {args.out}")
 
 
 def table(report: dict) -> str:
     r = report["results"]
-    lines = ["| test set | NCC R@1 contains | scratch | pretrained | chance (contains) | pretrained R@1 nearest "
-             "(chance) |", "|---|---|---|---|---|---|"]
+    lines = ["| test set | NCC | learned map matcher (mean +- std, seeds) | CSP-HD descriptor scratch | pretrained | "
+             "chance | matcher global fix within 10 m |", "|---|---|---|---|---|---|---|"]
     for name in TESTS:
-        p = r["pretrained"][name]
+        m = r.get("matcher", {}).get("summary", {}).get(name)
+        matcher = f"{m['r1_contains_mean']:.1f} +- {m['r1_contains_std']:.1f}" if m else "not run"
+        within = f"{m['global_within_10m_mean']:.1f}" if m else "-"
         scratch = r.get("scratch", {}).get(name, {}).get("r1_contains", float("nan"))
-        lines.append(f"| {name} | {r['ncc'][name]['r1_contains']:.1f} | {scratch:.1f} | "
-                     f"{p['r1_contains']:.1f} | {p['r1_contains_chance']:.1f} | {p['r1_nearest']:.1f} "
-                     f"({p['r1_nearest_chance']:.1f}) |")
-    return "\n".join(lines)
+        pre = r.get("pretrained", {}).get(name, {}).get("r1_contains", float("nan"))
+        lines.append(f"| {name} | {r['ncc'][name]['r1_contains']:.1f} | {matcher} | {scratch:.1f} | {pre:.1f} | "
+                     f"{r['ncc'][name]['r1_contains_chance']:.1f} | {within} |")
+    return "\n".join(lines) + "\n(R@1 contains, %: the top tile contains the point below the drone)"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from torch import nn
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    kind: str  # "retrieval" | "localizer"
+    kind: str  # "retrieval" | "localizer" | "matcher"
     build: Callable[..., nn.Module]
     description: str
 
@@ -25,7 +25,7 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 # The one list of modules whose ``@register_model`` entry points are the built-in models.
 BUILTIN_MODEL_MODULES = ("edge_geoloc.models.retrieval", "edge_geoloc.models.localizer",
-                         "edge_geoloc.models.localizer_xcorr")
+                         "edge_geoloc.models.localizer_xcorr", "edge_geoloc.models.map_matcher")
 
 
 def register_model(name: str, kind: str, description: str = "") -> Callable[[Callable[..., nn.Module]],

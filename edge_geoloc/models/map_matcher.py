@@ -1,0 +1,100 @@
+"""Learned map matcher: dense features whose normalised cross-correlation finds a north-up frame on the map.
+
+The learned counterpart of the classical NCC matcher (:mod:`edge_geoloc.runtime.classical`). One fully
+convolutional network maps any north-up image at ``m_per_px`` to a feature map at ``stride`` pixels per cell;
+the aligned camera frame (``query_ground_size_m`` of ground) and the map (or a tile of it) go through the same
+network, and the score of a position is the cosine similarity of the frame's feature map with the map's window
+there (:func:`dense_scores`). Trained contrastively over many areas and conditions
+(:mod:`edge_geoloc.train.map_matcher`), it matches layout rather than colour, so it survives the map-vs-flight
+gap where raw-pixel NCC fails, and it needs no global descriptor: retrieval over tiles is the best score inside
+each tile's window, and a GNSS-denied relocalization is the best score over the whole map
+(:class:`edge_geoloc.runtime.learned_matcher.LearnedMatcher`, torch-free over the exported network).
+
+Export contract: ``forward(image (B, 3, H, W)) -> features (B, C, H / stride, W / stride)`` for any H, W that are
+multiples of ``stride``; attributes ``m_per_px``, ``stride``, ``query_ground_size_m``, ``search_radius_m``,
+``mean``, ``std``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from edge_geoloc.models.localizer_xcorr import SiameseFeatures
+from edge_geoloc.models.registry import register_model
+
+
+class MapMatcher(nn.Module):
+    """Shared-weight dense features for north-up frames and map imagery; see the module docstring."""
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 64), stage: int = 2, m_per_px: float = 1.0,
+                 query_ground_size_m: float = 80.0, tile_size_m: float = 120.0, search_radius_m: float = 30.0) -> None:
+        super().__init__()
+        if not 0 <= stage < len(channels):
+            raise ValueError(f"stage must index one of the {len(channels)} feature stages, got {stage}")
+        if not (m_per_px > 0 and query_ground_size_m > 0 and tile_size_m >= query_ground_size_m):
+            raise ValueError("map matcher needs m_per_px > 0 and tile_size_m >= query_ground_size_m > 0, got "
+                             f"{m_per_px}, {tile_size_m}, {query_ground_size_m}")
+        self.features = SiameseFeatures(tuple(channels)).stages[: stage + 1]
+        self.proj = nn.Conv2d(channels[stage], channels[stage], 1)
+        self.stage, self.stride = int(stage), 2 ** int(stage)
+        self.m_per_px, self.query_ground_size_m = float(m_per_px), float(query_ground_size_m)
+        self.tile_size_m, self.search_radius_m = float(tile_size_m), float(search_radius_m)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # InfoNCE temperature (training only)
+
+    @property
+    def query_px(self) -> int:
+        return int(round(self.query_ground_size_m / self.m_per_px))
+
+    @property
+    def tile_px(self) -> int:
+        return int(round(self.tile_size_m / self.m_per_px))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        for stage in self.features:
+            x = stage(x)
+        return self.proj(x)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Checkpoint/export block: one input ``image``, north-up at ``m_per_px``, any size (multiple of stride)."""
+        return {"image": {"mean": list(self.mean), "std": list(self.std), "color_order": "RGB",
+                          "interpolation": "area", "alignment": "north_up", "camera": "nadir",
+                          "m_per_px": self.m_per_px, "stride": self.stride,
+                          "query_ground_size_m": self.query_ground_size_m, "tile_size_m": self.tile_size_m,
+                          "search_radius_m": self.search_radius_m}}
+
+
+def dense_scores(tile_features: torch.Tensor, query_features: torch.Tensor, radius_cells: int) -> torch.Tensor:
+    """(Q, T) best cosine similarity of each query's feature map with each tile's windows whose centre lies within
+    ``radius_cells`` of the tile centre (zero padding outside the tile).
+
+    ``tile_features (T, C, n, n)``, ``query_features (Q, C, k, k)``; one grouped convolution for all pairs.
+    """
+    k, n = query_features.shape[-1], tile_features.shape[-1]
+    q = query_features / (query_features.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-6)
+    pad = max(0, (k + 2 * radius_cells - n + 1) // 2 + 1)
+    tiles = F.pad(tile_features, (pad, pad, pad, pad))
+    dot = F.conv2d(tiles, q)  # (T, Q, m, m)
+    ones = torch.ones(1, 1, k, k, dtype=tiles.dtype, device=tiles.device)
+    energy = F.conv2d((tiles * tiles).sum(1, keepdim=True), ones)
+    cos = dot / torch.sqrt(energy + 1e-6)
+    c = cos.shape[-1] // 2
+    window = cos[:, :, c - radius_cells:c + radius_cells + 1, c - radius_cells:c + radius_cells + 1]
+    return window.amax((2, 3)).T
+
+
+def radius_cells(model: MapMatcher) -> int:
+    return int(round(model.search_radius_m / (model.m_per_px * model.stride)))
+
+
+@register_model("map_matcher_micro", kind="matcher")
+def map_matcher_micro(**kwargs) -> MapMatcher:
+    """CPU learned map matcher: 1 m/px, features every 4 m (16-32-64 channels), 80 m frames in 120 m tiles."""
+    return MapMatcher(**kwargs)

@@ -1,0 +1,103 @@
+"""The learned map matcher: score geometry, the torch-free global search, the training pairs and that it learns."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edge_geoloc.models.map_matcher import MapMatcher, dense_scores
+from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, OnboardPairSampler, training_areas
+from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig, train_map_matcher
+
+
+def texture(size: int, seed: int = 0) -> np.ndarray:
+    """A random smooth RGB texture: every window looks different."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (size, size, 3)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 2.0) * 3 - 255, 0, 255).astype(np.uint8)
+
+
+def pooled_pixels(image: np.ndarray, stride: int = 4) -> np.ndarray:
+    """A stand-in feature network: centred pixels averaged over stride x stride cells."""
+    h, w = image.shape[0] // stride, image.shape[1] // stride
+    cells = image[:h * stride, :w * stride].astype(np.float32).reshape(h, stride, w, stride, 3).mean((1, 3))
+    return (cells / 255.0 - 0.5).transpose(2, 0, 1)
+
+
+def test_whole_map_search_returns_the_position_of_a_cut_out_frame():
+    ortho = texture(240)
+    matcher = LearnedMatcher(ortho, west_m=-120.0, north_m=120.0, map_m_per_px=1.0, features=pooled_pixels,
+                             config=LearnedMatcherConfig(ground_size_m=40.0))
+    # frame of 40 m centred on local (east, north) = (20, -28): pixel rows/cols 128..168 / 120..160
+    frame = ortho[128:168, 120:160]
+    match = matcher.locate(matcher.prepare_aligned(frame))
+    assert match.score == pytest.approx(1.0, abs=1e-4)
+    assert (match.east_m, match.north_m) == pytest.approx((20.0, -28.0))
+    assert match.second_score < match.score
+
+
+def test_prior_window_and_tile_scores_follow_the_frame():
+    ortho = texture(240, seed=1)
+    matcher = LearnedMatcher(ortho, -120.0, 120.0, 1.0, pooled_pixels, LearnedMatcherConfig(ground_size_m=40.0))
+    query = matcher.prepare_aligned(ortho[40:80, 160:200])  # centre (60, 60)
+    near = matcher.locate(query, prior_en=(-60.0, -60.0), radius_m=20.0)  # the truth is outside this window
+    assert max(abs(near.east_m + 60), abs(near.north_m + 60)) <= 20.0 and near.score < 0.9
+    centres = np.array([[-60.0, -60.0], [0.0, 0.0], [60.0, 60.0], [60.0, -60.0]])
+    assert int(np.argmax(matcher.tile_scores(query, centres, radius_m=30.0))) == 2
+
+
+def test_bad_features_are_rejected_with_a_clear_error():
+    with pytest.raises(ValueError, match="NaN"):
+        LearnedMatcher(texture(64), 0.0, 64.0, 1.0, lambda im: np.full((4, 16, 16), np.nan, np.float32),
+                       LearnedMatcherConfig(ground_size_m=32.0))
+    with pytest.raises(ValueError, match="features must be"):
+        LearnedMatcher(texture(64), 0.0, 64.0, 1.0, lambda im: np.zeros((4, 3, 3), np.float32),
+                       LearnedMatcherConfig(ground_size_m=32.0))
+
+
+def test_dense_scores_find_each_frame_in_its_own_tile():
+    tiles = torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    frames = tiles[:, :, 2:12, 4:14]  # each frame is a window of its tile, one cell off the centre
+    scores = dense_scores(tiles, frames, radius_cells=3)
+    assert scores.shape == (3, 3)
+    assert torch.allclose(scores.diagonal(), torch.ones(3), atol=1e-4)
+    assert torch.equal(scores.argmax(dim=1), torch.arange(3))
+    assert dense_scores(tiles, frames, radius_cells=0).diagonal().max() < 0.9  # the window excludes the true offset
+
+
+def test_pairs_are_deterministic_and_cut_as_configured():
+    cfg = OnboardPairConfig(n_areas=2, area_size_m=360.0, places_per_area=4)
+    areas = training_areas(cfg)
+    frames_a, tiles_a = OnboardPairSampler(areas, cfg, seed=3).batch(8)
+    frames_b, tiles_b = OnboardPairSampler(areas, cfg, seed=3).batch(8)
+    assert frames_a.shape == (8, 80, 80, 3) and tiles_a.shape == (8, 120, 120, 3)
+    assert np.array_equal(frames_a, frames_b) and np.array_equal(tiles_a, tiles_b)
+    with pytest.raises(ValueError, match="multiple of places_per_area"):
+        OnboardPairSampler(areas, cfg).batch(6)
+
+
+def test_training_learns_and_the_checkpoint_describes_itself(tmp_path):
+    from edge_geoloc.models.checkpoint import load_model
+
+    batch = 8
+    cfg = MatcherTrainConfig(model_kwargs={"channels": [8, 16, 32]},
+                             pairs=OnboardPairConfig(n_areas=2, area_size_m=360.0, places_per_area=4),
+                             optim=MatcherOptimConfig(batch_size=batch, steps=40, warmup_steps=5, lr=2e-3),
+                             run=MatcherRunConfig(out_dir=str(tmp_path), seed=0, threads=1, log_every=1))
+    train_map_matcher(cfg)
+    losses = np.loadtxt(tmp_path / "metrics.csv", delimiter=",", skiprows=1, usecols=1)
+    assert losses[-10:].mean() < 0.6 * math.log(batch) < losses[:3].mean()  # well below chance, which it started at
+    model, meta = load_model(tmp_path / "final.safetensors", expected_kind="matcher")
+    assert isinstance(model, MapMatcher) and meta.preprocessing["image"]["stride"] == 4
+    assert meta.preprocessing["image"]["query_ground_size_m"] == 80.0
+
+
+def test_pairs_that_differ_from_the_model_stop_before_training(tmp_path):
+    cfg = MatcherTrainConfig(pairs=OnboardPairConfig(n_areas=1, area_size_m=360.0, tile_size_m=100.0),
+                             run=MatcherRunConfig(out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="differ from the model"):
+        train_map_matcher(cfg)
