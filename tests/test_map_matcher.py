@@ -11,7 +11,13 @@ import torch
 
 from edge_geoloc.models.map_matcher import MapMatcher, dense_scores
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
-from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, OnboardPairSampler, training_areas
+from edge_geoloc.sim.onboard_pairs import (
+    AreaPair,
+    OnboardPairConfig,
+    OnboardPairSampler,
+    tilt_rays,
+    training_areas,
+)
 from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig, train_map_matcher
 
 
@@ -69,6 +75,20 @@ def test_dense_scores_find_each_frame_in_its_own_tile():
     assert dense_scores(tiles, frames, radius_cells=0).diagonal().max() < 0.9  # the window excludes the true offset
 
 
+def test_tilted_camera_leans_its_rays_toward_the_given_azimuth():
+    axis = tilt_rays(np.array([0.0, 0.0, -1.0]).reshape(3, 1), math.radians(10), math.radians(90)).ravel()
+    assert axis == pytest.approx([math.sin(math.radians(10)), 0.0, -math.cos(math.radians(10))], abs=1e-9)
+
+
+def test_an_untilted_frame_is_the_capture_under_it():
+    cfg = OnboardPairConfig(n_areas=1, area_size_m=360.0, max_tilt_deg=0.0, heading_sigma_deg=0.0,
+                            altitude_sigma_frac=0.0)
+    area = training_areas(cfg)[0].map
+    frame = OnboardPairSampler([AreaPair(area, area)], cfg, seed=0).frame(area, 20.0, -30.0)
+    patch, _ = area.aerial_patch(20.0, -30.0, 80.0, 80)
+    assert np.corrcoef(frame.ravel(), patch.ravel())[0, 1] > 0.98  # up to the random photometric change
+
+
 def test_pairs_are_deterministic_and_cut_as_configured():
     cfg = OnboardPairConfig(n_areas=2, area_size_m=360.0, places_per_area=4)
     areas = training_areas(cfg)
@@ -86,7 +106,7 @@ def test_training_learns_and_the_checkpoint_describes_itself(tmp_path):
     batch = 8
     cfg = MatcherTrainConfig(model_kwargs={"channels": [8, 16, 32]},
                              pairs=OnboardPairConfig(n_areas=2, area_size_m=360.0, places_per_area=4),
-                             optim=MatcherOptimConfig(batch_size=batch, steps=40, warmup_steps=5, lr=2e-3),
+                             optim=MatcherOptimConfig(batch_size=batch, steps=60, warmup_steps=5, lr=2e-3),
                              run=MatcherRunConfig(out_dir=str(tmp_path), seed=0, threads=1, log_every=1))
     train_map_matcher(cfg)
     losses = np.loadtxt(tmp_path / "metrics.csv", delimiter=",", skiprows=1, usecols=1)

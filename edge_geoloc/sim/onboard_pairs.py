@@ -7,11 +7,12 @@ sees thousands of places instead of the few hundred a rendered tree holds. What 
 (facades and relief displacement at the frame's edges) is exactly what the benchmarks test on: their queries
 are rendered frames (:mod:`edge_geoloc.sim.onboard_tree`), aligned as the runtime aligns them.
 
-Per pair: a tile of ``tile_size_m`` centred anywhere in the area (north-up map, its condition); a frame centre
-within ``offset_m`` of the tile centre; the frame is ``query_ground_size_m`` of the capture, rotated by the
-heading sensor's residual error and scaled by the height sensor's, recorded by the capture's camera (sensor
-blur, noise and response in metres, as :meth:`Area.record_view` applies them) and given random photometric changes
-(:func:`edge_geoloc.sim.photometric.random_photometric`). A batch takes ``places_per_area`` tiles from each of
+Per pair: a tile of ``tile_size_m`` centred anywhere in the area (north-up map, its condition); the point
+below the drone within ``offset_m`` of the tile centre; the frame is ``query_ground_size_m`` of the capture as
+the runtime's alignment cuts it from a camera up to ``max_tilt_deg`` off nadir (flat ground), with the heading
+sensor's residual rotation and the height sensor's residual scale, recorded by the capture's camera (sensor
+blur, noise and response in metres, as :meth:`Area.record_view` applies them) and given random photometric
+changes (:func:`edge_geoloc.sim.photometric.random_photometric`). A batch takes ``places_per_area`` tiles from each of
 several areas at least ``min_spacing_m`` apart, so its negatives include neighbours of the same town.
 """
 
@@ -41,6 +42,8 @@ class OnboardPairConfig:
     offset_m: float = 30.0  # frame centre within this of the tile centre, each axis (half of build-index's stride)
     heading_sigma_deg: float = 2.0
     altitude_sigma_frac: float = 0.01
+    max_tilt_deg: float = 10.0  # camera off nadir, as the rendered flights (sim/onboard_tree.py)
+    height_m: float = 100.0  # nominal height above ground (flat ground: it sets only the tilt's ground offset)
     places_per_area: int = 8
     min_spacing_m: float = 60.0
 
@@ -118,15 +121,31 @@ class OnboardPairSampler:
         return self.frame(pair.flight, float(east), float(north)), tile
 
     def frame(self, flight: Area, east: float, north: float) -> np.ndarray:
-        """The flight's north-up frame around a point, with the sensors' residual rotation and scale errors."""
+        """The frame the runtime would produce over the point below the drone at ``(east, north)``: the camera
+        tilted off nadir in a random direction, the alignment's residual heading and scale errors (flat ground)."""
         c, q = self.cfg, self.query_px
-        wide = int(math.ceil(q * math.sqrt(2))) + 2
+        grid = (np.arange(q) + 0.5 - q / 2) * c.gsd_m  # metres across the aligned frame at the nominal scale
+        x, y = np.meshgrid(grid, -grid)  # east to the right, north up
+        turn = math.radians(self.rng.normal(0.0, c.heading_sigma_deg))
         scale = 1.0 + self.rng.normal(0.0, c.altitude_sigma_frac)
-        patch, _ = flight.aerial_patch(east, north, wide * c.gsd_m * scale, wide)
-        turn = cv2.getRotationMatrix2D(((wide - 1) / 2, (wide - 1) / 2), self.rng.normal(0.0, c.heading_sigma_deg), 1.0)
-        patch = cv2.warpAffine(patch, turn, (wide, wide), flags=cv2.INTER_LINEAR)
-        o = (wide - q) // 2
-        frame = np.ascontiguousarray(patch[o:o + q, o:o + q])
+        rays = np.stack([scale * (math.cos(turn) * x - math.sin(turn) * y) / c.height_m,
+                         scale * (math.sin(turn) * x + math.cos(turn) * y) / c.height_m, -np.ones_like(x)])
+        rays = tilt_rays(rays, math.radians(self.rng.uniform(0.0, c.max_tilt_deg)), self.rng.uniform(0, 2 * math.pi))
+        ground_e = east + c.height_m * rays[0] / -rays[2]
+        ground_n = north + c.height_m * rays[1] / -rays[2]
+        rows, cols = flight.local_to_pixel(ground_e, ground_n)
+        frame = cv2.remap(flight.ortho, (cols - 0.5).astype(np.float32), (rows - 0.5).astype(np.float32),
+                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if flight.view_sensor is not None:  # the capture's camera, with this sampler's noise (deterministic per seed)
             frame = apply_sensor(frame, flight.view_sensor, c.gsd_m, self.rng)
         return random_photometric(frame, self.rng)
+
+
+def tilt_rays(rays: np.ndarray, tilt_rad: float, toward_rad: float) -> np.ndarray:
+    """Rays ``(3, ...)`` (east, north, up) of a nadir camera, rotated so the optical axis leans ``tilt_rad`` off
+    nadir toward the azimuth ``toward_rad`` (clockwise from north); Rodrigues' formula about a horizontal axis."""
+    d_e, d_n = math.sin(toward_rad), math.cos(toward_rad)
+    axis = np.array([d_n, -d_e, 0.0]).reshape(3, *([1] * (rays.ndim - 1)))
+    cross = np.cross(axis, rays, axis=0)
+    dot = (axis * rays).sum(axis=0, keepdims=True)
+    return rays * math.cos(tilt_rad) + cross * math.sin(tilt_rad) + axis * dot * (1 - math.cos(tilt_rad))
