@@ -242,6 +242,8 @@ def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
     out["ms_per_query"] = 1e3 * (time.perf_counter() - started) / max(1, len(top))
     finite = np.array(errors)
     out["global_within_10m"] = 100 * float(np.mean(finite < 10.0))
+    out["global_within_25m"] = 100 * float(np.mean(finite < 25.0))  # the camera's tilt (up to 10 deg) shifts the
+    # frame's centre up to 23 m from the point below the drone; the runtime has no attitude to undo it here
     out["global_median_error_m"] = float(np.median(finite))
     return out
 
@@ -275,8 +277,8 @@ def summarize_seeds(per_seed: dict, ncc: dict) -> dict:
         out[name] = {"r1_contains_mean": float(values.mean()), "r1_contains_std": float(values.std(ddof=1))
                      if len(values) > 1 else 0.0, "minus_ncc_per_seed": (values - ncc[name]["r1_contains"]).tolist(),
                      "r1_nearest_mean": float(np.mean([r[name]["r1_nearest"] for r in per_seed.values()])),
-                     "global_within_10m_mean": float(np.mean([r[name]["global_within_10m"]
-                                                              for r in per_seed.values()]))}
+                     **{f"global_within_{d}m_mean": float(np.mean([r[name][f"global_within_{d}m"]
+                                                                   for r in per_seed.values()])) for d in (10, 25)}}
     return out
 
 
