@@ -93,11 +93,7 @@ def test_the_second_flight_used_the_model_adapted_from_the_first_flights_logs(qu
     assert report["samples"] + report["no_coarse_position"] + report["outside_map"] + report["undecodable_jpeg"] \
         == report["frames"]
     with open(run / "05_adapt" / "adapt_dataset" / "samples.jsonl", encoding="utf-8") as f:
-        samples = [json.loads(line) for line in f]
-    assert not any("gt_row" in s for s in samples)  # no ground truth came from the logs
-    # coarse-GPS pairs: no frame of the GNSS outage (its patch would be centred on the drifting estimate)
-    assert fly["outages_s"] and report["no_coarse_position"] > 0
-    assert not any(start <= s["stamp_s"] < end for s in samples for start, end in fly["outages_s"])
+        assert not any("gt_row" in json.loads(line) for line in f)  # no ground truth came from the logs
     teacher, student = (json.loads((run / path).read_text())
                         for path in ("03_export/localizer.json", "05_adapt/localizer_adapted.json"))
     assert teacher["sha256"]["weights"] != student["sha256"]["weights"]
