@@ -215,3 +215,22 @@ def test_global_search_builder_reads_the_raster_and_builds_each_kind(map_tif, pi
     for searcher in (ncc, learned):
         match = searcher.locate(searcher.prepare(frame, 0.0, 40.0, 90.0))
         assert math.hypot(match.east_m - UTM_WEST - 100.0, match.north_m - UTM_NORTH + 60.0) <= 4.0, searcher
+
+
+def test_cli_exports_a_trained_style_checkpoint_and_plans_its_engine(matcher, tmp_path, capsys):
+    from edge_geoloc.export import cli, engine_cli
+
+    from edge_geoloc.models.checkpoint import save_model
+
+    ckpt = save_model(matcher, tmp_path / "final.safetensors", extra={"steps": 0})
+    out = tmp_path / "models" / "matcher.onnx"
+    assert cli.main(["--checkpoint", str(ckpt), "--out", str(out), "--no-simplify", "--set",
+                     "parity.random_samples=1", "--set", "parity.real_samples=3", "--set",
+                     "parity.matcher_block_hw=[128,96]"]) == 0
+    side = json.loads(sidecar_path(out).read_text())
+    assert side["kind"] == "matcher" and side["source"]["checkpoint"] == "final.safetensors"
+    assert side["preprocessing"]["image"]["stride"] == 4 and side["tensorrt_audit"]["ok"]
+    capsys.readouterr()
+    assert engine_cli.main([str(out), "--dry-run", "--max-hw", "2048,1536"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["profiles"]["image"] == [[1, 3, 32, 32], [1, 3, 80, 80], [1, 3, 2048, 1536]]
