@@ -86,6 +86,7 @@ class InputPreprocessing:
     stride: int | None = None  # map matcher: input pixels per feature cell (inputs are multiples of it)
     tile_size_m: float | None = None  # map matcher: ground size of the tiles it was trained to search
     search_radius_m: float | None = None  # map matcher: search radius around a tile centre it was trained with
+    receptive_field_px: int | None = None  # map matcher: input px either side of a cell that can change it
 
     def __post_init__(self) -> None:
         if self.color_order not in COLOR_ORDERS:

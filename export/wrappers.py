@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from edge_geoloc.export.sidecar import InputPreprocessing, ModelDescription, TensorSpec
 from torch import nn
@@ -108,7 +109,25 @@ def _matcher_prep(model: nn.Module, overrides: dict[str, Any]) -> InputPreproces
     return InputPreprocessing(size_hw=(frame_px, frame_px), mean=tuple(float(v) for v in model.mean),
                               std=tuple(float(v) for v in model.std), ground_size_m=float(model.query_ground_size_m),
                               m_per_px=float(model.m_per_px), stride=stride, tile_size_m=float(model.tile_size_m),
-                              search_radius_m=float(model.search_radius_m), **known)
+                              search_radius_m=float(model.search_radius_m),
+                              receptive_field_px=receptive_field_px(model, stride), **known)
+
+
+def receptive_field_px(model: nn.Module, stride: int, size_px: int = 256) -> int:
+    """Measured reach of a fully convolutional model: input pixels on either side of a feature cell that can
+    change it (perturb the centre pixel, see which cells move). The runtime extracts features of a large map
+    block by block with this much overlap, so the stitched features equal those of one pass."""
+    x = torch.randn(1, 3, size_px, size_px, generator=torch.Generator().manual_seed(0))
+    bumped = x.clone()
+    bumped[..., size_px // 2, size_px // 2] += 10.0
+    with torch.no_grad():
+        moved = (model(bumped) - model(x)).abs().amax(dim=1)[0] > 0  # (h, w) cells that changed
+    rows, cols = np.nonzero(moved.numpy())
+    centre = size_px // 2 // stride  # the cell over the bumped pixel
+    reach = (int(max(np.abs(rows - centre).max(), np.abs(cols - centre).max())) + 1) * stride  # rounded up a cell
+    if reach >= size_px // 2:
+        raise ValueError(f"the matcher's receptive field reaches the {size_px} px probe's border; it is not local")
+    return reach
 
 
 def _input_overrides(preprocessing: dict[str, Any], input_name: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from edge_geoloc.runtime.learned_matcher import (
     BackendFeatures,
     LearnedMatcher,
     LearnedMatcherConfig,
+    block_windows,
     load_matcher_features,
 )
 from edge_geoloc.runtime.map_search import build_global_search, read_map
@@ -157,6 +158,15 @@ def _torch_features(model: MapMatcher, adapter: BackendFeatures):
             return model(torch.from_numpy(normalise_image(image, adapter.prep)))[0].numpy()
 
     return features
+
+
+def test_blockwise_features_of_a_large_map_equal_one_pass(matcher_onnx):
+    whole = load_matcher_features(matcher_onnx.onnx_path)
+    assert whole.prep.receptive_field_px == 12  # measured at export: 3x3 convs at strides 1, 1, 2, 1, 2, 1
+    blocks = BackendFeatures(whole.backend, max_block_hw=(96, 128))  # as a TensorRT profile would bound it
+    image = texture(240, 200, seed=5)
+    np.testing.assert_allclose(blocks(image), whole(image), rtol=1e-4, atol=1e-5)
+    assert blocks.margin_px == 16 and len(block_windows(240, 96, 16)) == 4
 
 
 def test_features_adapter_refuses_other_models_and_incomplete_sidecars(matcher_onnx, tmp_path):

@@ -378,8 +378,14 @@ def test_matcher_engine_rebinds_for_each_size_inside_its_profile(fake_trt, match
         assert out.shape == (2, hw[0] // 4, hw[1] // 4)
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
         assert [c[0] for c in CALLS][:3] == (["push", "free", "free"] if rebinds else ["push", "htod", "execute"])
-    with pytest.raises(ValueError, match=r"exceeds the engine's profile \(512 x 512\).*--max-hw 1024,64"):
-        features(np.zeros((1024, 64, 3), np.uint8))
+    tall = rng.integers(0, 256, (1200, 64, 3), dtype=np.uint8)  # beyond the 512 px profile: blocks of 512 x 64
+    CALLS.clear()
+    np.testing.assert_allclose(features(tall), fake_engine_output(normalise_image(tall, features.prep),
+                                                                  "features")[0], rtol=1e-5, atol=1e-6)
+    assert [c[0] for c in CALLS].count("execute") == 3 and features.backend._shapes["image"] == (1, 3, 512, 64)
+    features.margin_px = None  # as for a sidecar without a measured receptive field
+    with pytest.raises(ValueError, match=r"exceeds the engine's profile \(512 x 512\).*--max-hw 1200,64"):
+        features(tall)
     with pytest.raises(ValueError, match="outside the engine's profile.*--min-hw"):
         features.backend.run({"image": np.zeros((1, 3, 16, 16), np.float32)})
 

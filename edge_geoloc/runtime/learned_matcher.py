@@ -205,29 +205,67 @@ class BackendFeatures:
     """The ``features`` callable of :class:`LearnedMatcher` over an exported matcher in any backend.
 
     The image is normalised with the sidecar's mean/std and never resized (it is already north-up at the
-    model's ``m_per_px``); its sides must be multiples of the stride. A TensorRT engine also bounds the size
-    to its optimisation profile (``edge-geoloc build-engine --max-hw``).
+    model's ``m_per_px``); its sides must be multiples of the stride. An image larger than ``max_block_hw`` (by
+    default a TensorRT engine's ``--max-hw`` profile; no limit for ONNX Runtime) is processed in overlapping
+    blocks of that size whose borders are cut back by the model's measured receptive field
+    (``receptive_field_px`` in the sidecar), so the stitched features equal one pass over the whole image.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, max_block_hw: tuple[int, int] | None = None) -> None:
         source = getattr(backend, "path", repr(backend))
         self.prep = matcher_preprocessing(backend.sidecar, source)
         if backend.output_names != ["features"]:
             raise ArtifactError(f"{source}: a matcher has one output 'features', this one has {backend.output_names}")
         self.backend, self.stride = backend, int(self.prep.stride)
         profile = backend.sidecar.get("engine", {}).get("profiles", {}).get("image")
-        self.max_hw = tuple(profile[2][2:]) if profile else None
+        self.max_hw = tuple(max_block_hw or (profile[2][2:] if profile else ())) or None
+        reach = self.prep.receptive_field_px
+        self.margin_px = None if reach is None else (-(-int(reach) // self.stride) + 1) * self.stride
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
         h, w = np.shape(image_rgb)[:2]
         if h % self.stride or w % self.stride:
             raise ValueError(f"matcher input of {h} x {w} px: both sides must be multiples of its stride "
                              f"{self.stride}")
-        if self.max_hw is not None and (h > self.max_hw[0] or w > self.max_hw[1]):
+        if self.max_hw is None or (h <= self.max_hw[0] and w <= self.max_hw[1]):
+            return self._run(image_rgb)
+        return self._blockwise(image_rgb)
+
+    def _run(self, image_rgb: np.ndarray) -> np.ndarray:
+        return self.backend.run({"image": normalise_image(image_rgb, self.prep)})["features"][0]  # (C, h, w)
+
+    def _blockwise(self, image_rgb: np.ndarray) -> np.ndarray:
+        h, w = image_rgb.shape[:2]
+        margin, s = self.margin_px, self.stride
+        if margin is None or min(self.max_hw) <= 2 * margin:
             raise ValueError(f"matcher input of {h} x {w} px exceeds the engine's profile ({self.max_hw[0]} x "
-                             f"{self.max_hw[1]}); rebuild it with `edge-geoloc build-engine --max-hw {h},{w}`")
-        features = self.backend.run({"image": normalise_image(image_rgb, self.prep)})["features"]
-        return features[0]  # (C, H / stride, W / stride)
+                             f"{self.max_hw[1]}) and cannot be split into blocks (receptive field "
+                             f"{self.prep.receptive_field_px} px); rebuild with `edge-geoloc build-engine --max-hw "
+                             f"{h},{w}`")
+        rows, cols = block_windows(h, self.max_hw[0], margin), block_windows(w, self.max_hw[1], margin)
+        out: np.ndarray | None = None
+        for (r0, r1, a0, a1) in rows:
+            for (c0, c1, b0, b1) in cols:
+                feats = self._run(image_rgb[a0:a1, b0:b1])
+                if out is None:
+                    out = np.empty((feats.shape[0], h // s, w // s), np.float32)
+                out[:, r0 // s:r1 // s, c0 // s:c1 // s] = feats[:, (r0 - a0) // s:(r1 - a0) // s,
+                                                                 (c0 - b0) // s:(c1 - b0) // s]
+        return out
+
+
+def block_windows(size: int, block: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Cover ``[0, size)`` with windows of ``block`` px (fewer if the image is smaller): ``(core_start, core_end,
+    window_start, window_end)``, each core at least ``margin`` px inside its window unless at the image's edge."""
+    if size <= block:
+        return [(0, size, 0, size)]
+    core = block - 2 * margin
+    out = []
+    for start in range(0, size, core):
+        end = min(size, start + core)
+        window = min(max(0, start - margin), size - block)
+        out.append((start, end, window, window + block))
+    return out
 
 
 def load_matcher_features(path: str | Path, backend_kind: str = "auto", device: str = "cpu") -> BackendFeatures:
