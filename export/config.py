@@ -30,10 +30,13 @@ class ParityConfig:
     argmax_radius_px: float = 0.0
     excuse_ties: bool = True
     seed: int = 0
+    matcher_block_hw: tuple[int, int] = (256, 192)
 
     def __post_init__(self) -> None:
         if self.real_samples < 3:
             raise ValueError(f"real_samples must be >= 3 (top-1 agreement needs a gallery), got {self.real_samples}")
+        if len(self.matcher_block_hw) != 2 or min(self.matcher_block_hw) < 1:
+            raise ValueError(f"matcher_block_hw must be two positive ints (H, W), got {self.matcher_block_hw}")
 
 
 INT8_PARITY = ParityConfig(check_elements=False, real_samples=12, min_task_agreement=0.75, top_k=3,
@@ -85,6 +88,9 @@ class EngineConfig:
     Ampere+), so they match ONNX Runtime to ~1e-5; set it for speed when that parity is not needed.
     ``strongly_typed_qdq``: a Q/DQ ONNX on TensorRT 10 is built weakly typed with INT8 + FP16, so layers outside
     the Q/DQ pairs may run in FP16; set it to keep every such layer in the ONNX's fp32.
+    ``min_hw`` / ``opt_hw`` / ``max_hw``: the profile of an input whose height and width are dynamic (the map
+    matcher): ``opt_hw`` defaults to the size its sidecar records (the camera frame, the per-frame call), ``max_hw``
+    bounds the map blocks the engine accepts.
     """
 
     precision: Literal["fp32", "fp16", "int8", "best"] = "fp16"
@@ -100,8 +106,15 @@ class EngineConfig:
     version_compatible: bool = False
     dla_core: int = -1
     force: bool = False
+    min_hw: tuple[int, int] = (32, 32)
+    opt_hw: tuple[int, int] | None = None
+    max_hw: tuple[int, int] = (1024, 1024)
 
     def __post_init__(self) -> None:
+        sizes = [self.min_hw, self.max_hw] + ([self.opt_hw] if self.opt_hw is not None else [])
+        if any(len(hw) != 2 or min(hw) < 1 for hw in sizes):
+            raise ValueError(f"min_hw, opt_hw and max_hw must be two positive ints (H, W), got {self.min_hw}, "
+                             f"{self.opt_hw}, {self.max_hw}")
         if not 1 <= self.opt_batch <= self.max_batch:
             raise ValueError(f"need 1 <= opt_batch <= max_batch, got opt_batch={self.opt_batch}, "
                              f"max_batch={self.max_batch}")

@@ -6,6 +6,7 @@ Examples::
     edge-geoloc build-engine models/retrieval.onnx --precision int8 --calib logs/frames/     # TensorRT 10
     edge-geoloc build-engine models/retrieval.int8.onnx --precision int8                  # Q/DQ (10 or 11)
     edge-geoloc build-engine models/loc.onnx --dry-run --trt-version 10.3                 # plan only, anywhere
+    edge-geoloc build-engine models/matcher.onnx --precision fp16 --max-hw 1024,1024      # dynamic height/width
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16", "int8", "best"], default="fp16")
     p.add_argument("--max-batch", type=int, default=1, help="largest batch (needs a --dynamic-batch export)")
     p.add_argument("--opt-batch", type=int, default=1, help="batch size TensorRT tunes for")
+    p.add_argument("--min-hw", type=_hw, default=(32, 32), help="H,W: smallest input of a model with dynamic "
+                   "height and width (the map matcher); default 32,32")
+    p.add_argument("--opt-hw", type=_hw, help="H,W TensorRT tunes for (default: the size the sidecar records, "
+                   "the camera frame)")
+    p.add_argument("--max-hw", type=_hw, default=(1024, 1024), help="H,W: largest input (map blocks); default "
+                   "1024,1024")
     p.add_argument("--workspace-mb", type=int, default=1024)
     p.add_argument("--optimization-level", type=int, default=3, help="builder optimisation level 0..5")
     p.add_argument("--timing-cache", type=Path, help="timing cache file, reused and updated across builds "
@@ -44,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hw(text: str) -> tuple[int, int]:
+    """``"256,192"`` (or ``256x192``) -> ``(256, 192)``."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH such as 256,192, got {text!r}") from err
+    return h, w
+
+
 def _config(args: argparse.Namespace):
     from edge_geoloc.export.config import EngineConfig
 
@@ -53,7 +70,8 @@ def _config(args: argparse.Namespace):
                         timing_cache=timing, calibration_dir=Path(args.calib) if args.calib else None,
                         calibration_images=args.calib_images, allow_tf32=args.allow_tf32,
                         strongly_typed_qdq=args.strongly_typed, version_compatible=args.version_compatible,
-                        dla_core=args.dla_core, force=args.force)
+                        dla_core=args.dla_core, force=args.force, min_hw=args.min_hw, opt_hw=args.opt_hw,
+                        max_hw=args.max_hw)
 
 
 def dry_run(onnx_path: Path, cfg, trt_version: str) -> dict:

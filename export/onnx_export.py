@@ -1,4 +1,5 @@
-"""PyTorch -> ONNX: legacy TorchScript exporter (``dynamo=False``), opset 17+, static shapes by default.
+"""PyTorch -> ONNX: legacy TorchScript exporter (``dynamo=False``), opset 17+, static shapes by default (a
+dynamic batch on request; a map matcher's height and width are always dynamic).
 
 The file is written into a staging folder, checked (``onnx.checker``), optionally simplified (onnxslim or
 onnxsim when installed), described by a JSON sidecar and passed through the parity gate; only then is it moved
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 from edge_geoloc.export.config import ExportConfig, ParityConfig
 from edge_geoloc.export.parity import ParityError, run_parity
-from edge_geoloc.export.samples import random_feeds, real_feeds
+from edge_geoloc.export.samples import matcher_pair_feeds, random_feeds, real_feeds
 from edge_geoloc.export.sidecar import ModelDescription, build_sidecar, sidecar_path, write_sidecar
-from edge_geoloc.export.wrappers import example_inputs, wrap_for_export
+from edge_geoloc.export.wrappers import example_inputs, trace_hw, wrap_for_export
 from torch import nn
 
 from edge_geoloc.artifacts import package_versions, read_checkpoint_meta, sha256_file
@@ -100,17 +101,24 @@ def _torch_to_onnx(wrapper: nn.Module, desc: ModelDescription, path: Path, cfg: 
 
     names_in = [t.name for t in desc.inputs]
     names_out = [t.name for t in desc.outputs]
-    dynamic = {n: {0: "batch"} for n in names_in + names_out} if cfg.dynamic_batch else None
+    example = example_inputs(desc.inputs, hw=trace_hw(desc.inputs, desc.preprocessing))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning / TracerWarnings
-        torch.onnx.export(wrapper, example_inputs(desc.inputs), str(path), input_names=names_in,
-                          output_names=names_out, opset_version=cfg.opset, dynamic_axes=dynamic,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(wrapper, example, str(path), input_names=names_in, output_names=names_out,
+                          opset_version=cfg.opset, dynamic_axes=dynamic_axes(desc), do_constant_folding=True,
+                          dynamo=False)
     model, tool = simplify_onnx(onnx.load(str(path))) if cfg.simplify else (onnx.load(str(path)), None)
     onnx.checker.check_model(model, full_check=True)
     _set_metadata(model, desc)
     onnx.save(model, str(path))
     return tool
+
+
+def dynamic_axes(desc: ModelDescription) -> dict[str, dict[int, str]] | None:
+    """``{tensor: {axis: symbolic name}}`` of every symbolic dim the description declares (None: all static)."""
+    axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in (*desc.inputs,
+                                                                                         *desc.outputs)}
+    return {name: dims for name, dims in axes.items() if dims} or None
 
 
 def _set_metadata(model: Any, desc: ModelDescription) -> None:
@@ -159,13 +167,21 @@ def _gate(wrapper: nn.Module, onnx_path: Path, cfg: ExportConfig) -> dict[str, A
 
 
 def parity_report(reference: Any, candidate: Any, cfg: ParityConfig, dynamic_batch: bool = False) -> dict[str, Any]:
-    """Gate ``candidate`` against ``reference`` on random inputs (+ batch 2 if dynamic) and synthetic images."""
+    """Gate ``candidate`` against ``reference`` on random inputs (+ batch 2 if dynamic) and synthetic images; a
+    map matcher at two input sizes (its frame and ``cfg.matcher_block_hw``), its task on (frame, map block)
+    pairs."""
     sidecar = reference.sidecar
+    matcher = sidecar["kind"] == "matcher"
     feeds = random_feeds(sidecar, cfg.random_samples, cfg.seed)
+    if matcher:
+        feeds += random_feeds(sidecar, cfg.random_samples, cfg.seed + 2, hw=cfg.matcher_block_hw)
     if dynamic_batch:
         feeds += random_feeds(sidecar, 1, cfg.seed + 1, batch=2)
     task_from = len(feeds)
-    feeds += real_feeds(sidecar, cfg.real_samples, cfg.seed)
+    if matcher:
+        feeds += matcher_pair_feeds(sidecar, cfg.real_samples, cfg.matcher_block_hw, cfg.seed)
+    else:
+        feeds += real_feeds(sidecar, cfg.real_samples, cfg.seed)
     report = run_parity(reference, candidate, feeds, cfg, task_from)
     report["config"] = dataclasses.asdict(cfg)
     return report

@@ -2,8 +2,10 @@
 
 Numbers: per output max absolute / relative error and the fraction of elements failing Polygraphy's rule
 (``|a-b| > atol and |a-b| > rtol*|b|``). Task: retrieval -> the same top-1 tile among the sample set;
-localizer -> the same heat-map argmax. A task disagreement is excused only when the reference itself cannot
-tell the two answers apart within the measured numerical error (a tie), so a real flip always counts.
+localizer -> the same heat-map argmax; map matcher -> the same best position of each frame in its map block
+(cosine score map of the frame's features over the block's, as the runtime's global search computes it). A task
+disagreement is excused only when the reference itself cannot tell the two answers apart within the measured
+numerical error (a tie), so a real flip always counts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from edge_geoloc.export.config import ParityConfig
+
+from edge_geoloc.runtime.learned_matcher import cosine_score_map
 
 logger = logging.getLogger(__name__)
 
@@ -94,20 +98,35 @@ def compare_runs(kind: str, reference: Sequence[Mapping[str, np.ndarray]],
                  task_from: int = 0) -> dict[str, Any]:
     """Compare two lists of output dicts; samples from index ``task_from`` on feed the task check."""
     report: dict[str, Any] = {"samples": len(reference), "outputs": {}}
+    wrong_shapes = _shape_mismatches(reference, candidate)
+    if wrong_shapes:
+        return {**report, "task": {"agreement": 0.0, "raw_agreement": 0.0}, "failures": wrong_shapes,
+                "passed": False}
     for name in reference[0]:
-        ref = np.concatenate([r[name] for r in reference])
-        cand = np.concatenate([c[name] for c in candidate])
+        ref = np.concatenate([r[name].ravel() for r in reference])  # samples may differ in size (matcher)
+        cand = np.concatenate([c[name].ravel() for c in candidate])
         report["outputs"][name] = element_errors(ref, cand, cfg.atol, cfg.rtol)
     task_ref, task_cand = reference[task_from:], candidate[task_from:]
     if kind == "retrieval":
         report["task"] = top1_agreement(_stack(task_ref, "embedding"), _stack(task_cand, "embedding"), cfg.top_k,
                                         cfg.excuse_ties)
+    elif kind == "matcher":
+        report["task"] = argmax_agreement(_pair_scores(task_ref), _pair_scores(task_cand), cfg.argmax_radius_px,
+                                          cfg.excuse_ties)
     else:
         report["task"] = argmax_agreement(_stack(task_ref, "heatmap"), _stack(task_cand, "heatmap"),
                                           cfg.argmax_radius_px, cfg.excuse_ties)
     report["failures"] = parity_failures(report, cfg)
     report["passed"] = not report["failures"]
     return report
+
+
+def _shape_mismatches(reference: Sequence[Mapping[str, np.ndarray]],
+                      candidate: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
+    """An output whose shape differs from the reference's (e.g. a size baked in at tracing) fails outright."""
+    return [f"{name}: sample {i} has shape {list(c[name].shape)}, the reference {list(r[name].shape)}"
+            for i, (r, c) in enumerate(zip(reference, candidate, strict=True)) for name in r
+            if r[name].shape != c[name].shape]
 
 
 def parity_failures(report: Mapping[str, Any], cfg: ParityConfig) -> list[str]:
@@ -132,10 +151,18 @@ def run_parity(reference_backend: Any, candidate_backend: Any, feeds: Sequence[M
     ref = [reference_backend.run(f) for f in feeds]
     cand = [candidate_backend.run(f) for f in feeds]
     report = compare_runs(reference_backend.kind, ref, cand, cfg, task_from)
-    worst = max(report["outputs"].values(), key=lambda e: e["max_abs"])
+    worst = max((e["max_abs"] for e in report["outputs"].values()), default=float("nan"))
     logger.info("parity %s: worst max abs %.3g, task agreement %.2f", "passed" if report["passed"] else "FAILED",
-                worst["max_abs"], report["task"]["agreement"])
+                worst, report["task"]["agreement"])
     return report
+
+
+def _pair_scores(runs: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """``(N, h, w)`` score maps of the (frame, block) pairs ``runs[0:2], runs[2:4], ...`` (matcher parity)."""
+    if len(runs) % 2:
+        raise ValueError(f"matcher parity runs come in (frame, block) pairs, got {len(runs)} runs")
+    return np.stack([cosine_score_map(block["features"][0], frame["features"][0])
+                     for frame, block in zip(runs[0::2], runs[1::2], strict=True)]).astype(np.float64)
 
 
 def _stack(runs: Sequence[Mapping[str, np.ndarray]], name: str) -> np.ndarray:

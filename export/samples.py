@@ -3,7 +3,9 @@
 "Random" inputs are standard-normal tensors. "Real" inputs are images of the synthetic world
 (``edge_geoloc.sim``: orthophoto patches around random points, a smaller patch as the drone/query view),
 preprocessed exactly as the runtime would with the sidecar; if the synthetic world cannot be imported, smooth
-multi-scale noise textures stand in (logged).
+multi-scale noise textures stand in (logged). A map matcher's "real" inputs come in (frame, map block) pairs: a
+block of the map at the matcher's resolution and a frame cut out of it, neither resized (the runtime does not
+resize matcher inputs either).
 """
 
 from __future__ import annotations
@@ -14,17 +16,43 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from edge_geoloc.export.sidecar import input_preprocessing, tensor_specs
+from edge_geoloc.export.sidecar import input_preprocessing, input_shape, tensor_specs
 
 logger = logging.getLogger(__name__)
 
 
-def random_feeds(sidecar: Mapping[str, Any], count: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """``count`` dicts of standard-normal float32 inputs of the sidecar's shapes."""
+def random_feeds(sidecar: Mapping[str, Any], count: int, seed: int = 0, batch: int = 1,
+                 hw: tuple[int, int] | None = None) -> list[dict[str, np.ndarray]]:
+    """``count`` dicts of standard-normal float32 inputs of the sidecar's shapes (an input of dynamic size at
+    ``hw``, by default the size its preprocessing records)."""
     rng = np.random.default_rng(seed)
     specs = tensor_specs(sidecar, "inputs")
-    return [{t.name: rng.standard_normal(t.concrete_shape(batch)).astype(np.float32) for t in specs}
+    shapes = [t.concrete_shape(batch, hw) if hw is not None and t.dynamic_hw else input_shape(sidecar, t, batch)
+              for t in specs]
+    return [{t.name: rng.standard_normal(shape).astype(np.float32) for t, shape in zip(specs, shapes, strict=True)}
             for _ in range(count)]
+
+
+def matcher_pair_feeds(sidecar: Mapping[str, Any], count: int, block_hw: tuple[int, int],
+                       seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``2 * count`` feeds of a map matcher: frame, then the map block it was cut from, for each pair."""
+    from edge_geoloc.runtime.backends.base import normalise_image
+
+    prep = input_preprocessing(sidecar, "image")
+    frame_h, frame_w = prep.size_hw
+    block_h, block_w = block_hw
+    stride = prep.stride or 1
+    if block_h < frame_h or block_w < frame_w or block_h % stride or block_w % stride:
+        raise ValueError(f"the matcher's parity block {tuple(block_hw)} must be at least its frame {prep.size_hw} "
+                         f"and a multiple of its stride {stride}")
+    rng = np.random.default_rng(seed + 2)
+    feeds = []
+    for _, aerial in synthetic_pairs(count, seed, px=max(block_hw)):
+        block = aerial[:block_h, :block_w]
+        row, col = int(rng.integers(block_h - frame_h + 1)), int(rng.integers(block_w - frame_w + 1))
+        frame = block[row:row + frame_h, col:col + frame_w]
+        feeds += [{"image": normalise_image(frame, prep)}, {"image": normalise_image(block, prep)}]
+    return feeds
 
 
 def real_feeds(sidecar: Mapping[str, Any], count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:

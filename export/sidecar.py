@@ -7,11 +7,14 @@ runtime builds its preprocessing and checks its inputs from the sidecar alone, n
 Top-level keys (``schema_version`` 1)::
 
     format            "edge_geoloc.sidecar"
-    kind              "retrieval" | "localizer"
+    kind              "retrieval" | "localizer" | "matcher"
     artifact          file name of the model file the sidecar describes
     model             {"name", "kwargs", "config"}   (registry name and constructor overrides)
-    inputs / outputs  [{"name", "shape" (ints, "batch" for a dynamic batch), "dtype"}, ...]
-    preprocessing     {input_name: {"size_hw", "mean", "std", "color_order", "interpolation", "scale", "layout"}}
+    inputs / outputs  [{"name", "shape" (ints; "batch" for a dynamic batch, "height"/"width" for a dynamic input
+                      size, e.g. the map matcher's; "height/4" names an output dim that follows it), "dtype"}, ...]
+    preprocessing     {input_name: {"size_hw", "mean", "std", "color_order", "interpolation", "scale", "layout",
+                      and where they apply "alignment", "camera", "ground_size_m", "m_per_px", "stride", ...}}
+                      (for an input of dynamic size, ``size_hw`` is the size it is made for and traced at)
     precision         "fp32" | "int8-qdq" | "fp16" | "int8" | "best"
     opset             ONNX opset (absent for a PyTorch reference)
     sha256            {"artifact": hash of the model file, "weights": hash of the state dict, "checkpoint": ...}
@@ -33,6 +36,7 @@ SIDECAR_FORMAT = "edge_geoloc.sidecar"
 SIDECAR_VERSION = 1
 COLOR_ORDERS = ("RGB", "BGR")
 INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
+DYNAMIC_HW = ("height", "width")  # symbolic dims of an input whose size is free (fully convolutional models)
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,18 @@ class TensorSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
         return cls(str(data["name"]), tuple(data["shape"]), str(data.get("dtype", "float32")))
 
-    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
-        """The shape with every symbolic dim replaced by ``batch`` (only the batch dim is ever symbolic)."""
-        return tuple(d if isinstance(d, int) else batch for d in self.shape)
+    @property
+    def dynamic_hw(self) -> bool:
+        """Whether the height and width are free (``"height"`` / ``"width"`` dims)."""
+        return any(d in DYNAMIC_HW for d in self.shape)
+
+    def concrete_shape(self, batch: int = 1, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The shape with its symbolic dims filled in: ``hw`` for a dynamic height and width, ``batch`` for the
+        batch dim."""
+        sizes = dict(zip(DYNAMIC_HW, hw, strict=True)) if hw is not None else {}
+        if self.dynamic_hw and not sizes:
+            raise ValueError(f"input {self.name!r} has a dynamic height and width; give its size (hw=(H, W))")
+        return tuple(d if isinstance(d, int) else int(sizes.get(d, batch)) for d in self.shape)
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,11 @@ class InputPreprocessing:
     alignment: str | None = None  # localizer query: "north_up" = rotate the view to north-up before the model
     ground_size_m: float | None = None  # scale-aligned localizer: metres of ground the input covers
     camera: str | None = None  # localizer query: the camera it takes ("nadir", "panorama", "pinhole")
+    m_per_px: float | None = None  # map matcher: ground resolution of every input (frame and map alike)
+    stride: int | None = None  # map matcher: input pixels per feature cell (inputs are multiples of it)
+    tile_size_m: float | None = None  # map matcher: ground size of the tiles it was trained to search
+    search_radius_m: float | None = None  # map matcher: search radius around a tile centre it was trained with
+    receptive_field_px: int | None = None  # map matcher: input px either side of a cell that can change it
 
     def __post_init__(self) -> None:
         if self.color_order not in COLOR_ORDERS:
@@ -204,6 +222,12 @@ def input_preprocessing(sidecar: Mapping[str, Any], input_name: str) -> InputPre
     if input_name not in table:
         raise KeyError(f"no preprocessing for input {input_name!r}; inputs with preprocessing: {sorted(table)}")
     return InputPreprocessing.from_dict(table[input_name])
+
+
+def input_shape(sidecar: Mapping[str, Any], spec: TensorSpec, batch: int = 1) -> tuple[int, ...]:
+    """A concrete shape of ``spec``: a dynamic height and width take the size its preprocessing records."""
+    hw = input_preprocessing(sidecar, spec.name).size_hw if spec.dynamic_hw else None
+    return spec.concrete_shape(batch, hw)
 
 
 def describe_io(specs: Sequence[TensorSpec]) -> str:

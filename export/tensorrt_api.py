@@ -46,6 +46,16 @@ def calibration_batch(profiles: Mapping[str, Any]) -> int:
     return batches.pop()
 
 
+def check_calibration_shapes(batches: Sequence[Mapping[str, np.ndarray]], profiles: Mapping[str, Any]) -> None:
+    """Every calibration batch must have the profile's opt shape: TensorRT reads exactly that many values."""
+    for name, (_, opt, _) in profiles.items():
+        shapes = {tuple(batch[name].shape) for batch in batches}
+        if shapes != {tuple(opt)}:
+            raise EngineBuildError(f"calibration batches of {name!r} have shapes {sorted(shapes)}, the profile's opt "
+                                   f"shape is {tuple(opt)}: calibrate at the size the sidecar records (leave "
+                                   "--opt-hw at its default) or quantise with `edge-geoloc export quantize`")
+
+
 def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -174,7 +184,9 @@ def _make_calibrator(trt: Any, onnx_path: Path, sidecar: Mapping[str, Any], cfg:
     Batches hold the profile's opt batch of images: exactly what TensorRT reads from each buffer.
     """
     feeds, calibration_id = calibration_feeds(sidecar, cfg.calibration_dir, cfg.calibration_images)
-    stream = CalibrationStream(batch_feeds(feeds, calibration_batch(profiles), drop_last=True))
+    batches = batch_feeds(feeds, calibration_batch(profiles), drop_last=True)
+    check_calibration_shapes(batches, profiles)
+    stream = CalibrationStream(batches)
     cache = calibration_cache_path(onnx_path, calibration_id, trt.__version__)
     return _calibrator_class(trt)(stream, cache), calibration_id
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from edge_geoloc.export.config import EngineConfig
 from edge_geoloc.export.manifest import DeviceInfo, build_engine_manifest, engine_mismatches
-from edge_geoloc.export.sidecar import read_sidecar, sidecar_path, tensor_specs, write_sidecar
+from edge_geoloc.export.sidecar import input_preprocessing, read_sidecar, sidecar_path, tensor_specs, write_sidecar
 from edge_geoloc.export.tensorrt_api import (  # noqa: F401  (re-exported: the build API raises and names these)
     EngineBuildError,
     calibration_batch,
@@ -126,7 +126,8 @@ def onnx_has_qdq(onnx_path: str | Path) -> bool:
 
 
 def input_profiles(sidecar: Mapping[str, Any], cfg: EngineConfig) -> dict[str, Profile]:
-    """(min, opt, max) shape per input: the batch dim spans 1..max_batch, every other dim is fixed."""
+    """(min, opt, max) shape per input: the batch dim spans 1..max_batch; a dynamic height and width span
+    ``min_hw``..``max_hw`` around ``opt_hw`` (default: the size the sidecar records); every other dim is fixed."""
     profiles = {}
     for spec in tensor_specs(sidecar, "inputs"):
         dynamic = isinstance(spec.shape[0], str)
@@ -134,8 +135,22 @@ def input_profiles(sidecar: Mapping[str, Any], cfg: EngineConfig) -> dict[str, P
             raise EngineBuildError(f"input {spec.name!r} has a static batch of {spec.shape[0]} but max_batch is "
                                    f"{cfg.max_batch}; re-export with `edge-geoloc export --dynamic-batch`")
         batches = (1, cfg.opt_batch, cfg.max_batch) if dynamic else (spec.shape[0],) * 3
-        profiles[spec.name] = tuple(spec.concrete_shape(b) for b in batches)
+        sizes = hw_profile(sidecar, spec.name, cfg) if spec.dynamic_hw else (None,) * 3
+        profiles[spec.name] = tuple(spec.concrete_shape(b, hw) for b, hw in zip(batches, sizes, strict=True))
     return profiles
+
+
+def hw_profile(sidecar: Mapping[str, Any], input_name: str, cfg: EngineConfig) -> tuple[tuple[int, int], ...]:
+    """(min, opt, max) height and width of an input of dynamic size; each a multiple of its stride, in order."""
+    prep = input_preprocessing(sidecar, input_name)
+    sizes = (tuple(cfg.min_hw), tuple(cfg.opt_hw or prep.size_hw), tuple(cfg.max_hw))
+    stride = prep.stride or 1
+    if any(side % stride for hw in sizes for side in hw):
+        raise EngineBuildError(f"input {input_name!r} takes sizes that are multiples of {stride}; min/opt/max "
+                               f"height and width {sizes} are not")
+    if not all(low <= opt <= high for low, opt, high in zip(*sizes, strict=True)):
+        raise EngineBuildError(f"input {input_name!r}: need min_hw <= opt_hw <= max_hw per side, got {sizes}")
+    return sizes
 
 
 def timing_cache_for(path: str | Path, trt_version: str, compute_capability: str) -> Path:
@@ -173,6 +188,11 @@ def rebuild_command(onnx_path: Path, cfg: EngineConfig) -> str:
     parts = ["edge-geoloc build-engine", onnx_path.name, f"--precision {cfg.precision}", "--force"]
     if cfg.max_batch > 1:
         parts += [f"--max-batch {cfg.max_batch}", f"--opt-batch {cfg.opt_batch}"]
+    defaults = EngineConfig()
+    for flag, hw, default in (("--min-hw", cfg.min_hw, defaults.min_hw), ("--opt-hw", cfg.opt_hw, defaults.opt_hw),
+                              ("--max-hw", cfg.max_hw, defaults.max_hw)):
+        if hw is not None and tuple(hw) != default:
+            parts.append(f"{flag} {hw[0]},{hw[1]}")
     if cfg.calibration_dir is not None:
         parts.append(f"--calib {cfg.calibration_dir}")
     if cfg.allow_tf32:

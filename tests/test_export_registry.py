@@ -20,6 +20,8 @@ def tiny_overrides(name: str) -> dict[str, Any]:
     smallest aerial patch its number of levels allows (coarse grid * 2^levels = aerial size)."""
     if get_entry(name).kind == "retrieval":
         return {"img_size": 32}
+    if get_entry(name).kind == "matcher":
+        return {"query_ground_size_m": 32.0, "tile_size_m": 64.0}
     default = create_model(name)
     levels, (qh, qw) = len(default.level_sizes), default.query_size
     aerial = max(32, 2**levels)
@@ -36,8 +38,8 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
-def test_registry_has_both_kinds():
-    assert list_models("retrieval") and list_models("localizer")
+def test_registry_has_every_kind():
+    assert list_models("retrieval") and list_models("localizer") and list_models("matcher")
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -48,4 +50,4 @@ def test_registered_model_exports_and_passes_parity(name, tmp_path):
     assert parity["passed"] and parity["task"]["agreement"] == 1.0
     assert result.sidecar["model"]["name"] == name
     first_output = result.sidecar["outputs"][0]["name"]
-    assert first_output == ("embedding" if get_entry(name).kind == "retrieval" else "heatmap")
+    assert first_output == {"retrieval": "embedding", "matcher": "features"}.get(get_entry(name).kind, "heatmap")

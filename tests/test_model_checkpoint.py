@@ -28,6 +28,8 @@ def _forward(model: torch.nn.Module) -> torch.Tensor:
     torch.manual_seed(0)
     if get_entry(model.model_name).kind == "retrieval":
         return model(torch.rand(1, 3, *model.input_size))
+    if get_entry(model.model_name).kind == "matcher":
+        return model(torch.rand(1, 3, model.query_px, model.query_px))
     query = torch.rand(1, 3, *model.query_size)
     return model(query, torch.rand(1, 3, model.aerial_size, model.aerial_size)).heatmap
 
@@ -51,10 +53,14 @@ def test_save_then_load_rebuilds_the_same_model(name: str, tmp_path) -> None:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_describes_its_preprocessing(name: str) -> None:
     prep = create_model(name, **_overrides(name)).preprocessing()
-    blocks = [prep] if get_entry(name).kind == "retrieval" else [prep["query"], prep["aerial"]]
+    kind = get_entry(name).kind
+    blocks = {"retrieval": [prep], "matcher": [prep.get("image")]}.get(kind) or [prep["query"], prep["aerial"]]
     for block in blocks:
-        assert len(block["size_hw"]) == 2 and len(block["mean"]) == len(block["std"]) == 3
-        assert block["color_order"] == "RGB"
+        assert len(block["mean"]) == len(block["std"]) == 3 and block["color_order"] == "RGB"
+        if kind == "matcher":  # any size: the block declares the resolution and stride instead
+            assert block["m_per_px"] > 0 and block["stride"] >= 1 and block["query_ground_size_m"] > 0
+        else:
+            assert len(block["size_hw"]) == 2
 
 
 def test_load_model_rejects_the_wrong_kind(tmp_path) -> None:

@@ -8,6 +8,7 @@ installed. It does not prove TensorRT behaves as modelled: ``test_tensorrt.py``'
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -62,14 +63,16 @@ def _fake_pycuda(cc=(8, 7)) -> types.ModuleType:
 
 
 class _Context:
-    """Input ``image (B, 3, H, W)`` -> output ``embedding (B, 16)`` = per-sample mean, repeated."""
+    """Input ``image (B, 3, H, W)`` -> ``embedding (B, 16)`` = per-sample mean, repeated; or, for an engine of dynamic
+    height and width (a matcher), ``features (B, 2, H/4, W/4)`` = the channel mean averaged over 4 x 4 cells."""
 
     def __init__(self, engine):
         self.engine, self.shapes, self.addresses = engine, {}, {}
 
     def set_input_shape(self, name, shape):
+        b, _, h, w = shape
         self.shapes[name] = tuple(shape)
-        self.shapes["embedding"] = (shape[0], 16)
+        self.shapes[self.engine.output] = (b, 16) if self.engine.output == "embedding" else (b, 2, h // 4, w // 4)
 
     def get_tensor_shape(self, name):
         return self.shapes[name]
@@ -79,26 +82,37 @@ class _Context:
 
     def execute_async_v3(self, stream_handle):
         CALLS.append(("execute", stream_handle))
-        batch = self.shapes["image"][0]
+        out = self.engine.output
         x = DEVICE_MEMORY[self.addresses["image"]].reshape(self.shapes["image"])
-        DEVICE_MEMORY[self.addresses["embedding"]][:] = np.repeat(x.mean(axis=(1, 2, 3)), 16).reshape(batch, 16).ravel()
+        DEVICE_MEMORY[self.addresses[out]][:] = fake_engine_output(x, out).ravel()
         return True
 
 
+def fake_engine_output(x: np.ndarray, output: str) -> np.ndarray:
+    b, _, h, w = x.shape
+    if output == "embedding":
+        return np.repeat(x.mean(axis=(1, 2, 3)), 16).reshape(b, 16)
+    cells = x.mean(axis=1).reshape(b, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
+    return np.repeat(cells[:, None], 2, axis=1)
+
+
 class _Engine:
+    """Deserialised from the fake plan: the optimisation profile the build was given."""
+
     num_io_tensors = 2
 
-    def __init__(self, max_batch):
-        self.max_batch = max_batch
+    def __init__(self, profile):
+        self.profile = [tuple(s) for s in profile]
+        self.output = "features" if self.profile[0][2:] != self.profile[2][2:] else "embedding"
 
     def get_tensor_name(self, i):
-        return ["image", "embedding"][i]
+        return ["image", self.output][i]
 
     def get_tensor_dtype(self, name):
         return "float"
 
     def get_tensor_profile_shape(self, name, profile):
-        return [(1, 3, 32, 32), (1, 3, 32, 32), (self.max_batch, 3, 32, 32)]
+        return self.profile
 
     def create_execution_context(self):
         return _Context(self)
@@ -115,7 +129,8 @@ def _fake_tensorrt(version="10.3.0") -> types.ModuleType:
     trt.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (), {"__init__": lambda self: None})
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.DeviceType = types.SimpleNamespace(DLA="dla")
-    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: _Engine(int(data)))
+    trt.Runtime = lambda logger: types.SimpleNamespace(
+        deserialize_cuda_engine=lambda data: _Engine(json.loads(data)["image"]))
     trt.Builder = _Builder
     trt.OnnxParser = lambda network, logger: types.SimpleNamespace(
         parse_from_file=lambda path: CALLS.append(("parse", path)) or True, num_errors=0)
@@ -181,8 +196,7 @@ class _Builder:
                                                                                else ())))
         if config.int8_calibrator is not None:
             _calibrate(config.int8_calibrator, config.calibration_profile)
-        max_batch = config.profile.shapes["image"][2][0]
-        return str(max_batch).encode()  # the "plan": the fake runtime reads the max batch back from it
+        return json.dumps(config.profile.shapes).encode()  # the "plan": the fake runtime reads the profile back
 
 
 CALIBRATION_SEEN: list[dict] = []
@@ -317,3 +331,71 @@ def test_close_frees_device_memory_and_releases_the_context(fake_trt, dynamic_on
     backend.close()  # twice is fine
     with pytest.raises(BackendClosedError, match="closed"):
         backend.run({"image": np.zeros((1, 3, 32, 32), np.float32)})
+
+
+@pytest.fixture(scope="module")
+def matcher_onnx(tmp_path_factory):
+    from edge_geoloc.export.config import ParityConfig
+
+    from edge_geoloc.models import create_model
+
+    model = create_model("map_matcher_micro", channels=[4, 8, 8])
+    gate = ExportConfig(simplify=False, check_tensorrt=False, parity=ParityConfig(random_samples=1, real_samples=3))
+    return export_model(model, tmp_path_factory.mktemp("fake_matcher") / "m.onnx", gate).onnx_path
+
+
+def test_matcher_engine_profile_spans_frame_to_map_blocks(fake_trt, matcher_onnx, tmp_path):
+    from edge_geoloc.export.tensorrt_build import EngineBuildError
+
+    engine = build_engine(matcher_onnx, EngineConfig(precision="fp16"), tmp_path / "m.fp16.engine")
+    profile = next(c[1] for c in CALLS if c[0] == "profile")
+    assert profile["image"] == ((1, 3, 32, 32), (1, 3, 80, 80), (1, 3, 1024, 1024))  # opt: the sidecar's frame
+    assert read_sidecar(engine)["engine"]["profiles"]["image"] == [[1, 3, 32, 32], [1, 3, 80, 80], [1, 3, 1024, 1024]]
+    cfg = EngineConfig(precision="fp16", min_hw=(64, 64), opt_hw=(256, 192), max_hw=(2048, 1536), force=True)
+    manifest = read_sidecar(build_engine(matcher_onnx, cfg, engine))
+    assert manifest["engine"]["profiles"]["image"][2] == [1, 3, 2048, 1536]
+    assert "--min-hw 64,64 --opt-hw 256,192 --max-hw 2048,1536" in manifest["engine"]["rebuild_command"]
+    with pytest.raises(EngineBuildError, match="multiples of 4"):
+        build_engine(matcher_onnx, EngineConfig(precision="fp16", max_hw=(1022, 1024), force=True), engine)
+    with pytest.raises(EngineBuildError, match="min_hw <= opt_hw <= max_hw"):
+        build_engine(matcher_onnx, EngineConfig(precision="fp16", opt_hw=(2048, 80), force=True), engine)
+
+
+def test_matcher_engine_rebinds_for_each_size_inside_its_profile(fake_trt, matcher_onnx, tmp_path):
+    from edge_geoloc.runtime.backends.base import normalise_image
+    from edge_geoloc.runtime.learned_matcher import BackendFeatures
+
+    engine = build_engine(matcher_onnx, EngineConfig(precision="fp16", max_hw=(512, 512)), tmp_path / "m.engine")
+    features = BackendFeatures(load_backend(engine, device="cuda"))
+    assert features.max_hw == (512, 512)
+    rng = np.random.default_rng(0)
+    # loaded bound to the frame size; a new size frees and rebinds the buffers, the same size reuses them
+    for hw, rebinds in (((80, 80), False), ((256, 192), True), ((256, 192), False), ((80, 80), True)):
+        image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        CALLS.clear()
+        out = features(image)
+        expected = fake_engine_output(normalise_image(image, features.prep), "features")[0]
+        assert out.shape == (2, hw[0] // 4, hw[1] // 4)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+        assert [c[0] for c in CALLS][:3] == (["push", "free", "free"] if rebinds else ["push", "htod", "execute"])
+    tall = rng.integers(0, 256, (1200, 64, 3), dtype=np.uint8)  # beyond the 512 px profile: blocks of 512 x 64
+    CALLS.clear()
+    np.testing.assert_allclose(features(tall), fake_engine_output(normalise_image(tall, features.prep),
+                                                                  "features")[0], rtol=1e-5, atol=1e-6)
+    assert [c[0] for c in CALLS].count("execute") == 3 and features.backend._shapes["image"] == (1, 3, 512, 64)
+    features.margin_px = None  # as for a sidecar without a measured receptive field
+    with pytest.raises(ValueError, match=r"exceeds the engine's profile \(512 x 512\).*--max-hw 1200,64"):
+        features(tall)
+    with pytest.raises(ValueError, match="outside the engine's profile.*--min-hw"):
+        features.backend.run({"image": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_int8_calibration_at_another_size_than_the_opt_shape_is_refused(fake_trt, matcher_onnx, tmp_path):
+    from edge_geoloc.export.tensorrt_build import EngineBuildError
+
+    frames = _calibration_folder(tmp_path / "frames", 4)
+    with pytest.raises(EngineBuildError, match="opt shape is \\(1, 3, 256, 192\\)"):
+        build_engine(matcher_onnx, EngineConfig(precision="int8", opt_hw=(256, 192), calibration_dir=frames),
+                     tmp_path / "m.int8.engine")
+    build_engine(matcher_onnx, EngineConfig(precision="int8", calibration_dir=frames), tmp_path / "m.int8.engine")
+    assert len(CALIBRATION_SEEN) == 4 and all(batch["unread"] == 0 for batch in CALIBRATION_SEEN)

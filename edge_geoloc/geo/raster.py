@@ -131,6 +131,17 @@ class GeoRaster:
         x, y = _transformer(4326, self.crs_epsg).transform(lon_deg, lat_deg)
         return float(x), float(y)
 
+    def read_all(self) -> Patch:
+        """The whole raster as one north-up ``(H, W, 3) uint8`` image (a search over the whole map needs it)."""
+        a, b, _, d, e, _ = self.georef.affine
+        if b or d or a <= 0 or e >= 0:
+            raise RasterError(f"{self.path} is not north-up (affine {self.georef.affine}); warp it to a north-up "
+                              "grid first (gdalwarp)")
+        if self._ds.dtypes[0] != "uint8":
+            raise RasterError(f"{self.path} has {self._ds.dtypes[0]} pixels; an RGB map raster needs uint8")
+        image = np.ascontiguousarray(np.moveaxis(self._ds.read((1, 2, 3)), 0, -1))
+        return Patch(image, self.georef, 1.0)
+
     def read_around_latlon(self, lat_deg: float, lon_deg: float, size_m: float, out_px: int) -> Patch:
         """A north-up square patch ``size_m`` wide centred on a lat/lon, resampled to ``out_px`` pixels."""
         x, y = self.latlon_to_crs(lat_deg, lon_deg)

@@ -1,5 +1,5 @@
 """Configuration of the on-board runtime (``configs/runtime*.yaml``): tile index, pipeline, fusion, backends,
-camera.
+camera, global search.
 
 ``RuntimeConfig`` nests one frozen section per component; each component receives only its own section::
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_geoloc.fusion.config import FusionConfig
+from edge_geoloc.runtime.classical import NccConfig
 
 SearchMethod = Literal["auto", "exact", "faiss"]
 
@@ -97,6 +98,33 @@ class CameraConfig:
             raise ValueError(f"camera.hfov_deg must be in (0, 180) degrees, or 0 for unknown, got {self.hfov_deg}")
 
 
+GLOBAL_SEARCH_KINDS = ("none", "ncc", "learned")
+
+
+@dataclass(frozen=True)
+class GlobalSearchConfig:
+    """Where on the whole map a frame is, with no prior (``runtime.map_search.build_global_search``).
+
+    ``none``: no global searcher; ``ncc``: the classical template matcher (``ncc`` section); ``learned``: the
+    exported map matcher at ``model`` (.onnx with its sidecar, or a TensorRT engine with its manifest), run by the
+    ``backend`` section's kind and device, with the geometry its sidecar declares.
+    """
+
+    kind: Literal["none", "ncc", "learned"] = "none"
+    model: str = ""  # learned: path of the exported map matcher
+    exclusion_m: float = 20.0  # learned: the runner-up peak is searched outside this radius of the best
+    ncc: NccConfig = field(default_factory=NccConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in GLOBAL_SEARCH_KINDS:
+            raise ValueError(f"global_search.kind must be one of {GLOBAL_SEARCH_KINDS}, got {self.kind!r}")
+        if self.kind == "learned" and not self.model:
+            raise ValueError("global_search.kind=learned needs global_search.model: the exported map matcher "
+                             "(edge-geoloc export of a map_matcher checkpoint)")
+        if not self.exclusion_m > 0:
+            raise ValueError(f"global_search.exclusion_m must be > 0 metres, got {self.exclusion_m}")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Everything the on-board runtime needs besides the model and index files."""
@@ -106,3 +134,4 @@ class RuntimeConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    global_search: GlobalSearchConfig = field(default_factory=GlobalSearchConfig)

@@ -21,6 +21,7 @@ from edge_geoloc.export.sidecar import (
     TensorSpec,
     describe_io,
     input_preprocessing,
+    input_shape,
     tensor_specs,
 )
 
@@ -38,23 +39,36 @@ class BackendClosedError(RuntimeError):
 
 
 def preprocess_image(image_rgb_uint8: np.ndarray, prep: InputPreprocessing) -> np.ndarray:
-    """``(H, W, 3) uint8 RGB`` image -> ``(1, 3, h, w) float32``: resize, colour order, scale, mean/std."""
+    """``(H, W, 3) uint8 RGB`` image -> ``(1, 3, h, w) float32``: resize to ``size_hw``, then
+    :func:`normalise_image`."""
     import cv2
 
+    image = _checked_image(image_rgb_uint8)
+    h, w = prep.size_hw
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=_CV2_INTERPOLATION[prep.interpolation])
+    return normalise_image(image, prep)
+
+
+def normalise_image(image_rgb_uint8: np.ndarray, prep: InputPreprocessing) -> np.ndarray:
+    """``(H, W, 3) uint8 RGB`` image -> ``(1, 3, H, W) float32`` at its own size: colour order, scale, mean/std
+    (for inputs of dynamic size, such as a map matcher's, whose pixels are already at the model's resolution)."""
+    image = _checked_image(image_rgb_uint8)
+    if prep.color_order == "BGR":
+        image = image[..., ::-1]
+    x = image.astype(np.float32) * np.float32(prep.scale)
+    x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])  # (1, 3, h, w)
+
+
+def _checked_image(image_rgb_uint8: np.ndarray) -> np.ndarray:
     image = np.asarray(image_rgb_uint8)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise BackendInputError(
             f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}; convert with "
             "np.asarray(img, dtype=np.uint8) (and cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for OpenCV images)"
         )
-    h, w = prep.size_hw
-    if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=_CV2_INTERPOLATION[prep.interpolation])
-    if prep.color_order == "BGR":
-        image = image[..., ::-1]
-    x = image.astype(np.float32) * np.float32(prep.scale)
-    x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])  # (1, 3, h, w)
+    return image
 
 
 class LatencyRecorder:
@@ -146,7 +160,7 @@ class Backend(abc.ABC):
 
     def warmup(self, iterations: int = 3) -> None:
         """Run on zeros ``iterations`` times (first calls allocate and tune), then reset the statistics."""
-        feeds = {t.name: np.zeros(t.concrete_shape(1), dtype=t.dtype) for t in self.inputs}
+        feeds = {t.name: np.zeros(input_shape(self.sidecar, t), dtype=t.dtype) for t in self.inputs}
         for _ in range(iterations):
             self.run(feeds)
         self._latency.reset()

@@ -3,8 +3,10 @@
 Per input and output: a pinned host buffer (``pagelocked_empty``) and a device buffer (``mem_alloc``), bound
 once with ``set_tensor_address``; a call copies inputs host -> device on a private stream, runs
 ``execute_async_v3(stream.handle)``, copies outputs device -> host and synchronises **after** the copies.
-The engine's manifest (its sidecar) must match this machine (TensorRT version, GPU compute capability,
-JetPack); otherwise loading fails with the command that rebuilds it.
+A call whose input shapes differ from the bound ones (another batch size, or another height and width for
+a model of dynamic size such as the map matcher) is checked against the engine's optimisation profile and
+rebinds buffers of the new shapes. The engine's manifest (its sidecar) must match this machine (TensorRT
+version, GPU compute capability, JetPack); otherwise loading fails with the command that rebuilds it.
 
 Not executed on the development machines (no TensorRT, no GPU); tests marked ``tensorrt`` cover it where
 TensorRT is importable.
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge_geoloc.export.manifest import check_engine_manifest, current_device_info, read_engine_manifest
+from edge_geoloc.export.sidecar import input_shape
 from edge_geoloc.runtime.backends.base import Backend
 
 logger = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ class TensorRTBackend(Backend):
         self._ctx.push()
         try:
             self._load_engine()
-            self._allocate()
+            self._allocate({spec.name: input_shape(self.sidecar, spec) for spec in self.inputs})
         finally:
             self._ctx.pop()
 
@@ -92,14 +95,14 @@ class TensorRTBackend(Backend):
         if missing:
             raise RuntimeError(f"engine {self.path} lacks tensors {missing} its manifest lists; rebuild it")
 
-    def _allocate(self, batch: int = 1) -> None:
-        """Pinned host + device buffers for ``batch``, bound to the context by tensor address."""
+    def _allocate(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Pinned host + device buffers for these input shapes, bound to the context by tensor address."""
         trt, cuda = self._trt, self._cuda
-        for allocation in getattr(self, "_device", {}).values():  # the previous batch size's buffers
+        for allocation in getattr(self, "_device", {}).values():  # the previous shapes' buffers
             allocation.free()
         self._stream = cuda.Stream()
         for spec in self.inputs:
-            self.context.set_input_shape(spec.name, spec.concrete_shape(batch))
+            self.context.set_input_shape(spec.name, shapes[spec.name])
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, Any] = {}
         for name in self.input_names + self.output_names:
@@ -108,16 +111,16 @@ class TensorRTBackend(Backend):
             self._host[name] = cuda.pagelocked_empty(shape, dtype)
             self._device[name] = cuda.mem_alloc(self._host[name].nbytes)
             self.context.set_tensor_address(name, int(self._device[name]))
-        self._batch = batch
+        self._shapes = dict(shapes)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self._cuda
-        batch = next(iter(feeds.values())).shape[0]
+        shapes = {name: tuple(value.shape) for name, value in feeds.items()}
         self._ctx.push()
         try:
-            if batch != self._batch:
-                self._check_profile(batch)
-                self._allocate(batch)
+            if shapes != self._shapes:
+                self._check_profile(shapes)
+                self._allocate(shapes)
             for name, value in feeds.items():
                 np.copyto(self._host[name], value.astype(self._host[name].dtype, copy=False))
                 cuda.memcpy_htod_async(self._device[name], self._host[name], self._stream)
@@ -142,9 +145,15 @@ class TensorRTBackend(Backend):
             self._ctx.pop()
             self._ctx.detach()
 
-    def _check_profile(self, batch: int) -> None:
+    def _check_profile(self, shapes: dict[str, tuple[int, ...]]) -> None:
         for spec in self.inputs:
-            low, _, high = self.engine.get_tensor_profile_shape(spec.name, 0)
+            low, _, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(spec.name, 0))
+            shape = shapes[spec.name]
+            batch = shape[0]
             if not low[0] <= batch <= high[0]:
                 raise ValueError(f"batch {batch} is outside the engine's profile for {spec.name!r} "
                                  f"({low[0]}..{high[0]}); rebuild with `edge-geoloc build-engine --max-batch {batch}`")
+            if not all(lo <= d <= hi for lo, d, hi in zip(low[1:], shape[1:], high[1:], strict=True)):
+                raise ValueError(f"input {spec.name!r} of shape {list(shape)} is outside the engine's profile "
+                                 f"({list(low)}..{list(high)}); rebuild with `edge-geoloc build-engine --min-hw H,W "
+                                 "--max-hw H,W` covering it")
