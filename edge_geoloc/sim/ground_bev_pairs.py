@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GroundBevPairConfig:
     styles: tuple[str, ...] = ("source",)
-    n_areas: int = 8
+    n_areas: int = 4
     area_size_m: float = 280.0  # road routes of 400 m (road_poses) need room
     first_seed: int = 3000  # area seeds first_seed, first_seed + 1, ... (keep clear of every benchmark's areas)
     views_per_area: int = 48
