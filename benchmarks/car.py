@@ -178,8 +178,9 @@ def bev_matcher_localizer(checkpoint: str, aerial_size_m: float, temperature: fl
     return LearnedBevLocalizer(feature_fn(model), cfg)
 
 
-def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperature: float = 0.03) -> dict:
-    out = {"classical_bev_ncc": (lambda: BevNccLocalizer(), 0.0)}
+def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
+               classical: bool = True) -> dict:
+    out = {"classical_bev_ncc": (lambda: BevNccLocalizer(), 0.0)} if classical else {}
     for k, checkpoint in enumerate(bev_matchers):
         out[f"learned_bev_{k + 1}"] = (lambda c=checkpoint: bev_matcher_localizer(c, BevNccConfig().aerial_size_m,
                                                                                    temperature), 0.0)
@@ -192,7 +193,8 @@ def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperat
 
 
 def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...],
-        overrides: tuple[str, ...] = (), bev_matchers: tuple[str, ...] = (), temperature: float = 0.03) -> dict:
+        overrides: tuple[str, ...] = (), bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
+        classical: bool = True) -> dict:
     report: dict = {}
     prepared = []
     for k, style in enumerate(STYLES):
@@ -205,7 +207,7 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
         drives = [make_drive(area, style, 100 * k + j, duration_s) for j in range(drives_per_area)]
         prepared.append((area, index, drives))
     for capture in captures:
-        made = localizers(learned, bev_matchers, temperature)
+        made = localizers(learned, bev_matchers, temperature, classical)
         rows: dict = {name: ([], []) for name in made}
         for area, index, drives in prepared:
             scene = capture_area(area, capture)
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learned", default=None, help="ground localizer checkpoint (panorama, north-up)")
     parser.add_argument("--bev-matcher", nargs="+", default=[], help="learned BEV matcher checkpoints (one row each)")
     parser.add_argument("--bev-temperature", type=float, default=0.03, help="softmax temperature of its heat map")
+    parser.add_argument("--no-classical", action="store_true", help="skip the classical BEV + NCC row")
     parser.add_argument("--no-easy-row", action="store_true", help=f"skip the {MAP_CONDITION} drives")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="runtime config override key=value (repeatable), e.g. fusion.min_gnss_sigma_m=5")
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     report = run(5, duration, args.learned, work, captures, tuple(args.overrides), tuple(args.bev_matcher),
-                 args.bev_temperature)
+                 args.bev_temperature, not args.no_classical)
     print_report(report)
     out = {"benchmark": "car", "quick": args.quick, "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
            "frame_hz": FRAME_HZ, "panorama_px": list(PANO_PX), "gnss": "urban_multipath",
