@@ -10,7 +10,7 @@ longitudinal errors along the heading, KITTI protocol). Baselines: the patch cen
 for panoramas with known heading, the classical BEV + NCC matcher (``runtime.classical_ground``).
 
 Learned BEV matcher (``--parts bev_matcher``): the learned map matcher (``models.map_matcher``) trained on BEVs of
-panoramas rendered in 4 other areas of the source style only (``sim.ground_bev_pairs``, random map and drive
+panoramas rendered in 4 other areas of the source style only (``data.ground_bev_pairs``, random map and drive
 conditions), run through the runtime's ``LearnedBevLocalizer`` in the same test patches; rows per test style
 (source: new areas of the training style; target: the style never trained on) beside BEV + NCC and the patch
 centre, per matcher seed, with the learning curve (median error on the source-style gap queries every
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
+from edge_geoloc.data.ground_bev_pairs import GroundBevPairConfig, GroundBevPairSource, load_or_render_views
 from edge_geoloc.data.ground_pairs import GroundPairConfig, write_synthetic_ground_pairs
 from edge_geoloc.data.images import read_image_rgb
 from edge_geoloc.data.pairs import read_pairs
@@ -45,7 +46,6 @@ from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
 from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.sim.area import generate_area
-from edge_geoloc.sim.ground_bev_pairs import GroundBevPairConfig, GroundBevPairSource, load_or_render_views
 
 MAP_CONDITION, GAP_CONDITION = "summer_map", "autumn_flight"
 STYLES = ("source", "target")

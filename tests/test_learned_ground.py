@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
-from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
-from edge_geoloc.sim.area import generate_area
-from edge_geoloc.sim.ground_bev_pairs import (
+from edge_geoloc.data.ground_bev_pairs import (
     GroundBevPairConfig,
     GroundBevPairSource,
     GroundBevViews,
     load_or_render_views,
 )
+from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
+from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
+from edge_geoloc.sim.area import generate_area
 from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig, train_map_matcher
 from tests.test_map_matcher import pooled_pixels, texture
 

@@ -59,7 +59,7 @@ def panorama_to_bev(panorama: np.ndarray, cfg: BevNccConfig) -> tuple[np.ndarray
 
 def masked_bev_rgb(panorama: np.ndarray, cfg: BevNccConfig) -> np.ndarray:
     """(S, S, 3) uint8 BEV of a north-aligned panorama with the left-out centre (the vehicle) black: the image a
-    learned BEV matcher sees, in training (:mod:`edge_geoloc.sim.ground_bev_pairs`) and on the vehicle."""
+    learned BEV matcher sees, in training (:mod:`edge_geoloc.data.ground_bev_pairs`) and on the vehicle."""
     bev, mask = panorama_to_bev(panorama, cfg)
     return np.clip(bev * mask[..., None] + 0.5, 0, 255).astype(np.uint8)
 

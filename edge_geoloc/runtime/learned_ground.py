@@ -4,7 +4,7 @@ The panorama, rolled north-up by the measured heading (the runtime does it, as f
 projected to a north-up bird's-eye view (:func:`~edge_geoloc.runtime.classical_ground.masked_bev_rgb`, the same
 projection the training pairs use); the BEV and the aerial patch around the prior go through the learned map
 matcher's network (:mod:`edge_geoloc.models.map_matcher`, trained on ground pairs by
-:mod:`edge_geoloc.sim.ground_bev_pairs`), and the cosine score of every position
+:mod:`edge_geoloc.data.ground_bev_pairs`), and the cosine score of every position
 (:meth:`~edge_geoloc.runtime.learned_matcher.LearnedMatcher.score_map`) becomes a heat map over the patch, a
 softmax at ``temperature`` (zero where the BEV does not fit). It fits the pipeline's ``Localizer`` protocol.
 numpy and OpenCV only: the network is a features callable (the exported graph on the vehicle, the PyTorch model

@@ -67,7 +67,7 @@ class MatcherTrainConfig:
 
 class PairSource(Protocol):
     """Where training pairs come from: the endless on-board sampler (the default, built from ``cfg.pairs``) or
-    any other source, e.g. stored ground views (:class:`edge_geoloc.sim.ground_bev_pairs.GroundBevPairSource`)."""
+    any other source, e.g. stored ground views (:class:`edge_geoloc.data.ground_bev_pairs.GroundBevPairSource`)."""
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, q, q, 3) north-up frames and (size, t, t, 3) tiles, uint8; row i of each is a pair."""
