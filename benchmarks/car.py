@@ -9,13 +9,17 @@ without retrieval: the aerial patch is cut around the fused estimate (else the r
 localizer's heat map gives a visual fix, and the EKF fuses it with GNSS, as for drones.
 
 Rows: GNSS only (the latest fix held), fused with the classical BEV + NCC matcher
-(``runtime.classical_ground``), and fused with the learned panorama localizer when a checkpoint is given
+(``runtime.classical_ground``), fused with the learned BEV matcher when its checkpoints are given
+(``--bev-matcher``, one row per seed, trained on other areas of the source style only by
+``benchmarks/ground_localizer.py --parts bev_matcher``; ``runtime.learned_ground``, the PyTorch network as its
+features callable), and fused with the learned panorama localizer when a checkpoint is given
 (``--learned``, e.g. from ``benchmarks/ground_localizer.py``). Per row: mean / p95 / max, lateral /
 longitudinal (along the true heading), share of frames where fused is worse than GNSS only, per-drive p95
 against GNSS only, CPU ms per frame (pipeline wall time, 1 thread). Goal: fused p95 at most half of GNSS
 only's, and no drive worse.
 
     python benchmarks/car.py --quick [--learned runs/bench_ground/quick/pano_known_s0/last.safetensors]
+    python benchmarks/car.py --bev-matcher runs/bench_ground/full/bev_matcher_s{1,2,3}/final.safetensors
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import numpy as np
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import load_config
 from edge_geoloc.geo import EnuFrame
-from edge_geoloc.runtime.classical_ground import BevNccLocalizer
+from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
 from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
+from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.runtime.pipeline import Pipeline
 from edge_geoloc.runtime.tile_build import build_tile_index
 from edge_geoloc.sim.area import Area, capture_area, generate_area
@@ -162,8 +167,23 @@ def summarise(runs: list[dict], drives: list[Drive]) -> dict:
             "goal_p95_half": fused_stats["p95_m"] <= 0.5 * gnss_stats["p95_m"], "counters": counters}
 
 
-def localizers(learned: str | None) -> dict:
-    out = {"classical_bev_ncc": (lambda: BevNccLocalizer(), 0.0)}
+def bev_matcher_localizer(checkpoint: str, aerial_size_m: float, temperature: float):
+    """The learned BEV matcher of a checkpoint, its PyTorch network as the runtime's features callable."""
+    from edge_geoloc.models.checkpoint import load_model
+    from edge_geoloc.train.map_matcher import feature_fn
+
+    model, meta = load_model(checkpoint, expected_kind="matcher")
+    cfg = LearnedBevConfig.from_preprocessing(meta.preprocessing["image"], aerial_size_m=aerial_size_m,
+                                              temperature=temperature)
+    return LearnedBevLocalizer(feature_fn(model), cfg)
+
+
+def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
+               classical: bool = True) -> dict:
+    out = {"classical_bev_ncc": (lambda: BevNccLocalizer(), 0.0)} if classical else {}
+    for k, checkpoint in enumerate(bev_matchers):
+        out[f"learned_bev_{k + 1}"] = (lambda c=checkpoint: bev_matcher_localizer(c, BevNccConfig().aerial_size_m,
+                                                                                   temperature), 0.0)
     if learned:
         from edge_geoloc.runtime.backends import load_backend
         from edge_geoloc.runtime.pipeline import BackendLocalizer
@@ -173,7 +193,8 @@ def localizers(learned: str | None) -> dict:
 
 
 def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...],
-        overrides: tuple[str, ...] = ()) -> dict:
+        overrides: tuple[str, ...] = (), bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
+        classical: bool = True) -> dict:
     report: dict = {}
     prepared = []
     for k, style in enumerate(STYLES):
@@ -186,12 +207,13 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
         drives = [make_drive(area, style, 100 * k + j, duration_s) for j in range(drives_per_area)]
         prepared.append((area, index, drives))
     for capture in captures:
-        rows: dict = {name: ([], []) for name in localizers(learned)}
+        made = localizers(learned, bev_matchers, temperature, classical)
+        rows: dict = {name: ([], []) for name in made}
         for area, index, drives in prepared:
             scene = capture_area(area, capture)
             for drive in drives:
                 frames = render_frames(scene, drive, work)
-                for name, (make, aerial_m) in localizers(learned).items():
+                for name, (make, aerial_m) in made.items():
                     cfg = load_config(RuntimeConfig, None, [f"pipeline.aerial_size_m={aerial_m}", *overrides])
                     origin = EnuFrame(area.center_lat_deg, area.center_lon_deg, area.ground_alt_m)
                     rows[name][0].append(run_drive(Pipeline(None, make(), index, cfg, origin), area, drive, frames))
@@ -217,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 drives per area of 40 s (else 5 of 90 s)")
     parser.add_argument("--learned", default=None, help="ground localizer checkpoint (panorama, north-up)")
+    parser.add_argument("--bev-matcher", nargs="+", default=[], help="learned BEV matcher checkpoints (one row each)")
+    parser.add_argument("--bev-temperature", type=float, default=0.03, help="softmax temperature of its heat map")
+    parser.add_argument("--no-classical", action="store_true", help="skip the classical BEV + NCC row")
     parser.add_argument("--no-easy-row", action="store_true", help=f"skip the {MAP_CONDITION} drives")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="runtime config override key=value (repeatable), e.g. fusion.min_gnss_sigma_m=5")
@@ -237,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    report = run(5, duration, args.learned, work, captures, tuple(args.overrides))
+    report = run(5, duration, args.learned, work, captures, tuple(args.overrides), tuple(args.bev_matcher),
+                 args.bev_temperature, not args.no_classical)
     print_report(report)
     out = {"benchmark": "car", "quick": args.quick, "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
            "frame_hz": FRAME_HZ, "panorama_px": list(PANO_PX), "gnss": "urban_multipath",
            "conditions": {"map": MAP_CONDITION, "drive": list(captures)}, "learned": args.learned,
+           "bev_matchers": args.bev_matcher, "bev_temperature": args.bev_temperature,
            "runtime_overrides": args.overrides, "results": report, "wall_s": time.perf_counter() - started,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version()}
     atomic_write_json(args.out, out)

@@ -9,8 +9,16 @@ poses under both. Variants: ``pano_known`` (panorama rotated north-up by the hea
 longitudinal errors along the heading, KITTI protocol). Baselines: the patch centre (the coarse fix) and,
 for panoramas with known heading, the classical BEV + NCC matcher (``runtime.classical_ground``).
 
+Learned BEV matcher (``--parts bev_matcher``): the learned map matcher (``models.map_matcher``) trained on BEVs of
+panoramas rendered in 4 other areas of the source style only (``data.ground_bev_pairs``, random map and drive
+conditions), run through the runtime's ``LearnedBevLocalizer`` in the same test patches; rows per test style
+(source: new areas of the training style; target: the style never trained on) beside BEV + NCC and the patch
+centre, per matcher seed, with the learning curve (median error on the source-style gap queries every
+``validate_every`` steps; the last step is kept, no selection).
+
     python benchmarks/ground_localizer.py --quick                    # pano_known, 1 seed
     python benchmarks/ground_localizer.py --variants pano_known pano_unknown pinhole
+    python benchmarks/ground_localizer.py --quick --parts bev_matcher   # keeps the JSON's CCVPE block
 
 The trained checkpoint (``WORK/<variant>_s<seed>/last.safetensors``) is what ``benchmarks/car.py`` runs.
 """
@@ -18,8 +26,11 @@ The trained checkpoint (``WORK/<variant>_s<seed>/last.safetensors``) is what ``b
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
 import platform
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,11 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
+from edge_geoloc.data.ground_bev_pairs import GroundBevPairConfig, GroundBevPairSource, load_or_render_views
 from edge_geoloc.data.ground_pairs import GroundPairConfig, write_synthetic_ground_pairs
 from edge_geoloc.data.images import read_image_rgb
 from edge_geoloc.data.pairs import read_pairs
 from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
+from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.sim.area import generate_area
 
 MAP_CONDITION, GAP_CONDITION = "summer_map", "autumn_flight"
@@ -124,13 +137,15 @@ def centre_errors(root: Path) -> np.ndarray:
                        * r.aerial_georef.m_per_px for r in records])
 
 
-def bev_errors(root: Path) -> np.ndarray:
-    """Classical BEV + NCC inside each pair's aerial patch (north-up panorama from the heading)."""
+def bev_errors(root: Path, make_localizer=None, limit: int | None = None) -> np.ndarray:
+    """Heat-map mode error of a north-up panorama localizer inside each pair's aerial patch (the panorama rolled
+    north-up by the heading); ``make_localizer(aerial_size_m)`` defaults to the classical BEV + NCC."""
+    make_localizer = make_localizer or (lambda size_m: BevNccLocalizer(BevNccConfig(aerial_size_m=size_m)))
     _, records = read_pairs(root, read_ground_truth=True)
     errors = []
-    for rec in records:
+    for rec in records[:limit]:
         m = rec.aerial_georef.m_per_px
-        localizer = BevNccLocalizer(BevNccConfig(aerial_size_m=rec.aerial_georef.height_px * m))
+        localizer = make_localizer(rec.aerial_georef.height_px * m)
         query = align_query_north_up(read_image_rgb(root / rec.query), rec.heading_rad, "ground_pano")
         heat = localizer.locate(query, read_image_rgb(root / rec.aerial))
         row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -185,14 +200,101 @@ def print_rows(result: dict) -> None:
         print(f"  {capture:<14} {cells}")
 
 
+BEV_MATCHER = {  # training budget and seeds of the learned BEV matcher
+    "quick": dict(steps=100, batch=16, lr=2e-3, warmup=10, validate_every=25, seeds=(1,)),
+    "full": dict(steps=300, batch=16, lr=1e-3, warmup=50, validate_every=50, seeds=(1, 2, 3)),
+}
+BEV_PAIRS = GroundBevPairConfig()  # 4 source-style areas (seeds 3000..), 48 views each, 32 m BEV in 64 m tiles
+
+
+def bev_matcher_config(out: Path, seed: int, budget: dict):
+    from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig
+
+    p = BEV_PAIRS
+    kwargs = {"m_per_px": p.m_per_px, "query_ground_size_m": p.bev_size_m, "tile_size_m": p.tile_size_m,
+              "search_radius_m": p.offset_m}
+    optim = MatcherOptimConfig(batch_size=budget["batch"], steps=budget["steps"], lr=budget["lr"],
+                               warmup_steps=budget["warmup"])
+    run = MatcherRunConfig(out_dir=str(out), seed=seed, validate_every=budget["validate_every"])
+    return MatcherTrainConfig(model_kwargs=kwargs, optim=optim, run=run)
+
+
+def learned_bev_factory(model):
+    from edge_geoloc.train.map_matcher import feature_fn
+
+    features, image = feature_fn(model), model.preprocessing()["image"]
+    return lambda size_m: LearnedBevLocalizer(features, LearnedBevConfig.from_preprocessing(image,
+                                                                                            aerial_size_m=size_m))
+
+
+def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path):
+    """Train (or reuse, when the saved config matches) one seed; returns the model and its learning curve."""
+    import csv
+
+    from edge_geoloc.config import read_yaml_mapping, save_config, to_dict
+    from edge_geoloc.models.checkpoint import load_model
+    from edge_geoloc.train.map_matcher import train_map_matcher
+
+    out = work / f"bev_matcher_s{seed}"
+    cfg = bev_matcher_config(out, seed, budget)
+    if (out / "final.safetensors").is_file() and read_yaml_mapping(out / "config.yaml") == to_dict(cfg):
+        model, _ = load_model(out / "final.safetensors", expected_kind="matcher")
+    else:
+        views = load_or_render_views(BEV_PAIRS, Path("runs/ground_bev_pairs"))
+        shutil.rmtree(out, ignore_errors=True)  # metrics.csv appends: start a fresh curve
+
+        def validate(model) -> dict[str, float]:
+            return {"heldout_median_m": float(np.median(bev_errors(heldout, learned_bev_factory(model), 40)))}
+        model = train_map_matcher(cfg, validate, GroundBevPairSource(views, BEV_PAIRS, seed=seed))
+        save_config(BEV_PAIRS, out / "ground_bev_pairs.yaml")  # the pairs it saw (config.yaml's pairs are unused)
+    curve = [{k: float(v) for k, v in r.items()} for r in csv.DictReader((out / "metrics.csv").open())]
+    return model, {"train_s": curve[-1]["seconds"], "learning_curve": curve}  # loss per row, held-out where run
+
+
+def run_bev_matcher(work: Path, setting: str, test_count: int) -> dict:
+    """Per matcher seed, per test condition and style: the learned BEV matcher beside BEV + NCC and the centre."""
+    budget = BEV_MATCHER[setting]
+    tests = test_pairs(work, 0, "ground_pano", test_count)  # {capture: [source root, target root]}
+    baselines = {c: {s: {"classical_bev_ncc": stats(bev_errors(r)), "patch_centre": stats(centre_errors(r))}
+                     for s, r in zip(STYLES, roots, strict=True)} for c, roots in tests.items()}
+    per_seed = {}
+    for seed in budget["seeds"]:
+        model, info = train_bev_matcher(work, seed, budget, tests[GAP_CONDITION][0])
+        rows = {c: {s: stats(bev_errors(r, learned_bev_factory(model))) for s, r in zip(STYLES, roots, strict=True)}
+                for c, roots in tests.items()}
+        per_seed[str(seed)] = {**info, "rows": rows}
+    summary = {c: {s: {"median_m_mean": float(np.mean([r["rows"][c][s]["median_m"] for r in per_seed.values()])),
+                       "median_m_std": float(np.std([r["rows"][c][s]["median_m"] for r in per_seed.values()])),
+                       "mean_m_mean": float(np.mean([r["rows"][c][s]["mean_m"] for r in per_seed.values()]))}
+                   for s in STYLES} for c in tests}
+    return {"budget": budget, "pairs": BEV_PAIRS.__dict__ | {"styles": list(BEV_PAIRS.styles)},
+            "train_styles": list(BEV_PAIRS.styles), "test_seed": 0, "baselines": baselines, "per_seed": per_seed,
+            "summary": summary}
+
+
+def print_bev_matcher(block: dict) -> None:
+    print("\nlearned BEV matcher (trained on source-style areas only); mean / median m, seeds "
+          f"{list(block['per_seed'])}")
+    for capture, styles in block["baselines"].items():
+        for style, base in styles.items():
+            learned = "  ".join(f"s{k} {r['rows'][capture][style]['mean_m']:.2f} / "
+                                f"{r['rows'][capture][style]['median_m']:.2f}" for k, r in block["per_seed"].items())
+            print(f"  {capture:<14} {style:<7} learned {learned}   BEV+NCC {base['classical_bev_ncc']['mean_m']:.2f} / "
+                  f"{base['classical_bev_ncc']['median_m']:.2f}   centre {base['patch_centre']['mean_m']:.2f} / "
+                  f"{base['patch_centre']['median_m']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--parts", nargs="+", default=["ccvpe", "bev_matcher"], choices=["ccvpe", "bev_matcher"],
+                        help="parts not run keep their block from the previous JSON at --out")
     parser.add_argument("--out", default="benchmarks/results/ground_localizer.json")
     parser.add_argument("--work", default="runs/bench_ground")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     import cv2
     import torch
 
@@ -203,15 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [0]
     work = Path(args.work) / ("quick" if args.quick else "full")
     started = time.perf_counter()
-    results = []
-    for variant in variants:
-        for seed in seeds:
-            results.append(run_variant(work, variant, seed, sizes))
-            print_rows(results[-1])
-    report = {"benchmark": "ground_localizer", "quick": args.quick, "sizes": sizes, "results": results,
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    results = previous.get("results", [])
+    if "ccvpe" in args.parts:
+        results = []
+        for variant in variants:
+            for seed in seeds:
+                results.append(run_variant(work, variant, seed, sizes))
+                print_rows(results[-1])
+    bev_block = previous.get("bev_matcher")
+    if "bev_matcher" in args.parts:
+        bev_block = run_bev_matcher(work, "quick" if args.quick else "full", sizes["test"])
+        bev_block["quick"], bev_block["wall_s"] = args.quick, time.perf_counter() - started
+        print_bev_matcher(bev_block)
+    report = {**previous, "benchmark": "ground_localizer", "results": results, "bev_matcher": bev_block,
               "aerial": {"size_m": AERIAL_M, "px": AERIAL_PX, "coarse_error_m": COARSE_M},
-              "conditions": {"map": MAP_CONDITION, "gap": GAP_CONDITION}, "wall_s": time.perf_counter() - started,
+              "conditions": {"map": MAP_CONDITION, "gap": GAP_CONDITION},
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version()}
+    if "ccvpe" in args.parts:
+        report |= {"quick": args.quick, "sizes": sizes, "wall_s": time.perf_counter() - started}
     atomic_write_json(args.out, report)
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")
     return 0

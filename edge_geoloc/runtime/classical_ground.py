@@ -57,6 +57,13 @@ def panorama_to_bev(panorama: np.ndarray, cfg: BevNccConfig) -> tuple[np.ndarray
     return bev, (distance >= cfg.min_distance_m).astype(np.uint8)
 
 
+def masked_bev_rgb(panorama: np.ndarray, cfg: BevNccConfig) -> np.ndarray:
+    """(S, S, 3) uint8 BEV of a north-aligned panorama with the left-out centre (the vehicle) black: the image a
+    learned BEV matcher sees, in training (:mod:`edge_geoloc.data.ground_bev_pairs`) and on the vehicle."""
+    bev, mask = panorama_to_bev(panorama, cfg)
+    return np.clip(bev * mask[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
 def gradient_features(image: np.ndarray) -> np.ndarray:
     """(H, W, 2) float32 horizontal and vertical gradients of the lightly blurred grey image: edges (kerbs,
     lane marks, footprints) survive a change of season, sun and sensor better than colours do."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -65,6 +65,15 @@ class MatcherTrainConfig:
     run: MatcherRunConfig = field(default_factory=MatcherRunConfig)
 
 
+class PairSource(Protocol):
+    """Where training pairs come from: the endless on-board sampler (the default, built from ``cfg.pairs``) or
+    any other source, e.g. stored ground views (:class:`edge_geoloc.data.ground_bev_pairs.GroundBevPairSource`)."""
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(size, q, q, 3) north-up frames and (size, t, t, 3) tiles, uint8; row i of each is a pair."""
+        ...
+
+
 def to_tensor(images: np.ndarray, model: MapMatcher) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> normalised (B, 3, H, W) float."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
@@ -82,12 +91,36 @@ def check_geometry(model: MapMatcher, pairs: OnboardPairConfig) -> None:
                          "model_kwargs to match")
 
 
+def check_batch(model: MapMatcher, frames: np.ndarray, tiles: np.ndarray) -> None:
+    """A pair source's first batch must be cut the way the model declares (frame and tile pixels)."""
+    given, declared = (frames.shape[1:3], tiles.shape[1:3]), ((model.query_px,) * 2, (model.tile_px,) * 2)
+    if given != declared:
+        raise ValueError(f"pair source gives frames/tiles of {given} px, the model declares {declared} px; set "
+                         "model_kwargs (m_per_px, query_ground_size_m, tile_size_m) to match the source")
+
+
+def feature_fn(model: MapMatcher) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch matcher as the runtime's torch-free features callable (uint8 north-up RGB -> (C, h, w))."""
+    def features(image: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(to_tensor(image[None], model))[0].numpy()
+    return features
+
+
 def contrastive_loss(model: MapMatcher, frames: torch.Tensor, tiles: torch.Tensor, max_scale: float
                      ) -> torch.Tensor:
     scores = dense_scores(model(tiles), model(frames), radius_cells(model))
     logits = scores * model.logit_scale.exp().clamp(max=max_scale)
     target = torch.arange(len(logits))
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def onboard_sampler(model: MapMatcher, cfg: MatcherTrainConfig) -> OnboardPairSampler:
+    check_geometry(model, cfg.pairs)
+    started = time.perf_counter()
+    sampler = OnboardPairSampler(training_areas(cfg.pairs), cfg.pairs, seed=cfg.run.seed)
+    log.info("map matcher: %d training areas ready in %.1f s", cfg.pairs.n_areas, time.perf_counter() - started)
+    return sampler
 
 
 def validation(model: MapMatcher, validate: Callable[[MapMatcher], dict[str, float]]) -> dict[str, float]:
@@ -99,9 +132,10 @@ def validation(model: MapMatcher, validate: Callable[[MapMatcher], dict[str, flo
     return values
 
 
-def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], dict[str, float]] | None = None
-                      ) -> MapMatcher:
-    """Train and save ``final.safetensors``; returns the model in eval mode."""
+def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], dict[str, float]] | None = None,
+                      pairs: PairSource | None = None) -> MapMatcher:
+    """Train and save ``final.safetensors``; returns the model in eval mode. ``pairs`` replaces the on-board
+    sampler of ``cfg.pairs`` (its batches are checked against the model's declared geometry)."""
     seed_everything(cfg.run.seed)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -109,10 +143,8 @@ def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], 
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     model = create_model(cfg.model, **cfg.model_kwargs)
-    check_geometry(model, cfg.pairs)
     started = time.perf_counter()
-    sampler = OnboardPairSampler(training_areas(cfg.pairs), cfg.pairs, seed=cfg.run.seed)
-    log.info("map matcher: %d training areas ready in %.1f s", cfg.pairs.n_areas, time.perf_counter() - started)
+    sampler = pairs or onboard_sampler(model, cfg)
     o = cfg.optim
     optimizer = torch.optim.AdamW(decay_groups(model, o.weight_decay), lr=o.lr)
     logger = MetricsLogger(out, tensorboard=False, enabled=True)
@@ -125,6 +157,8 @@ def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], 
         for group in optimizer.param_groups:
             group["lr"] = lr
         frames, tiles = sampler.batch(o.batch_size)
+        if step == 0:
+            check_batch(model, frames, tiles)
         turns = int(rng.integers(4))
         frames_t = torch.rot90(to_tensor(frames, model), turns, (2, 3))
         tiles_t = torch.rot90(to_tensor(tiles, model), turns, (2, 3))

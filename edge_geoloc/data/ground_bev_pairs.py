@@ -1,0 +1,159 @@
+"""Training pairs for a learned BEV matcher (cars): the bird's-eye view of a rendered ground panorama and the map
+tile around it, over many synthetic areas whose map and drive are seen under independent random conditions.
+
+A panorama costs a ray-cast render, so the views are rendered once (:func:`load_or_render_views`, cached under
+a key of the config) and the tiles are cut from the stored maps at batch time: each draw pairs a stored view
+with a tile whose centre is a fresh uniform offset (up to ``offset_m`` per axis) from the camera, under the
+photometric changes of the drone pairs, so a few hundred views give endless (view, tile) pairs.
+
+Per view: a point on a road of a training area (:func:`edge_geoloc.data.ground_pairs.road_poses`; a car drives
+there, the heading is the direction of travel), a panorama of the area under its drive condition, rolled north-up
+by the heading plus a heading-sensor error, projected to a north-up BEV by the classical matcher's projection
+(:func:`edge_geoloc.runtime.classical_ground.masked_bev_rgb`, the same the runtime uses). Areas and conditions
+come from :func:`edge_geoloc.sim.onboard_pairs.training_areas` (random map and drive conditions; the built-in
+test conditions never appear).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_geoloc.data.ground_pairs import road_poses
+from edge_geoloc.geo.view_alignment import align_query_north_up
+from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
+from edge_geoloc.sim.ground import render_ground_panorama
+from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, training_areas
+from edge_geoloc.sim.photometric import random_photometric
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroundBevPairConfig:
+    styles: tuple[str, ...] = ("source",)
+    n_areas: int = 4
+    area_size_m: float = 280.0  # road routes of 400 m (road_poses) need room
+    first_seed: int = 3000  # area seeds first_seed, first_seed + 1, ... (keep clear of every benchmark's areas)
+    views_per_area: int = 48
+    pano_px: tuple[int, int] = (256, 128)  # (width, height), as the car benchmark's camera
+    camera_height_m: float = 1.7
+    bev_size_m: float = 32.0
+    m_per_px: float = 0.5  # BEV and tile resolution (the maps are rendered at it)
+    tile_size_m: float = 64.0
+    offset_m: float = 16.0  # tile centre within this of the camera, each axis
+    heading_sigma_deg: float = 2.0
+    seed: int = 0  # poses and heading errors
+
+    def __post_init__(self) -> None:
+        if self.n_areas < 1 or self.views_per_area < 1 or not self.styles:
+            raise ValueError("ground BEV pairs need at least one area, one view per area and one style")
+        if self.tile_size_m / 2 + self.offset_m >= self.area_size_m / 2:
+            raise ValueError(f"tile_size_m / 2 + offset_m must stay inside the {self.area_size_m} m area")
+        if self.bev_size_m + 2 * self.offset_m > self.tile_size_m:
+            raise ValueError("bev_size_m + 2 offset_m must fit in tile_size_m (the camera's BEV inside the tile)")
+
+    def bev(self) -> BevNccConfig:
+        return BevNccConfig(bev_size_m=self.bev_size_m, m_per_px=self.m_per_px, camera_height_m=self.camera_height_m,
+                            aerial_size_m=self.tile_size_m)
+
+    def areas(self) -> OnboardPairConfig:
+        return OnboardPairConfig(styles=self.styles, n_areas=self.n_areas, area_size_m=self.area_size_m,
+                                 gsd_m=self.m_per_px, first_seed=self.first_seed, tile_size_m=self.tile_size_m,
+                                 query_ground_size_m=self.bev_size_m)
+
+    def key(self) -> str:
+        """Cache key: the fields that change the rendered views (not ``offset_m``, which acts at batch time)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "offset_m"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class GroundBevViews:
+    """Rendered views: ``bevs (N, S, S, 3)`` uint8, ``area (N,)`` index into ``maps``, ``east_north (N, 2)``
+    local metres of each camera, and ``maps`` the north-up map orthophotos (area centre at the image centre)."""
+
+    bevs: np.ndarray
+    area: np.ndarray
+    east_north: np.ndarray
+    maps: tuple[np.ndarray, ...]
+
+
+def render_views(cfg: GroundBevPairConfig) -> GroundBevViews:
+    rng = np.random.default_rng([cfg.seed, 4049])
+    bev_cfg, margin = cfg.bev(), cfg.tile_size_m / 2 + cfg.offset_m + 2.0
+    bevs, area_ids, points, maps = [], [], [], []
+    for i, pair in enumerate(training_areas(cfg.areas())):
+        pts, headings = road_poses(pair.map, cfg.views_per_area, rng, margin)
+        for (east, north), heading in zip(pts, headings, strict=True):
+            pano = render_ground_panorama(pair.flight, float(east), float(north), float(heading),
+                                          cfg.camera_height_m, *cfg.pano_px)
+            measured = heading + math.radians(rng.normal(0.0, cfg.heading_sigma_deg))
+            bevs.append(masked_bev_rgb(align_query_north_up(pano, measured, "ground_pano"), bev_cfg))
+        area_ids += [i] * len(pts)
+        points.append(pts)
+        maps.append(pair.map.ortho)
+        log.info("ground BEV pairs: area %d/%d rendered", i + 1, cfg.n_areas)
+    return GroundBevViews(np.stack(bevs), np.asarray(area_ids), np.concatenate(points), tuple(maps))
+
+
+def load_or_render_views(cfg: GroundBevPairConfig, cache_dir: str | Path) -> GroundBevViews:
+    """The views of ``cfg``, rendered once and cached as ``cache_dir/ground_bev_<key>.npz``."""
+    path = Path(cache_dir) / f"ground_bev_{cfg.key()}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            n = int(data["n_maps"])
+            return GroundBevViews(data["bevs"], data["area"], data["east_north"],
+                                  tuple(data[f"map{i}"] for i in range(n)))
+    views = render_views(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, bevs=views.bevs, area=views.area, east_north=views.east_north, n_maps=len(views.maps),
+             **{f"map{i}": m for i, m in enumerate(views.maps)})
+    tmp.replace(path)
+    return views
+
+
+class GroundBevPairSource:
+    """Batches of (BEV, map tile) uint8 pairs over stored views (a pair source of the map matcher's trainer);
+    deterministic for a seed. A batch holds distinct views whose tiles in the same area are ``offset_m`` * 2
+    apart or more, so no negative tile holds the query's own place near its centre."""
+
+    def __init__(self, views: GroundBevViews, cfg: GroundBevPairConfig, seed: int = 0) -> None:
+        if len(views.bevs) == 0:
+            raise ValueError("GroundBevPairSource needs at least one view")
+        self.views, self.cfg = views, cfg
+        self.rng = np.random.default_rng(seed)
+        self.tile_px = int(round(cfg.tile_size_m / cfg.m_per_px))
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(size, s, s, 3) BEVs and (size, t, t, 3) tiles; row i of each is a pair."""
+        picks = self._picks(size)
+        bevs = [random_photometric(self.views.bevs[i], self.rng) for i in picks]
+        return np.stack(bevs), np.stack([self.tile(int(i)) for i in picks])
+
+    def _picks(self, size: int) -> list[int]:
+        chosen: list[int] = []
+        for i in self.rng.permutation(len(self.views.bevs)):
+            near = [j for j in chosen if self.views.area[j] == self.views.area[i]
+                    and np.abs(self.views.east_north[j] - self.views.east_north[i]).max() < 2 * self.cfg.offset_m]
+            if not near:
+                chosen.append(int(i))
+                if len(chosen) == size:
+                    return chosen
+        raise ValueError(f"only {len(chosen)} views are far enough apart for a batch of {size}")
+
+    def tile(self, index: int) -> np.ndarray:
+        """The map tile around view ``index``'s camera plus a uniform offset (whole pixels)."""
+        ortho = self.views.maps[int(self.views.area[index])]
+        east, north = self.views.east_north[index] + self.rng.uniform(-self.cfg.offset_m, self.cfg.offset_m, 2)
+        m = self.cfg.m_per_px
+        col = int(round(ortho.shape[1] / 2 + east / m)) - self.tile_px // 2
+        row = int(round(ortho.shape[0] / 2 - north / m)) - self.tile_px // 2
+        return np.ascontiguousarray(ortho[row:row + self.tile_px, col:col + self.tile_px])

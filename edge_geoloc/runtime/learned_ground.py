@@ -1,0 +1,96 @@
+"""Learned BEV matcher for ground cameras (cars): the classical BEV of the panorama, matched by learned features.
+
+The panorama, rolled north-up by the measured heading (the runtime does it, as for :class:`BevNccLocalizer`), is
+projected to a north-up bird's-eye view (:func:`~edge_geoloc.runtime.classical_ground.masked_bev_rgb`, the same
+projection the training pairs use); the BEV and the aerial patch around the prior go through the learned map
+matcher's network (:mod:`edge_geoloc.models.map_matcher`, trained on ground pairs by
+:mod:`edge_geoloc.data.ground_bev_pairs`), and the cosine score of every position
+(:meth:`~edge_geoloc.runtime.learned_matcher.LearnedMatcher.score_map`) becomes a heat map over the patch, a
+softmax at ``temperature`` (zero where the BEV does not fit). It fits the pipeline's ``Localizer`` protocol.
+numpy and OpenCV only: the network is a features callable (the exported graph on the vehicle, the PyTorch model
+in a benchmark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
+from edge_geoloc.runtime.learned_matcher import FeatureFn, LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.runtime.query_alignment import QueryAlignment
+
+
+@dataclass(frozen=True)
+class LearnedBevConfig:
+    bev_size_m: float = 32.0  # the matcher's query_ground_size_m
+    m_per_px: float = 0.5  # the matcher's input resolution
+    stride: int = 4  # the matcher's pixels per feature cell
+    camera_height_m: float = 1.7
+    min_distance_m: float = 2.0
+    aerial_size_m: float = 96.0  # ground side of the aerial patch the pipeline cuts around the prior
+    temperature: float = 0.03  # softmax temperature on cosine scores
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or self.stride < 1:
+            raise ValueError(f"temperature must be > 0 and stride >= 1, got {self.temperature}, {self.stride}")
+        if round(self.bev_size_m / self.m_per_px) % self.stride:
+            raise ValueError(f"the BEV ({self.bev_size_m} m at {self.m_per_px} m/px) must be a multiple of the "
+                             f"stride {self.stride} pixels")
+
+    @classmethod
+    def from_preprocessing(cls, image: Mapping[str, Any], **overrides: Any) -> LearnedBevConfig:
+        """Geometry from the matcher checkpoint's ``preprocessing["image"]`` block; the rest from ``overrides``."""
+        return cls(bev_size_m=float(image["query_ground_size_m"]), m_per_px=float(image["m_per_px"]),
+                   stride=int(image["stride"]), **overrides)
+
+    def bev(self) -> BevNccConfig:
+        return BevNccConfig(bev_size_m=self.bev_size_m, m_per_px=self.m_per_px, camera_height_m=self.camera_height_m,
+                            min_distance_m=self.min_distance_m, aerial_size_m=self.aerial_size_m)
+
+    def matcher(self) -> LearnedMatcherConfig:
+        return LearnedMatcherConfig(ground_size_m=self.bev_size_m, m_per_px=self.m_per_px, stride=self.stride)
+
+
+class LearnedBevLocalizer:
+    """Heat-map localizer (pipeline ``Localizer``) for north-aligned panoramas by a learned BEV matcher."""
+
+    alignment = QueryAlignment(north_up=True, query_kind="ground_pano")
+
+    def __init__(self, features: FeatureFn, cfg: LearnedBevConfig | None = None) -> None:
+        self.cfg = cfg or LearnedBevConfig()
+        self.bev_cfg = self.cfg.bev()  # validates the BEV / patch sizes
+        self.features = features
+        self.aerial_size_m = self.cfg.aerial_size_m
+        self.aerial_px = int(round(self.cfg.aerial_size_m / self.cfg.m_per_px))
+
+    def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
+        """Heat map ``(Ha, Wa)`` (sums to 1) of the camera's position over the aerial patch."""
+        return self.locate_bev(masked_bev_rgb(query_rgb, self.bev_cfg), aerial_rgb)
+
+    def locate_bev(self, bev_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
+        """As :meth:`locate`, for a BEV already projected (north-up, ``m_per_px``, the camera at its centre)."""
+        aerial = aerial_rgb
+        if aerial.shape[:2] != (self.aerial_px, self.aerial_px):
+            aerial = cv2.resize(aerial, (self.aerial_px, self.aerial_px), interpolation=cv2.INTER_AREA)
+        matcher = LearnedMatcher(aerial, 0.0, 0.0, self.cfg.m_per_px, self.features, self.cfg.matcher())
+        query = matcher.prepare_aligned(bev_rgb)
+        return self._heatmap(matcher.score_map(query), query.shape[-1], aerial_rgb.shape[:2])
+
+    def _heatmap(self, scores: np.ndarray, k: int, out_hw: tuple[int, int]) -> np.ndarray:
+        """Scores ``(m, m)`` of windows by top-left cell -> heat map over the patch's pixels: the window whose
+        top-left cell is ``r`` has its centre at pixel ``(r + k / 2) * stride``, spread over one cell around it."""
+        s = self.cfg.stride
+        probs = np.exp((scores.astype(np.float64) - scores.max()) / self.cfg.temperature)
+        block = np.kron(probs, np.ones((s, s)))
+        heat = np.zeros((self.aerial_px, self.aerial_px), dtype=np.float64)
+        top = s * (k - 1) // 2
+        rows, cols = min(block.shape[0], self.aerial_px - top), min(block.shape[1], self.aerial_px - top)
+        heat[top:top + rows, top:top + cols] = block[:rows, :cols]
+        if heat.shape != tuple(out_hw):
+            heat = cv2.resize(heat, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+        return heat / heat.sum()

@@ -1,0 +1,116 @@
+"""Learned BEV matcher for cars: the runtime heat map's geometry, the stored ground pairs and training on them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_geoloc.data.ground_bev_pairs import (
+    GroundBevPairConfig,
+    GroundBevPairSource,
+    GroundBevViews,
+    load_or_render_views,
+)
+from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
+from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
+from edge_geoloc.sim.area import generate_area
+from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig, train_map_matcher
+from tests.test_map_matcher import pooled_pixels, texture
+
+
+def test_heat_map_peaks_where_the_bev_was_cut_from_the_patch():
+    aerial = texture(192, seed=3)  # 96 m at 0.5 m/px
+    bev = aerial[40:104, 100:164]  # 32 m BEV, its camera (centre) at pixel (72, 132)
+    localizer = LearnedBevLocalizer(pooled_pixels, LearnedBevConfig())
+    heat = localizer.locate_bev(bev, aerial)
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    assert heat.shape == (192, 192) and heat.sum() == pytest.approx(1.0)
+    assert abs(row + 0.5 - 72) <= 2 and abs(col + 0.5 - 132) <= 2  # within one feature cell (2 m)
+    assert heat[:30].sum() == 0 and heat[:, 163:].sum() == 0  # no camera position whose BEV leaves the patch
+
+
+def test_panorama_heat_map_follows_the_patch_size_given():
+    pano = np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    localizer = LearnedBevLocalizer(pooled_pixels, LearnedBevConfig(temperature=0.05))
+    heat = localizer.locate(pano, texture(96, seed=1))  # the pipeline may hand a coarser patch
+    assert heat.shape == (96, 96) and heat.sum() == pytest.approx(1.0) and np.isfinite(heat).all()
+    assert localizer.alignment.north_up and localizer.alignment.query_kind == "ground_pano"
+
+
+def test_config_from_the_checkpoint_block_and_bad_geometry():
+    cfg = LearnedBevConfig.from_preprocessing({"query_ground_size_m": 24.0, "m_per_px": 0.5, "stride": 4},
+                                              aerial_size_m=80.0)
+    assert (cfg.bev_size_m, cfg.stride, cfg.aerial_size_m) == (24.0, 4, 80.0)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        LearnedBevConfig(bev_size_m=31.0)
+    with pytest.raises(ValueError, match="aerial_size_m must exceed"):
+        LearnedBevLocalizer(pooled_pixels, LearnedBevConfig(aerial_size_m=30.0))
+
+
+def test_masked_bev_blanks_the_vehicle():
+    pano = np.full((128, 256, 3), 200, np.uint8)
+    bev = masked_bev_rgb(pano, BevNccConfig(bev_size_m=32.0, m_per_px=0.5, min_distance_m=2.0))
+    assert bev.shape == (64, 64, 3) and bev.dtype == np.uint8
+    assert (bev[32, 32] == 0).all() and (bev[2, 2] == 200).all()
+
+
+def fake_views(points: list[tuple[float, float]], area: list[int]) -> GroundBevViews:
+    bevs = np.zeros((len(points), 64, 64, 3), np.uint8)
+    return GroundBevViews(bevs, np.asarray(area), np.asarray(points, float), (texture(400, seed=5),))
+
+
+def test_tiles_are_cut_around_the_camera_and_close_views_never_share_a_batch():
+    views = fake_views([(10.0, -20.0)], [0])
+    source = GroundBevPairSource(views, GroundBevPairConfig(offset_m=0.0))
+    assert np.array_equal(source.tile(0), views.maps[0][240 - 64:240 + 64, 220 - 64:220 + 64])
+    close = fake_views([(10.0, -20.0), (20.0, -20.0), (-60.0, 50.0)], [0, 0, 0])
+    cfg = GroundBevPairConfig(offset_m=8.0)
+    bevs, tiles = GroundBevPairSource(close, cfg, seed=1).batch(2)
+    assert bevs.shape == (2, 64, 64, 3) and tiles.shape == (2, 128, 128, 3)
+    with pytest.raises(ValueError, match="far enough apart"):
+        GroundBevPairSource(close, cfg).batch(3)
+
+
+def test_views_are_rendered_once_and_read_back(tmp_path):
+    cfg = GroundBevPairConfig(n_areas=1, area_size_m=160.0, views_per_area=3)
+    views = load_or_render_views(cfg, tmp_path)
+    again = load_or_render_views(cfg, tmp_path)
+    assert views.bevs.shape == (3, 64, 64, 3) and len(views.maps) == 1 and views.maps[0].shape == (320, 320, 3)
+    assert np.array_equal(views.bevs, again.bevs) and np.array_equal(views.east_north, again.east_north)
+    assert views.bevs.reshape(3, -1).std(axis=1).min() > 5  # the BEVs hold a scene, not a blank
+    assert len(list(tmp_path.glob("ground_bev_*.npz"))) == 1
+
+
+class CutOutPairs:
+    """Easy pairs for the trainer: tiles of a synthetic orthophoto, the frame its centre window a few pixels off."""
+
+    def __init__(self, frame_px: int, tile_px: int) -> None:
+        self.rng, self.frame_px, self.tile_px = np.random.default_rng(0), frame_px, tile_px
+        self.ortho = generate_area("source", 7, 160.0, 0.5).ortho
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        corners = self.rng.integers(0, self.ortho.shape[0] - self.tile_px, (size, 2))
+        tiles = np.stack([self.ortho[r:r + self.tile_px, c:c + self.tile_px] for r, c in corners])
+        o = (self.tile_px - self.frame_px) // 2 + self.rng.integers(-4, 5, (size, 2))
+        frames = np.stack([t[r:r + self.frame_px, c:c + self.frame_px] for t, (r, c) in zip(tiles, o, strict=True)])
+        return frames, tiles
+
+
+def bev_matcher_cfg(out_dir, steps: int) -> MatcherTrainConfig:
+    return MatcherTrainConfig(model_kwargs={"channels": [8, 16, 32], "m_per_px": 0.5, "query_ground_size_m": 16.0,
+                                            "tile_size_m": 32.0, "search_radius_m": 8.0},
+                              optim=MatcherOptimConfig(batch_size=8, steps=steps, warmup_steps=3, lr=2e-3),
+                              run=MatcherRunConfig(out_dir=str(out_dir), seed=0, threads=1, log_every=1))
+
+
+def test_the_trainer_learns_from_a_given_pair_source(tmp_path):
+    train_map_matcher(bev_matcher_cfg(tmp_path, steps=40), pairs=CutOutPairs(32, 64))
+    losses = np.loadtxt(tmp_path / "metrics.csv", delimiter=",", skiprows=1, usecols=1)
+    assert losses[-5:].mean() < 0.5 * math.log(8) < losses[:2].mean()
+
+
+def test_a_pair_source_cut_otherwise_than_the_model_stops_at_the_first_batch(tmp_path):
+    with pytest.raises(ValueError, match="pair source gives"):
+        train_map_matcher(bev_matcher_cfg(tmp_path, steps=5), pairs=CutOutPairs(40, 64))
