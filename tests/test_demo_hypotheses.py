@@ -36,7 +36,7 @@ def test_tap_keeps_the_particles_at_the_requested_frames_and_saves_them(tmp_path
         state = FusedState(float(k), lat, lon, alt, 0, 0, 0, 0, (0.0,) * 9, True, True, False)
         tap(k, CameraFrame(float(k), np.zeros((4, 4, 3), np.uint8)), state)
     assert [float(s["stamp_s"]) for s in tap.snapshots] == [2.0, 6.0]  # 1.5 and 2.0 fall on the same frame
-    saved = load_snapshots(tap.save(tmp_path / "h.npz"))
+    saved = load_snapshots(tap.save(tmp_path / "not_yet" / "h.npz"))  # the folder is made when missing
     assert len(saved) == 2 and saved[1]["particles_latlon"].shape == (filt.pc.num_particles, 2)
     np.testing.assert_allclose(saved[1]["weights"].sum(), 1.0)
     np.testing.assert_allclose(saved[0]["truth_latlon"], [52.0002, 4.36])

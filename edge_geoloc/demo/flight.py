@@ -91,8 +91,8 @@ def fly(flight: FlightData, pipeline: Pipeline, out_dir: Path, min_confidence: f
         field_log = FieldLogTap(flight, logger, patch, bar)
         result = replay(pipeline, flight, on_state=lambda i, frame, state: (field_log(i, frame, state),
                                                                              hypotheses(i, frame, state)))
-    hypotheses.save(out_dir / HYPOTHESES_NAME)
     errors = write_outputs(result, out_dir, min_confidence, flight.truth is not None)
+    hypotheses.save(out_dir / HYPOTHESES_NAME)
     total = np.array([r.total_ms for r in result.rows if r.total_ms is not None], dtype=np.float64)
     return {"frames": len(result.rows), "wall_s": round(result.wall_s, 3),
             "end_to_end_hz": len(result.rows) / result.wall_s if result.wall_s > 0 else math.nan,

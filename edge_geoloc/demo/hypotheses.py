@@ -59,6 +59,7 @@ class HypothesisTap:
         """``hypotheses.npz`` (arrays ``<key>_<k>`` per snapshot), or None when the filter kept no particles."""
         if not self.snapshots:
             return None
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, count=len(self.snapshots),
                             **{f"{key}_{k}": v for k, snap in enumerate(self.snapshots) for key, v in snap.items()})
         return path
