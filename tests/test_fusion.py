@@ -8,7 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edge_geoloc.fusion import FusionConfig, FusionFilter, KalmanState, chi2_quantile, gnss_covariance_enu
+from edge_geoloc.fusion import (
+    FusionConfig,
+    FusionFilter,
+    KalmanState,
+    chi2_quantile,
+    gnss_covariance_enu,
+    make_fusion,
+)
 from edge_geoloc.fusion.ekf import H_POSITION_2D, process_noise
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.sim.fusion_scenarios import ScenarioConfig, error_stats, gnss_only_track, make_scenario, run_fusion
@@ -94,6 +101,23 @@ def test_invalid_and_out_of_order_fixes_are_rejected():
     assert filt.update_gnss(gnss_at(5.0, 0, 0)).accepted
     assert filt.update_gnss(gnss_at(1.0, 0, 0)).reason == "out_of_order"
     assert filt.counters.out_of_order == 1 and filt.counters.gnss_rejected == 2
+
+
+@pytest.mark.parametrize("mode", ["ekf", "particle"])
+def test_zero_or_negative_gnss_covariance_is_rejected_and_counted(mode):
+    filt = make_fusion(FusionConfig(mode=mode), ORIGIN)
+    assert filt.update_gnss(gnss_at(0.0, 0.0, 0.0)).accepted
+    broken = [(0.0,) * 9, (-4.0, 0, 0, 0, 4.0, 0, 0, 0, 9.0), (4.0, 5.0, 0, 5.0, 4.0, 0, 0, 0, 9.0)]
+    for k, cov in enumerate(broken):  # zero, negative, not positive definite (NaN: GnssFix refuses to exist)
+        fix = replace(gnss_at(1.0 + k, 8.0 * (1 + k), 0.0), position_covariance_m2=cov)
+        assert filt.update_gnss(fix).reason == "bad_covariance"
+    assert filt.counters.rejected_by_reason == {"gnss_bad_covariance": 3} and filt.counters.gnss_rejected == 3
+    with pytest.raises(ValueError, match="finite"):
+        replace(gnss_at(5.0, 0.0, 0.0), position_covariance_m2=(float("nan"),) + (0.0,) * 8)
+    unknown = replace(gnss_at(6.0, 0.0, 0.0), position_covariance_m2=(0.0,) * 9,
+                      covariance_type=CovarianceType.UNKNOWN, hdop=1.0)
+    assert filt.update_gnss(unknown).accepted  # UNKNOWN: the covariance means nothing, HDOP is used instead
+    assert np.all(np.isfinite(filt.state.x)) and np.all(np.isfinite(filt.state.P))
 
 
 def test_recovers_when_consistent_data_keeps_being_rejected():

@@ -68,3 +68,28 @@ def test_particle_mode_with_gnss_tracks_truth(world):
     state, errors = fly_straight_with_gnss(pipe, ortho)
     assert pipe.counters.gnss_fixes >= 10
     assert np.median(errors[3:]) < 2.5 and state.horizontal_sigma_m < 5.0
+
+
+class NanEveryOtherLocalizer(TemplateLocalizer):
+    """The stand-in localizer, but every other heat map is corrupted with NaNs (a broken engine output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def locate(self, query_rgb, aerial_rgb):
+        self.calls += 1
+        heatmap = np.array(super().locate(query_rgb, aerial_rgb), dtype=np.float64)
+        if self.calls % 2 == 0:
+            heatmap[::7, ::5] = np.nan
+        return heatmap
+
+
+def test_nan_heat_maps_are_rejected_counted_and_never_reach_the_state(world):
+    ortho, index = world
+    localizer = NanEveryOtherLocalizer()
+    pipe = Pipeline(ThumbnailEncoder(), localizer, index, particle_cfg(), origin=ORIGIN)
+    state, errors = fly_straight_with_gnss(pipe, ortho)
+    assert pipe.counters.extra["bad_heatmap"] == localizer.calls // 2 > 0
+    assert np.median(errors[3:]) < 2.5
+    assert np.all(np.isfinite(pipe.fusion.particles)) and np.all(np.isfinite(state.position_covariance_m2))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_geoloc.demo.hypotheses import HypothesisTap, snapshot_stamps
 from edge_geoloc.fieldlog.logger import FieldLogger
 from edge_geoloc.fieldlog.step import MapPatchSpec, StepRecorder
 from edge_geoloc.interop.camera_info import flight_intrinsics
@@ -29,6 +30,8 @@ from edge_geoloc.runtime.replay import FlightData, read_flight, replay, with_fli
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
+
+HYPOTHESES_NAME = "hypotheses.npz"
 
 __all__ = ["FieldLogTap", "fly", "load_pipeline", "outage_intervals", "read_flight"]
 
@@ -81,10 +84,15 @@ class FieldLogTap:
 
 def fly(flight: FlightData, pipeline: Pipeline, out_dir: Path, min_confidence: float,
         logger: FieldLogger | None = None, patch: MapPatchSpec | None = None) -> dict[str, Any]:
-    """Replay ``flight`` through ``pipeline`` (as fast as possible) into ``out_dir``; returns what it measured."""
+    """Replay ``flight`` through ``pipeline`` (as fast as possible) into ``out_dir``; returns what it measured.
+    With particle fusion, the hypotheses around the longest GNSS outage go to ``out_dir/hypotheses.npz``."""
+    hypotheses = HypothesisTap(pipeline, flight, snapshot_stamps(outage_intervals(flight.meta)))
     with tqdm(total=len(flight.frame_paths), desc=f"fly ({out_dir.name})", unit="frame") as bar:
-        result = replay(pipeline, flight, on_state=FieldLogTap(flight, logger, patch, bar))
+        field_log = FieldLogTap(flight, logger, patch, bar)
+        result = replay(pipeline, flight, on_state=lambda i, frame, state: (field_log(i, frame, state),
+                                                                             hypotheses(i, frame, state)))
     errors = write_outputs(result, out_dir, min_confidence, flight.truth is not None)
+    hypotheses.save(out_dir / HYPOTHESES_NAME)
     total = np.array([r.total_ms for r in result.rows if r.total_ms is not None], dtype=np.float64)
     return {"frames": len(result.rows), "wall_s": round(result.wall_s, 3),
             "end_to_end_hz": len(result.rows) / result.wall_s if result.wall_s > 0 else math.nan,

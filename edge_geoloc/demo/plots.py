@@ -123,6 +123,32 @@ def _heatmap_panel(ax, samples: dict[str, np.ndarray], i: int, name: str) -> Non
     ax.set_title(f"{name} {err}" + ("" if inside else " (truth off patch)"), fontsize=9)
 
 
+def plot_hypotheses(path: Path, ortho_rgb: np.ndarray, snapshots: Sequence[dict[str, np.ndarray]],
+                    latlon_to_pixel, start_s: float, dpi: int = 110) -> Path:
+    """One panel per snapshot: the particles over the orthophoto (colour = weight), the truth and the estimate;
+    each panel spans the whole cloud (at least 120 px). ``snapshots``: :func:`~edge_geoloc.demo.hypotheses.
+    load_snapshots`; ``start_s``: the flight's first stamp (panel titles are relative to it)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(snapshots), figsize=(3.6 * len(snapshots), 3.9), squeeze=False)
+    for ax, snap in zip(axes[0], snapshots, strict=True):
+        rows, cols = latlon_to_pixel(snap["particles_latlon"][:, 0], snap["particles_latlon"][:, 1])
+        truth, fused = (np.array(latlon_to_pixel(*snap[k])) for k in ("truth_latlon", "fused_latlon"))
+        ax.imshow(ortho_rgb, interpolation="bilinear")
+        order = np.argsort(snap["weights"])
+        ax.scatter(np.asarray(cols)[order], np.asarray(rows)[order], c=snap["weights"][order], cmap="autumn_r", s=4,
+                   alpha=0.7, linewidths=0)
+        ax.plot(truth[1], truth[0], "x", color="cyan", ms=10, mew=2.2, label="truth")
+        ax.plot(fused[1], fused[0], "o", mfc="none", color="white", ms=10, mew=1.8, label="estimate")
+        _zoom_to(ax, np.vstack([np.stack([rows, cols], 1), truth[None], fused[None]]), ortho_rgb.shape, 60.0)
+        flag = " ambiguous" if bool(snap["ambiguous"]) else ""
+        ax.set_title(f"t = {float(snap['stamp_s']) - start_s:.0f} s{flag}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].legend(loc="lower right", fontsize=7, framealpha=0.85)
+    fig.suptitle("Particle filter hypotheses around the GNSS outage (colour: weight)")
+    return _save(fig, path, dpi)
+
+
 def _save(fig, path: Path, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ class ReportInputs:
     ortho_rgb: np.ndarray | None = None
     latlon_to_pixel: Any = None  # callable (lat, lon) -> (row, col) in ortho_rgb
     heatmap_samples: dict[str, np.ndarray] | None = None
+    hypotheses: Sequence[dict[str, np.ndarray]] = ()  # particle snapshots (edge_geoloc.demo.hypotheses)
     metrics: dict[str, Any] = field(default_factory=dict)  # retrieval / localizer / runtime, measured upstream
     steps: Sequence[dict[str, Any]] = ()  # [{"step", "name", "title", "duration_s", "status", "folder"}]
     title: str = "edge-geoloc demo"
@@ -120,6 +121,12 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                          f"{counters.get('visual_fixes', 0)} of {counters.get('frames', 0)} frames "
                          f"({counters.get('low_confidence', 0)} low confidence, "
                          f"{counters.get('visual_rejected', 0)} gated out)"))
+    reloc = summary.get("relocalization") or {}
+    if reloc:
+        rows.append((f"Relocalization after the {reloc['outage_s'][1] - reloc['outage_s'][0]:.0f} s GNSS outage "
+                     f"(before adaptation)", f"{'success' if reloc['success'] else 'no success'} (< "
+                     f"{_fmt(reloc['correct_m'], 0)} m within {reloc['success_frames']} frames), first correct fix "
+                     f"after {_fmt(reloc['ttff_s'])} s, outage p95 {_fmt(reloc['outage_p95_m'])} m"))
     for flight, rate in summary["flight"].get("runtime", {}).items():
         rows.append((f"Runtime ({flight} models, ONNX Runtime CPU)",
                      f"{_fmt(rate['rate_hz'])} Hz ({_fmt(rate['mean_ms'])} ms/frame mean)"))
@@ -166,6 +173,9 @@ def write_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
                                                          mask, inputs.dpi)
     if inputs.heatmap_samples:
         images["heatmaps"] = plots.plot_heatmaps(out_dir / "heatmaps.png", inputs.heatmap_samples, inputs.dpi)
+    if inputs.hypotheses and inputs.ortho_rgb is not None and inputs.latlon_to_pixel is not None:
+        images["hypotheses"] = plots.plot_hypotheses(out_dir / "hypotheses.png", inputs.ortho_rgb, inputs.hypotheses,
+                                                     inputs.latlon_to_pixel, float(first["stamp_s"][0]), inputs.dpi)
     return images
 
 

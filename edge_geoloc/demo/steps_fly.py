@@ -18,6 +18,7 @@ import numpy as np
 from edge_geoloc.config import to_dict, with_overrides
 from edge_geoloc.demo.flight import fly as fly_flight
 from edge_geoloc.demo.flight import load_pipeline, outage_intervals, read_flight
+from edge_geoloc.demo.hypotheses import relocalization_figures
 from edge_geoloc.demo.parts import cached_dataset, drone_pairs, eval_pairs_config, export_onnx, run_area, runtime_config
 from edge_geoloc.demo.runner import StepContext
 from edge_geoloc.evaluate.localization_metrics import localization_errors
@@ -73,6 +74,8 @@ def step_fly(ctx: StepContext) -> dict[str, Any]:
         logger.close()
     metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
     metrics["outages_s"] = outage_intervals(flight.meta)
+    metrics["relocalization"] = relocalization_figures(read_trajectory(layout.teacher_replay / "trajectory.csv"),
+                                                       metrics["outages_s"])
     samples = heatmap_samples(ctx, area, flight, layout.teacher_replay / "trajectory.csv", layout.localizer_onnx)
     np.savez_compressed(layout.teacher_heatmaps, **samples)
     return metrics

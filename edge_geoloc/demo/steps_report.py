@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_geoloc.demo.flight import HYPOTHESES_NAME
+from edge_geoloc.demo.hypotheses import load_snapshots
 from edge_geoloc.demo.report import ReportInputs, build_report
 from edge_geoloc.demo.runfolder import RUN_RECORD_NAME, step_dir_name
 from edge_geoloc.demo.runner import StepContext
@@ -27,10 +29,16 @@ def step_report(ctx: StepContext) -> dict[str, Any]:
         outages_s=[tuple(o) for o in ctx.metrics(4).get("outages_s", [])],
         ortho_rgb=ortho.image, latlon_to_pixel=ortho.georef.latlon_to_pixel,
         heatmap_samples=merge_heatmap_samples(layout.teacher_heatmaps, layout.adapted_heatmaps),
-        metrics=measured_metrics(ctx), steps=_steps(ctx), title=ctx.config.report.title, dpi=ctx.config.report.dpi)
+        hypotheses=_hypotheses(layout.teacher_replay / HYPOTHESES_NAME),
+        metrics={**measured_metrics(ctx), "relocalization": ctx.metrics(4).get("relocalization", {})},
+        steps=_steps(ctx), title=ctx.config.report.title, dpi=ctx.config.report.dpi)
     summary = build_report(inputs, layout.report_dir)
     return {"flight": summary["flight"]["all"], "outage": summary["flight"]["outage"],
             "runtime": summary["flight"]["runtime"]}
+
+
+def _hypotheses(path: Path) -> list[dict[str, np.ndarray]]:
+    return load_snapshots(path) if path.is_file() else []
 
 
 def _centre(raster: Any) -> tuple[float, float]:

@@ -23,7 +23,7 @@ import numpy as np
 from edge_geoloc.fusion.config import FusionConfig
 from edge_geoloc.fusion.ekf import H_POSITION_2D, H_POSITION_3D, KalmanState
 from edge_geoloc.fusion.gating import chi2_quantile, passes_gate
-from edge_geoloc.fusion.gnss import gnss_covariance_enu, velocity_from_course
+from edge_geoloc.fusion.gnss import gnss_covariance_enu, usable_gnss_covariance, velocity_from_course
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.types import FixStatus, GnssFix, VisualFix
 
@@ -97,6 +97,8 @@ class FusionFilter:
         """Fuse a GNSS fix (3-D, covariance per :func:`gnss_covariance_enu`), gated at 3 dof."""
         if fix.status == FixStatus.NO_FIX or fix.fix_quality == 0:
             return self._reject(GNSS, "invalid")
+        if not usable_gnss_covariance(fix):
+            return self._reject(GNSS, "bad_covariance")
         self._ensure_origin(fix.lat_deg, fix.lon_deg, fix.alt_m)
         z = np.array(self.origin.to_enu(fix.lat_deg, fix.lon_deg, fix.alt_m), dtype=np.float64)
         R = gnss_covariance_enu(fix, self.cfg)

@@ -35,6 +35,15 @@ def gnss_covariance_enu(fix: GnssFix, cfg: FusionConfig) -> np.ndarray:
     return _floor_diagonal(0.5 * (cov + cov.T), cfg.min_gnss_sigma_m**2)
 
 
+def usable_gnss_covariance(fix: GnssFix) -> bool:
+    """A covariance the receiver claims to know must be finite and positive definite horizontally (a zero or
+    negative variance means a broken driver, not a perfect fix): both filters reject such fixes (counted)."""
+    if fix.covariance_type == CovarianceType.UNKNOWN:
+        return True
+    C = np.asarray(fix.covariance_enu_m2, dtype=np.float64)[:2, :2]
+    return bool(np.all(np.isfinite(C)) and C[0, 0] > 0 and C[1, 1] > 0 and np.linalg.det(0.5 * (C + C.T)) > 0)
+
+
 def _floor_diagonal(cov: np.ndarray, floor_m2: float) -> np.ndarray:
     """Raise each variance to at least ``floor_m2``, scaling covariances to keep correlations."""
     var = np.diag(cov).copy()

@@ -41,7 +41,7 @@ import numpy as np
 from edge_geoloc.fusion.config import FusionConfig, ParticleConfig
 from edge_geoloc.fusion.ekf import KalmanState
 from edge_geoloc.fusion.filter import GNSS, VISUAL, FusionCounters, UpdateResult
-from edge_geoloc.fusion.gnss import gnss_covariance_enu, velocity_from_course
+from edge_geoloc.fusion.gnss import gnss_covariance_enu, usable_gnss_covariance, velocity_from_course
 from edge_geoloc.fusion.likelihoods import (
     HeatmapMeasurement,
     gaussian_outlier_likelihood,
@@ -51,7 +51,7 @@ from edge_geoloc.fusion.likelihoods import (
 )
 from edge_geoloc.fusion.particle_belief import BeliefSummary, summarize_belief
 from edge_geoloc.geo import EnuFrame
-from edge_geoloc.types import CovarianceType, FixStatus, GnssFix, VisualFix
+from edge_geoloc.types import FixStatus, GnssFix, VisualFix
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class ParticleFilter:
             self.particles, self.stamp_s = None, None
             return
         dt = stamp_s - self.stamp_s
-        heading = self._heading[1] if self._heading and stamp_s - self._heading[0] <= HEADING_MAX_AGE_S else None
+        heading = self._steering_heading(stamp_s)
         self._move(dt, *self._interval_heading(heading))
         self._heading_at_stamp = heading
         self.stamp_s = stamp_s
@@ -172,7 +172,7 @@ class ParticleFilter:
         """Weight by the fix (Gaussian + uniform outlier mixture); it starts the filter when none runs."""
         if fix.status == FixStatus.NO_FIX or fix.fix_quality == 0:
             return self._reject(GNSS, "invalid")
-        if not _usable_gnss_covariance(fix):
+        if not usable_gnss_covariance(fix):
             return self._reject(GNSS, "bad_covariance")
         if self.origin is None:
             self.origin = EnuFrame(fix.lat_deg, fix.lon_deg, fix.alt_m)
@@ -202,14 +202,30 @@ class ParticleFilter:
         inlier_share /= inlier_share + outlier
         self._apply((1 - pc.gnss_outlier_probability) * inlier + outlier)
         if velocity is not None:
-            sigma = np.eye(2) * pc.velocity_sigma_mps**2
-            self._apply(gaussian_outlier_likelihood(self.particles[:, 2:], velocity, sigma, pc.gnss_outlier_probability,
-                                                    pc.max_speed_mps))
+            self._weight_velocity(stamp_s, velocity)
         if inlier_share >= 0.5:
             self._gnss_outliers.clear()
             self._gnss_confirmed = True
             return self._accept(GNSS, stamp_s, "fused")
         return self._gnss_outlier(stamp_s, z, R)
+
+    def _weight_velocity(self, stamp_s: float, velocity: np.ndarray) -> None:
+        """GNSS speed and course as a likelihood of the particles' velocities (heavy-tailed). While a measured
+        heading steers the motion, every prediction re-draws the course from it, so only the speed is a state
+        of the particles: the course is not weighed twice (nor held against a particle that took a turn)."""
+        pc = self.pc
+        if self._steering_heading(stamp_s) is None:
+            v, z, dims = self.particles[:, 2:], velocity, 2
+        else:
+            v, z, dims = np.hypot(self.particles[:, 2], self.particles[:, 3])[:, None], np.hypot(*velocity)[None], 1
+        sigma = np.eye(dims) * pc.velocity_sigma_mps**2
+        self._apply(gaussian_outlier_likelihood(v, z, sigma, pc.gnss_outlier_probability, pc.max_speed_mps))
+
+    def _steering_heading(self, stamp_s: float) -> float | None:
+        """The measured heading that steers a prediction to ``stamp_s`` (None when there is none or it is stale)."""
+        if self._heading is None or stamp_s - self._heading[0] > HEADING_MAX_AGE_S:
+            return None
+        return self._heading[1]
 
     def _gnss_outlier(self, stamp_s: float, z: np.ndarray, R: np.ndarray) -> UpdateResult:
         """An outlier fix: counted. Outliers whose offsets from the belief agree (:func:`_offsets_agree`) for
@@ -393,14 +409,6 @@ class ParticleFilter:
         key = f"{sensor}_{reason}"
         self.counters.rejected_by_reason[key] = self.counters.rejected_by_reason.get(key, 0) + 1
         return UpdateResult(False, reason)
-
-
-def _usable_gnss_covariance(fix: GnssFix) -> bool:
-    """A covariance the receiver claims to know must be positive definite horizontally (zero means broken)."""
-    if fix.covariance_type == CovarianceType.UNKNOWN:
-        return True
-    C = fix.covariance_enu_m2[:2, :2]
-    return bool(C[0, 0] > 0 and C[1, 1] > 0 and np.linalg.det(0.5 * (C + C.T)) > 0)
 
 
 def _offsets_agree(run: list[tuple[float, np.ndarray, np.ndarray]], chi2_999_2dof: float = 13.8) -> bool:

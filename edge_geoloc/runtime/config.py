@@ -67,6 +67,7 @@ class PipelineConfig:
     prior_patch_max_sigma_m: float = 12.0  # a prior this tight (1-sigma) is localized around first; 0 = never
     use_gnss_prior: bool = True  # before the filter starts, a raw GNSS fix bounds the search ...
     gnss_prior_max_age_s: float = 10.0  # ... if it is at most this old
+    global_search: Literal["learned", "ncc"] = "learned"  # tile search (runtime.global_search): retrieval | NCC
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or not 1 <= self.localize_top <= self.top_k:
@@ -76,6 +77,8 @@ class PipelineConfig:
             raise ValueError("pipeline.min_confidence must be in [0, 1] and min_valid_fraction in (0, 1]")
         if self.min_search_radius_m <= 0 or self.max_search_radius_m < self.min_search_radius_m:
             raise ValueError("pipeline: need 0 < min_search_radius_m <= max_search_radius_m")
+        if self.global_search not in ("learned", "ncc"):
+            raise ValueError(f"pipeline.global_search must be 'learned' or 'ncc', got {self.global_search!r}")
 
 
 @dataclass(frozen=True)

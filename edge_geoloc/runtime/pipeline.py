@@ -49,6 +49,7 @@ from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.global_search import GlobalSearch, NccSearch, make_global_search
 from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
 from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
@@ -138,9 +139,12 @@ class Pipeline:
     """One camera frame (+ GNSS fix) in, one :class:`FusedState` out; see the module doc."""
 
     def __init__(self, encoder: Encoder | None, localizer: Localizer, index: TileIndex,
-                 cfg: RuntimeConfig | None = None, origin: EnuFrame | None = None) -> None:
+                 cfg: RuntimeConfig | None = None, origin: EnuFrame | None = None,
+                 global_search: GlobalSearch | None = None) -> None:
         self.cfg = cfg or RuntimeConfig()
         self.encoder, self.localizer, self.index = encoder, localizer, index
+        self.global_search = global_search or make_global_search(self.cfg.pipeline.global_search, encoder, index,
+                                                                 self.cfg.camera.hfov_deg)
         if origin is None and "centre_lat_deg" in index.manifest:
             origin = EnuFrame(index.manifest["centre_lat_deg"], index.manifest["centre_lon_deg"], 0.0)
         self.fusion = make_fusion(self.cfg.fusion, origin)
@@ -177,6 +181,8 @@ class Pipeline:
         if not 0 < hfov_deg < 180:
             raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
         self.cfg = replace(self.cfg, camera=replace(self.cfg.camera, hfov_deg=float(hfov_deg)))
+        if isinstance(self.global_search, NccSearch):
+            self.global_search.hfov_deg = float(hfov_deg)
 
     @property
     def counters(self) -> PipelineCounters:
@@ -268,23 +274,21 @@ class Pipeline:
     def _visual_fix(self, frame: CameraFrame, prior: _Prior | None, times: dict[str, float]) -> VisualFix | None:
         t = time.perf_counter()
         query = self._aligned_query(frame, self.alignment)
-        same = self.encoder is None or self.retrieval_alignment == self.alignment  # no retrieval: nothing to align
+        same = self.global_search is None or self.retrieval_alignment == self.alignment  # nothing to align
         retrieval_query = query if same else self._aligned_query(frame, self.retrieval_alignment)
         if query is None or retrieval_query is None:
             return None
         align_ms = (time.perf_counter() - t) * 1e3
-        if self.encoder is None:
+        if self.global_search is None:
             return self._visual_fix_in_prior_patch(frame, query, prior, times, align_ms)
         t = time.perf_counter()
-        embedding = self.encoder.embed([retrieval_query])[0]
-        times["retrieval_ms"] = (time.perf_counter() - t) * 1e3
-        enc_pre_ms = getattr(self.encoder, "preprocess_ms", 0.0)
-        t = time.perf_counter()
         bounded = prior is not None and self._heatmaps is None  # particle mode: retrieval is global
-        result = self.index.search(embedding, self.cfg.pipeline.top_k,
-                                   (prior.lat_deg, prior.lon_deg) if bounded else None,
-                                   prior.radius_m if bounded else None)
-        times["search_ms"] = (time.perf_counter() - t) * 1e3
+        result = self.global_search.search(frame, retrieval_query, self.cfg.pipeline.top_k,
+                                           (prior.lat_deg, prior.lon_deg) if bounded else None,
+                                           prior.radius_m if bounded else None)
+        times["retrieval_ms"] = self.global_search.embed_ms
+        times["search_ms"] = (time.perf_counter() - t) * 1e3 - self.global_search.embed_ms
+        enc_pre_ms = self.global_search.preprocess_ms
         if result.ids.size == 0:
             self._bump("outside_map")
             times.update(preprocess_ms=align_ms + enc_pre_ms, retrieval_ms=times["retrieval_ms"] - enc_pre_ms)

@@ -7,7 +7,8 @@ Error model per epoch ``k`` (east/north/up metres, independent axes)::
     bias_k  = phi * bias_{k-1} + sqrt(1 - phi^2) * N(0, bias_sigma^2),  phi = exp(-dt / bias_tau_s)
     multipath_k = a constant horizontal jump while inside a multipath episode, else 0
 
-Episodes (multipath, outages) start as Poisson events; explicit outages can be listed. During an outage the
+Episodes (multipath, outages) start as Poisson events; explicit ones can be listed too (``multipath_episodes``,
+``outages``: a multipath jump just before a long outage leaves a filter with a drifted prior). During an outage the
 receiver reports no fix (GGA quality 0, RMC status V, no GST). The reported accuracy (GST sigmas, HDOP)
 follows the modelled sigma, scaled by ``reported_sigma_scale`` (< 1: an over-confident receiver), and rises
 much less than the true error during multipath, as real receivers do.
@@ -37,6 +38,7 @@ class GnssNoiseConfig:
     multipath_rate_hz: float = 0.0
     multipath_jump_m: float = 12.0
     multipath_duration_s: float = 6.0
+    multipath_episodes: tuple[tuple[float, float], ...] = ()  # explicit (start_s, end_s) after the first epoch
     outage_rate_hz: float = 0.0
     outage_duration_s: float = 15.0
     outages: tuple[tuple[float, float], ...] = ()  # explicit (start_s, end_s) after the first epoch
@@ -113,7 +115,8 @@ def simulate_gnss_errors(stamps_s: np.ndarray, cfg: GnssNoiseConfig, rng: np.ran
         bias[k] = phi * bias[k - 1] + math.sqrt(1 - phi**2) * rng.normal(0, 1, 3) * bias_sig
     error = bias + rng.normal(0, 1, (n, 3)) * sig
     events, multipath = [], np.zeros(n, bool)
-    for start, end in _episodes(rng, cfg.multipath_rate_hz, cfg.multipath_duration_s, rel[0], rel[-1]):
+    episodes = _episodes(rng, cfg.multipath_rate_hz, cfg.multipath_duration_s, rel[0], rel[-1])
+    for start, end in [*episodes, *cfg.multipath_episodes]:
         jump = rng.normal(0, cfg.multipath_jump_m, 2)
         inside = (rel >= start) & (rel < end)
         error[inside, :2] += jump
