@@ -11,7 +11,7 @@ own simulated GNSS (the sim's receiver model, 1 Hz, with RMC speed/course and GS
 - ``normal``: open sky.
 
 Global search is the learned retrieval in every scenario; for ``denied_start``, where everything hangs on it,
-also the classical NCC search (``pipeline.global_search: ncc``, :mod:`edge_geoloc.runtime.global_search`), to show
+also the classical NCC search (``global_search.kind: ncc``, :mod:`edge_geoloc.runtime.global_search`), to show
 what the filters do with a search that works: the same pipeline, one config key apart.
 
 Per scenario and mode: success rate (a published fix -- initialised, not ambiguous -- under 10 m within 10
@@ -57,7 +57,9 @@ from relocalization_setup import (  # noqa: E402
 
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.geo import latlon_to_utm  # noqa: E402
-from edge_geoloc.runtime.global_search import NccSearch, ncc_matcher_for  # noqa: E402
+from edge_geoloc.runtime.config import GlobalSearchConfig  # noqa: E402
+from edge_geoloc.runtime.global_search import MapSearch  # noqa: E402
+from edge_geoloc.runtime.map_search import build_map_matcher  # noqa: E402
 from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
 from edge_geoloc.runtime.replay import measured_attitude, read_flight, with_flight_camera  # noqa: E402
 from edge_geoloc.sim import load_area  # noqa: E402
@@ -68,7 +70,7 @@ log = logging.getLogger("benchmarks.relocalization")
 
 SCENARIOS = ("denied_start", "outage_after_jump", "urban_multipath", "normal")
 MODES = ("ekf", "particle")
-SEARCHES = {"denied_start": ("learned", "ncc")}  # global search: the learned retrieval, or the NCC stand-in
+SEARCHES = {"denied_start": ("retrieval", "ncc")}  # global search: the learned retrieval, or the NCC stand-in
 CORRECT_M, SUCCESS_FRAMES, WORSE_MARGIN_M = 10.0, 10, 1.0
 GNSS_RATE_HZ, JUMP_AT_S, JUMP_S, JUMP_M = 1.0, 10.0, 8.0, 25.0
 SIZES = {"quick": dict(flights_per_area=2, duration_s=80.0, denied_s=40.0, outage_s=40.0),
@@ -204,12 +206,12 @@ def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraF
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
         search: str, memo: dict | None) -> dict[str, np.ndarray]:
     """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
-    cfg = with_flight_camera(runtime_config({"fusion": {"mode": mode}, "pipeline": {"global_search": search}}),
+    cfg = with_flight_camera(runtime_config({"fusion": {"mode": mode}, "global_search": {"kind": search}}),
                              flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     if memo is not None:
         pipe.localizer = Memo(pipe.localizer, memo)
-        if search == "learned":
+        if search == "retrieval":
             pipe.encoder = pipe.global_search.encoder = Memo(pipe.encoder, memo)
     states = []
     cpu0 = time.process_time()
@@ -236,7 +238,7 @@ _MATCHERS: dict[str, object] = {}
 
 def _matcher(test_area):
     if test_area.name not in _MATCHERS:
-        _MATCHERS[test_area.name] = ncc_matcher_for(test_area.area_dir / "ortho.tif")
+        _MATCHERS[test_area.name] = build_map_matcher(GlobalSearchConfig(kind="ncc"), test_area.area_dir / "ortho.tif")
     return _MATCHERS[test_area.name]
 
 
@@ -247,7 +249,7 @@ def global_search_recall(models, test_area, flight, frames: list[CameraFrame], m
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
     index, zone = pipe.index, pipe.index.zone
-    ncc = NccSearch(_matcher(test_area), index, cfg.camera.hfov_deg)
+    ncc = MapSearch(_matcher(test_area), index, cfg.camera.hfov_deg)
     half = index.tile_size_m / 2
     hits = {"learned_top5": [], "ncc_top5": [], "ncc_top1_within_10m": []}
     for i, frame in enumerate(frames):
@@ -320,7 +322,7 @@ def aggregate(per_flight: list[dict], gnss_errors: list[float]) -> dict:
 
 def variants(scenario: str) -> list[str]:
     """``search/mode`` rows of a scenario."""
-    return [f"{search}/{mode}" for search in SEARCHES.get(scenario, ("learned",)) for mode in MODES]
+    return [f"{search}/{mode}" for search in SEARCHES.get(scenario, ("retrieval",)) for mode in MODES]
 
 
 def fly_area(size: dict, cache: Path, area_index: int) -> dict:

@@ -49,7 +49,7 @@ from edge_geoloc.train.map_matcher import (
     MatcherOptimConfig,
     MatcherRunConfig,
     MatcherTrainConfig,
-    to_tensor,
+    feature_fn,
     train_map_matcher,
 )
 from edge_geoloc.train.pretrain import ONBOARD_AUGMENT, PretrainConfig, pretrain_backbone
@@ -207,21 +207,13 @@ MATCHER = {  # learned map matcher: training budget and seeds per setting
 }
 
 
-def torch_features(model):
-    """The matcher network as the runtime's feature callable (uint8 north-up image -> (C, h, w))."""
-    def features(image: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(to_tensor(image[None], model))[0].numpy()
-    return features
-
-
 def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
     """Each query ranks every tile of the test areas by the matcher's best score inside the tile's window
     (``LearnedMatcher.tile_scores`` over each area's whole map); also the error of its whole-map best position."""
     query, _ = University1652(root).test_split("drone_to_satellite")
     poses, tiles = read_view_poses(root), tile_table(root)
     cfg = LearnedMatcherConfig(model.query_ground_size_m, model.m_per_px, model.stride)
-    feats = torch_features(model)
+    feats = feature_fn(model)
     matchers = {a.seed: LearnedMatcher(a.ortho, -a.size_m / 2, a.size_m / 2, a.gsd_m, feats, cfg) for a in areas}
     ids = {seed: [k for k, t in tiles.items() if t[0] == seed] for seed in matchers}
     centres = {seed: np.array([tiles[k][1:] for k in ids[seed]]) for seed in matchers}

@@ -1,4 +1,4 @@
-"""Global search is one interface with two implementations chosen by ``pipeline.global_search``: the learned
+"""Global search is one interface with implementations chosen by ``global_search.kind``: the learned
 retrieval and the classical NCC search both give the filter its candidate tiles (same stand-ins as
 test_pipeline: a 60 m nadir crop at heading 0 is what a 90-degree camera sees from 30 m)."""
 
@@ -13,8 +13,14 @@ from test_tile_index import ThumbnailEncoder, make_ortho
 
 from edge_geoloc.fusion import FusionConfig
 from edge_geoloc.geo import latlon_to_utm
-from edge_geoloc.runtime.config import CameraConfig, PipelineConfig, RuntimeConfig, TileIndexConfig
-from edge_geoloc.runtime.global_search import NccSearch, RetrievalSearch, make_global_search
+from edge_geoloc.runtime.config import (
+    CameraConfig,
+    GlobalSearchConfig,
+    PipelineConfig,
+    RuntimeConfig,
+    TileIndexConfig,
+)
+from edge_geoloc.runtime.global_search import MapSearch, RetrievalSearch, make_global_search
 from edge_geoloc.runtime.pipeline import Pipeline
 from edge_geoloc.runtime.tile_build import build_tile_index
 from edge_geoloc.runtime.tile_index import TileIndexError
@@ -51,17 +57,18 @@ def tile_distance_m(index, tile_id: int, east: float, north: float) -> float:
 
 def test_the_config_key_chooses_the_implementation(world):
     _, index = world
-    assert isinstance(make_global_search("learned", ThumbnailEncoder(), index, 0.0), RetrievalSearch)
-    assert isinstance(make_global_search("ncc", None, index, HFOV_DEG), NccSearch)
-    assert make_global_search("learned", None, index, 0.0) is None  # a car: no retrieval, prior patch only
+    retrieval, ncc = GlobalSearchConfig(kind="retrieval"), GlobalSearchConfig(kind="ncc")
+    assert isinstance(make_global_search(retrieval, ThumbnailEncoder(), index, 0.0), RetrievalSearch)
+    assert isinstance(make_global_search(ncc, None, index, HFOV_DEG), MapSearch)
+    assert make_global_search(retrieval, None, index, 0.0) is None  # a car: no retrieval, prior patch only
     with pytest.raises(ValueError, match="global_search"):
-        PipelineConfig(global_search="faiss")
+        GlobalSearchConfig(kind="faiss")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["learned", "ncc"])
+@pytest.mark.parametrize("kind", ["retrieval", "ncc"])
 def test_both_searches_put_the_true_tile_first(world, kind):
     ortho, index = world
-    search = make_global_search(kind, ThumbnailEncoder(), index, HFOV_DEG)
+    search = make_global_search(GlobalSearchConfig(kind=kind), ThumbnailEncoder(), index, HFOV_DEG)
     for k, tile_id in enumerate([40, 81, 120]):  # near tile centres, where the thumbnail stand-in retrieves
         east, north = np.add(tile_centre_enu(index, tile_id), (2.0, -1.0))
         frame = nadir_frame(ortho, east, north, float(k), seed=k)
@@ -77,7 +84,7 @@ def test_both_searches_put_the_true_tile_first(world, kind):
 
 def test_ncc_search_needs_heading_height_and_field_of_view(world):
     ortho, index = world
-    search = make_global_search("ncc", None, index, 0.0)
+    search = make_global_search(GlobalSearchConfig(kind="ncc"), None, index, 0.0)
     frame = nadir_frame(ortho, 10.0, 10.0, 0.0)
     with pytest.raises(ValueError, match="hfov_deg"):
         search.search(frame, frame.image_rgb, 5)
@@ -93,15 +100,16 @@ def test_ncc_needs_an_index_over_one_orthophoto(tmp_path):
     index = build_tile_index([tmp_path / "a.tif", tmp_path / "b.tif"], ThumbnailEncoder(), cfg,
                              out_dir=tmp_path / "index")
     with pytest.raises(TileIndexError, match="one orthophoto"):
-        make_global_search("ncc", None, index, HFOV_DEG)
+        make_global_search(GlobalSearchConfig(kind="ncc"), None, index, HFOV_DEG)
 
 
 def test_particle_pipeline_relocalizes_from_a_gnss_denied_start_with_ncc_search(world):
     ortho, index = world
-    cfg = RuntimeConfig(pipeline=PipelineConfig(aerial_size_m=120.0, localize_top=3, global_search="ncc"),
-                        fusion=FusionConfig(mode="particle"), camera=CameraConfig(hfov_deg=HFOV_DEG))
+    cfg = RuntimeConfig(pipeline=PipelineConfig(aerial_size_m=120.0, localize_top=3),
+                        global_search=GlobalSearchConfig(kind="ncc"), fusion=FusionConfig(mode="particle"),
+                        camera=CameraConfig(hfov_deg=HFOV_DEG))
     pipe = Pipeline(None, TemplateLocalizer(), index, cfg, origin=ORIGIN)  # no retrieval model at all
-    assert isinstance(pipe.global_search, NccSearch)
+    assert isinstance(pipe.global_search, MapSearch)
     errors = []
     for i in range(8):
         east, north = -70.0, 40.0 + 2.0 * i  # flying north: the measured heading (0) is the course

@@ -32,7 +32,7 @@ from edge_geoloc.runtime.learned_matcher import (
     block_windows,
     load_matcher_features,
 )
-from edge_geoloc.runtime.map_search import build_global_search, read_map
+from edge_geoloc.runtime.map_search import build_map_matcher, read_map
 
 GATE = ExportConfig(simplify=False, check_tensorrt=False, parity=ParityConfig(random_samples=1, real_samples=3))
 CHANNELS = [8, 16, 32]
@@ -192,13 +192,13 @@ def test_features_adapter_refuses_other_models_and_incomplete_sidecars(matcher_o
 def test_runtime_config_global_search_section():
     cfg = load_config(RuntimeConfig, "configs/runtime.yaml")
     assert cfg.global_search == GlobalSearchConfig()  # the shipped file says what the defaults are
-    cfg = load_config(RuntimeConfig, "configs/runtime.yaml", ["global_search.kind=learned",
+    cfg = load_config(RuntimeConfig, "configs/runtime.yaml", ["global_search.kind=matcher",
                                                               "global_search.model=models/matcher.onnx",
                                                               "global_search.ncc.ground_size_m=48"])
     assert (cfg.global_search.kind, cfg.global_search.model, cfg.global_search.ncc.ground_size_m) == (
-        "learned", "models/matcher.onnx", 48.0)
+        "matcher", "models/matcher.onnx", 48.0)
     with pytest.raises(ValueError, match="needs global_search.model"):
-        GlobalSearchConfig(kind="learned")
+        GlobalSearchConfig(kind="matcher")
     with pytest.raises(ValueError, match="global_search.kind must be one of"):
         GlobalSearchConfig(kind="faiss")  # type: ignore[arg-type]
 
@@ -211,14 +211,15 @@ def map_tif(tmp_path_factory):
     return write_geotiff(tmp_path_factory.mktemp("map") / "map.tif", image, georef), image
 
 
-def test_global_search_builder_reads_the_raster_and_builds_each_kind(map_tif, pixel_onnx):
+def test_map_matcher_builder_reads_the_raster_and_builds_each_kind(map_tif, pixel_onnx):
     path, image = map_tif
     whole = read_map(path)
     assert whole.image.shape == (480, 640, 3) and (whole.west_m, whole.north_m, whole.m_per_px) == (
         UTM_WEST, UTM_NORTH, 0.5)
-    assert build_global_search(GlobalSearchConfig(), path) is None
-    ncc = build_global_search(GlobalSearchConfig(kind="ncc"), path)
-    learned = build_global_search(GlobalSearchConfig(kind="learned", model=str(pixel_onnx.onnx_path)), path)
+    with pytest.raises(ValueError, match="does not search a map image"):
+        build_map_matcher(GlobalSearchConfig(), path)  # retrieval: the encoder and the tile index do
+    ncc = build_map_matcher(GlobalSearchConfig(kind="ncc"), path)
+    learned = build_map_matcher(GlobalSearchConfig(kind="matcher", model=str(pixel_onnx.onnx_path)), path)
     assert isinstance(ncc, NccMatcher) and isinstance(learned, LearnedMatcher)
     # a nadir frame of 80 m centred 100 m east and 60 m south of the corner, seen at heading 0
     frame = cv2.resize(image[120 - 80:120 + 80, 200 - 80:200 + 80], (80, 80), interpolation=cv2.INTER_AREA)

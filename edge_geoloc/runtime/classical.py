@@ -74,6 +74,20 @@ class NccMatcher:
         cut = align_query_scale(north_up, altitude_agl_m, hfov_deg, self.config.ground_size_m, self.template_px)
         return _gray(cut)
 
+    @property
+    def score_step_m(self) -> float:
+        """Ground distance between neighbouring cells of :meth:`score_map`."""
+        return self.config.m_per_px
+
+    def score_map(self, template: np.ndarray) -> np.ndarray:
+        """Correlation coefficient of the template with every map window (top-left pixel indexing)."""
+        return np.nan_to_num(cv2.matchTemplate(self.map_gray, template, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+
+    def window_centre_en(self, row: float, col: float, k: int) -> tuple[float, float]:
+        """Map east/north of the centre of the ``k``-pixel window whose top-left pixel is ``(row, col)``."""
+        m = self.config.m_per_px
+        return self.west_m + (col + k / 2) * m, self.north_m - (row + k / 2) * m
+
     def locate(self, template: np.ndarray, prior_en: tuple[float, float] | None = None,
                radius_m: float | None = None) -> NccMatch:
         """Best position of a prepared template over the whole map, or within ``radius_m`` of ``prior_en``."""

@@ -67,7 +67,6 @@ class PipelineConfig:
     prior_patch_max_sigma_m: float = 12.0  # a prior this tight (1-sigma) is localized around first; 0 = never
     use_gnss_prior: bool = True  # before the filter starts, a raw GNSS fix bounds the search ...
     gnss_prior_max_age_s: float = 10.0  # ... if it is at most this old
-    global_search: Literal["learned", "ncc"] = "learned"  # tile search (runtime.global_search): retrieval | NCC
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or not 1 <= self.localize_top <= self.top_k:
@@ -77,8 +76,6 @@ class PipelineConfig:
             raise ValueError("pipeline.min_confidence must be in [0, 1] and min_valid_fraction in (0, 1]")
         if self.min_search_radius_m <= 0 or self.max_search_radius_m < self.min_search_radius_m:
             raise ValueError("pipeline: need 0 < min_search_radius_m <= max_search_radius_m")
-        if self.global_search not in ("learned", "ncc"):
-            raise ValueError(f"pipeline.global_search must be 'learned' or 'ncc', got {self.global_search!r}")
 
 
 @dataclass(frozen=True)
@@ -101,28 +98,30 @@ class CameraConfig:
             raise ValueError(f"camera.hfov_deg must be in (0, 180) degrees, or 0 for unknown, got {self.hfov_deg}")
 
 
-GLOBAL_SEARCH_KINDS = ("none", "ncc", "learned")
+GLOBAL_SEARCH_KINDS = ("retrieval", "ncc", "matcher")
 
 
 @dataclass(frozen=True)
 class GlobalSearchConfig:
-    """Where on the whole map a frame is, with no prior (``runtime.map_search.build_global_search``).
+    """Which tiles a frame may show when there is no prior (``runtime.global_search.make_global_search``).
 
-    ``none``: no global searcher; ``ncc``: the classical template matcher (``ncc`` section); ``learned``: the
-    exported map matcher at ``model`` (.onnx with its sidecar, or a TensorRT engine with its manifest), run by the
-    ``backend`` section's kind and device, with the geometry its sidecar declares.
+    ``retrieval``: the retrieval encoder's embedding against the tile index (none for a pipeline without an
+    encoder, e.g. a car); ``ncc``: the classical template matcher over the index's orthophoto (``ncc`` section);
+    ``matcher``: the learned map matcher over that orthophoto, the exported model at ``model`` (.onnx with its
+    sidecar, or a TensorRT engine with its manifest), run by the ``backend`` section's kind and device, with the
+    geometry its sidecar declares (``runtime.map_search.build_map_matcher``).
     """
 
-    kind: Literal["none", "ncc", "learned"] = "none"
-    model: str = ""  # learned: path of the exported map matcher
-    exclusion_m: float = 20.0  # learned: the runner-up peak is searched outside this radius of the best
+    kind: Literal["retrieval", "ncc", "matcher"] = "retrieval"
+    model: str = ""  # matcher: path of the exported map matcher
+    exclusion_m: float = 20.0  # matcher: the runner-up peak is searched outside this radius of the best
     ncc: NccConfig = field(default_factory=NccConfig)
 
     def __post_init__(self) -> None:
         if self.kind not in GLOBAL_SEARCH_KINDS:
             raise ValueError(f"global_search.kind must be one of {GLOBAL_SEARCH_KINDS}, got {self.kind!r}")
-        if self.kind == "learned" and not self.model:
-            raise ValueError("global_search.kind=learned needs global_search.model: the exported map matcher "
+        if self.kind == "matcher" and not self.model:
+            raise ValueError("global_search.kind=matcher needs global_search.model: the exported map matcher "
                              "(edge-geoloc export of a map_matcher checkpoint)")
         if not self.exclusion_m > 0:
             raise ValueError(f"global_search.exclusion_m must be > 0 metres, got {self.exclusion_m}")

@@ -1,14 +1,15 @@
-"""Global search: which tiles of the map a camera frame may show, with no prior (``pipeline.global_search``).
+"""Global search: which tiles of the map a camera frame may show, with no prior (the ``global_search`` section).
 
 The pipeline asks a :class:`GlobalSearch` for the ``k`` best tiles of its tile index; in particle mode their
-heat maps are the filter's global candidates (recovery and a GNSS-denied start draw hypotheses from them). Two
-implementations share the interface, chosen by configuration alone:
+heat maps are the filter's global candidates (recovery and a GNSS-denied start draw hypotheses from them). The
+implementations share the interface, chosen by configuration alone (``global_search.kind``):
 
-- ``learned`` (:class:`RetrievalSearch`): the retrieval encoder embeds the frame, the tile index returns the
+- ``retrieval`` (:class:`RetrievalSearch`): the retrieval encoder embeds the frame, the tile index returns the
   nearest tile embeddings (inside a prior radius when one is given);
-- ``ncc`` (:class:`NccSearch`): the classical baseline (:mod:`edge_geoloc.runtime.classical`) slides the
-  north-up, scale-aligned frame over the whole orthophoto; the best peaks at least ``min_separation_m`` apart
-  are mapped to their nearest tiles. It needs the measured heading and height (else no candidates).
+- ``ncc`` and ``matcher`` (:class:`MapSearch`): a map matcher (:mod:`edge_geoloc.runtime.map_search`: the
+  classical NCC baseline, or the learned map matcher of docs/map_matcher.md) scores the north-up, scale-aligned
+  frame at every place of the index's orthophoto; the best peaks at least ``min_separation_m`` apart are mapped
+  to their nearest tiles. It needs the measured heading and height (else no candidates).
 
 A new search (another retrieval model, a learned re-ranker) implements ``search`` and plugs in the same way.
 """
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
-from edge_geoloc.geo import GeoRaster
-from edge_geoloc.runtime.classical import NccConfig, NccMatch, NccMatcher
+from edge_geoloc.runtime.classical import NccMatch
+from edge_geoloc.runtime.config import BackendConfig, GlobalSearchConfig
+from edge_geoloc.runtime.map_search import MapMatcher, build_map_matcher
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex, TileIndexError, resolve_source
 from edge_geoloc.types import CameraFrame
 
@@ -58,12 +58,12 @@ class RetrievalSearch:
         return self.index.search(embedding, k, prior_latlon, radius_m)
 
 
-class NccSearch:
-    """Classical global search (module doc); ``hfov_deg`` may be set after construction (it is checked at the first
-    search). ``last_match`` keeps the matcher's own best match of the last frame
-    (the NCC baseline's fix)."""
+class MapSearch:
+    """Global search by a map matcher over the index's orthophoto (module doc): the classical NCC or the learned
+    map matcher, whichever ``matcher`` is. ``hfov_deg`` may be set after construction (it is checked at the first
+    search). ``last_match`` keeps the matcher's own best match of the last frame (its whole-map fix)."""
 
-    def __init__(self, matcher: NccMatcher, index: TileIndex, hfov_deg: float, min_separation_m: float = 24.0
+    def __init__(self, matcher: MapMatcher, index: TileIndex, hfov_deg: float, min_separation_m: float = 24.0
                  ) -> None:
         self.matcher, self.index, self.hfov_deg = matcher, index, hfov_deg
         self.min_separation_m = min_separation_m
@@ -73,29 +73,29 @@ class NccSearch:
     def search(self, frame: CameraFrame, query_rgb: np.ndarray, k: int,
                prior_latlon: tuple[float, float] | None = None, radius_m: float | None = None) -> SearchResult:
         if not 0 < self.hfov_deg < 180:
-            raise ValueError(f"NCC global search needs the camera's field of view (camera.hfov_deg), got "
+            raise ValueError(f"map-matching global search needs the camera's field of view (camera.hfov_deg), got "
                              f"{self.hfov_deg}")
         start = time.perf_counter()
         self.last_match = None
         if not all(v is not None and math.isfinite(v) for v in (frame.heading_rad, frame.altitude_agl_m)):
             return SearchResult(np.zeros(0, np.int64), np.zeros(0, np.float32), 0, "empty", 0.0)
         m = self.matcher
-        template = m.prepare(frame.image_rgb, frame.heading_rad, frame.altitude_agl_m, self.hfov_deg)
-        scores = np.nan_to_num(cv2.matchTemplate(m.map_gray, template, cv2.TM_CCOEFF_NORMED), nan=-1.0)
-        self.last_match = m.locate(template)
-        ids, best = self._nearest_tiles(_peaks(scores, 4 * k, self.min_separation_m / m.config.m_per_px),
-                                        template.shape[0] / 2.0, k)
-        return SearchResult(np.asarray(ids, np.int64), np.asarray(best, np.float32), len(self.index), "ncc",
+        query = m.prepare(frame.image_rgb, frame.heading_rad, frame.altitude_agl_m, self.hfov_deg)
+        scores = m.score_map(query)
+        self.last_match = m.locate(query)
+        peaks = _peaks(scores, 4 * k, self.min_separation_m / m.score_step_m)
+        ids, best = self._nearest_tiles(peaks, query.shape[-1], k)
+        return SearchResult(np.asarray(ids, np.int64), np.asarray(best, np.float32), len(self.index), "map",
                             (time.perf_counter() - start) * 1e3)
 
-    def _nearest_tiles(self, peaks: list[tuple[int, int, float]], half_px: float, k: int
+    def _nearest_tiles(self, peaks: list[tuple[int, int, float]], k_query: int, k: int
                        ) -> tuple[list[int], list[float]]:
         """The tiles nearest to the peaks' map positions, best peak first, each tile once, at most ``k``."""
-        m, tiles = self.matcher, self.index.tiles
+        tiles = self.index.tiles
         ids: list[int] = []
         best: list[float] = []
         for row, col, score in peaks:
-            x, y = m.west_m + (col + half_px) * m.config.m_per_px, m.north_m - (row + half_px) * m.config.m_per_px
+            x, y = self.matcher.window_centre_en(row, col, k_query)
             tile = int(np.argmin((tiles["utm_east_m"] - x) ** 2 + (tiles["utm_north_m"] - y) ** 2))
             if tile not in ids:
                 ids.append(tile)
@@ -105,27 +105,16 @@ class NccSearch:
         return ids, best
 
 
-def make_global_search(kind: str, encoder: Encoder | None, index: TileIndex, hfov_deg: float
-                       ) -> GlobalSearch | None:
-    """The ``pipeline.global_search`` of that ``kind`` (``learned`` needs an encoder; None without one)."""
-    if kind == "ncc":
-        sources = index.manifest.get("sources", [])
-        if len(sources) != 1:
-            raise TileIndexError(f"pipeline.global_search=ncc matches against one orthophoto; the index has "
-                                 f"{len(sources)} sources: use global_search=learned or one index per orthophoto")
-        return NccSearch(ncc_matcher_for(resolve_source(sources[0], index.root)), index, hfov_deg)
-    return RetrievalSearch(encoder, index) if encoder is not None else None
-
-
-def ncc_matcher_for(ortho_path: str | Path, config: NccConfig | None = None) -> NccMatcher:
-    """An :class:`NccMatcher` over a whole north-up GeoTIFF (its CRS coordinates, UTM for tile indexes)."""
-    with GeoRaster(ortho_path) as raster:
-        left, bottom, right, top = raster.bounds_crs
-        size_m = max(right - left, top - bottom)
-        patch = raster.read_around_crs(0.5 * (left + right), 0.5 * (bottom + top), size_m,
-                                       int(round(size_m / raster.m_per_px)))
-    west, north = patch.georef.pixel_to_crs(0.0, 0.0)
-    return NccMatcher(patch.image, float(west), float(north), patch.georef.m_per_px, config)
+def make_global_search(cfg: GlobalSearchConfig, encoder: Encoder | None, index: TileIndex, hfov_deg: float,
+                       backend: BackendConfig | None = None) -> GlobalSearch | None:
+    """The ``global_search`` section's search (``retrieval`` needs an encoder: None without one, e.g. a car)."""
+    if cfg.kind == "retrieval":
+        return RetrievalSearch(encoder, index) if encoder is not None else None
+    sources = index.manifest.get("sources", [])
+    if len(sources) != 1:
+        raise TileIndexError(f"global_search.kind={cfg.kind} matches against one orthophoto; the index has "
+                             f"{len(sources)} sources: use kind=retrieval or one index per orthophoto")
+    return MapSearch(build_map_matcher(cfg, resolve_source(sources[0], index.root), backend), index, hfov_deg)
 
 
 def _peaks(score: np.ndarray, count: int, min_separation_px: float) -> list[tuple[int, int, float]]:

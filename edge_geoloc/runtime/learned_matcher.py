@@ -117,7 +117,12 @@ class LearnedMatcher:
             self._energy[k] = window_energy(self.map_features, k)
         return cosine_score_map(self.map_features, query, self._energy[k])
 
-    def cell_centre_en(self, row: float, col: float, k: int) -> tuple[float, float]:
+    @property
+    def score_step_m(self) -> float:
+        """Ground distance between neighbouring cells of :meth:`score_map`."""
+        return self.config.cell_m
+
+    def window_centre_en(self, row: float, col: float, k: int) -> tuple[float, float]:
         """Map east/north of the centre of the window whose top-left feature cell is ``(row, col)``."""
         cell = self.config.cell_m
         return self.west_m + (col + k / 2) * cell, self.north_m - (row + k / 2) * cell
@@ -134,12 +139,12 @@ class LearnedMatcher:
         r = int(math.ceil(self.config.exclusion_m / self.config.cell_m))
         masked = scores.copy()
         masked[max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = -1.0
-        east, north = self.cell_centre_en(row, col, k)
+        east, north = self.window_centre_en(row, col, k)
         return NccMatch(east, north, best, float(masked.max()))
 
     def _near(self, shape: tuple[int, int], k: int, centre_en: tuple[float, float], radius_m: float) -> np.ndarray:
         rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
-        east, north = self.cell_centre_en(rows, cols, k)
+        east, north = self.window_centre_en(rows, cols, k)
         return np.maximum(np.abs(east - centre_en[0]), np.abs(north - centre_en[1])) <= radius_m
 
     def tile_scores(self, query: np.ndarray, centres_en: np.ndarray, radius_m: float) -> np.ndarray:

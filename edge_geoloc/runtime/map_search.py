@@ -1,15 +1,16 @@
-"""The runtime's global searcher: where on the whole map a camera frame is, with no prior.
+"""Map matchers built from the runtime config: where on a whole map image a camera frame is, with no prior.
 
-Built from the runtime config's ``global_search`` section for one north-up map raster (GeoTIFF/COG in a
-projected CRS, UTM for the tile index): ``none`` builds nothing, ``ncc`` the classical template matcher
-(:class:`~edge_geoloc.runtime.classical.NccMatcher`), ``learned`` the learned map matcher
-(:class:`~edge_geoloc.runtime.learned_matcher.LearnedMatcher`) over the exported model at ``model``, run by the
-``backend`` section's kind and device, with the geometry its sidecar declares. Both searchers answer the same
-calls, so a caller (the particle filter's recovery, a benchmark) does not care which it got::
+Built from the ``global_search`` section for one north-up map raster (GeoTIFF/COG in a projected CRS, UTM for the
+tile index): ``ncc`` the classical template matcher (:class:`~edge_geoloc.runtime.classical.NccMatcher`),
+``matcher`` the learned map matcher (:class:`~edge_geoloc.runtime.learned_matcher.LearnedMatcher`) over the
+exported model at ``model``, run by the ``backend`` section's kind and device, with the geometry its sidecar
+declares. Both answer the same calls, so a caller (:class:`~edge_geoloc.runtime.global_search.MapSearch`, a
+benchmark) does not care which it got::
 
-    query = searcher.prepare(frame_rgb, heading_rad, altitude_agl_m, hfov_deg)
-    match = searcher.locate(query)                                  # whole map -> NccMatch
-    match = searcher.locate(query, prior_en=(e, n), radius_m=200.0)  # around a prior
+    query = matcher.prepare(frame_rgb, heading_rad, altitude_agl_m, hfov_deg)
+    match = matcher.locate(query)                                  # whole map -> NccMatch
+    match = matcher.locate(query, prior_en=(e, n), radius_m=200.0)  # around a prior
+    scores = matcher.score_map(query)         # window (row, col) -> matcher.window_centre_en(row, col, k)
 
 Positions are in the raster's CRS (east, north metres).
 """
@@ -26,7 +27,7 @@ from edge_geoloc.runtime.classical import NccMatcher
 from edge_geoloc.runtime.config import BackendConfig, GlobalSearchConfig
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, learned_matcher_for
 
-GlobalSearcher = NccMatcher | LearnedMatcher
+MapMatcher = NccMatcher | LearnedMatcher
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,11 @@ def read_map(path: str | Path) -> MapImage:
     return MapImage(patch.image, float(west), float(north), patch.georef.m_per_px)
 
 
-def build_global_search(cfg: GlobalSearchConfig, map_path: str | Path,
-                        backend: BackendConfig | None = None) -> GlobalSearcher | None:
-    """The searcher ``cfg.kind`` names over the map at ``map_path`` (None for ``none``)."""
-    if cfg.kind == "none":
-        return None
+def build_map_matcher(cfg: GlobalSearchConfig, map_path: str | Path,
+                      backend: BackendConfig | None = None) -> MapMatcher:
+    """The map matcher ``cfg.kind`` (``ncc`` or ``matcher``) names over the map at ``map_path``."""
+    if cfg.kind not in ("ncc", "matcher"):
+        raise ValueError(f"global_search.kind={cfg.kind!r} does not search a map image (ncc or matcher do)")
     m = read_map(map_path)
     if cfg.kind == "ncc":
         return NccMatcher(m.image, m.west_m, m.north_m, m.m_per_px, cfg.ncc)

@@ -49,7 +49,7 @@ from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
-from edge_geoloc.runtime.global_search import GlobalSearch, NccSearch, make_global_search
+from edge_geoloc.runtime.global_search import GlobalSearch, MapSearch, make_global_search
 from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
 from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
@@ -143,8 +143,8 @@ class Pipeline:
                  global_search: GlobalSearch | None = None) -> None:
         self.cfg = cfg or RuntimeConfig()
         self.encoder, self.localizer, self.index = encoder, localizer, index
-        self.global_search = global_search or make_global_search(self.cfg.pipeline.global_search, encoder, index,
-                                                                 self.cfg.camera.hfov_deg)
+        self.global_search = global_search or make_global_search(self.cfg.global_search, encoder, index,
+                                                                 self.cfg.camera.hfov_deg, self.cfg.backend)
         if origin is None and "centre_lat_deg" in index.manifest:
             origin = EnuFrame(index.manifest["centre_lat_deg"], index.manifest["centre_lon_deg"], 0.0)
         self.fusion = make_fusion(self.cfg.fusion, origin)
@@ -181,7 +181,7 @@ class Pipeline:
         if not 0 < hfov_deg < 180:
             raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
         self.cfg = replace(self.cfg, camera=replace(self.cfg.camera, hfov_deg=float(hfov_deg)))
-        if isinstance(self.global_search, NccSearch):
+        if isinstance(self.global_search, MapSearch):
             self.global_search.hfov_deg = float(hfov_deg)
 
     @property
