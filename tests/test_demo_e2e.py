@@ -46,7 +46,7 @@ def test_every_step_is_sealed_and_the_report_is_self_contained(quick_run):
         number, name = int(folder[:2]), folder[3:]
         assert verify_step(run / folder, number, name).files, folder
     page = (run / "06_report" / "report.html").read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 3 and "src=\"http" not in page
+    assert page.count("data:image/png;base64,") == 4 and "src=\"http" not in page  # + hypotheses.png (particles)
     for png in ("trajectories.png", "errors.png", "heatmaps.png"):
         assert (run / "06_report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "04_fly" / "fieldlog").is_dir() and any((run / "04_fly" / "fieldlog").rglob("*.mcap"))
