@@ -91,15 +91,10 @@ class NccMatcher:
     def locate(self, template: np.ndarray, prior_en: tuple[float, float] | None = None,
                radius_m: float | None = None) -> NccMatch:
         """Best position of a prepared template over the whole map, or within ``radius_m`` of ``prior_en``."""
-        window, (row0, col0) = self._window(prior_en, radius_m, template.shape[0])
-        scores = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
-        scores = np.nan_to_num(scores, nan=-1.0)
-        _, best, _, (col, row) = cv2.minMaxLoc(scores)
-        second = _second_peak(scores, row, col, self.config.exclusion_m / self.config.m_per_px)
-        half = template.shape[0] / 2
-        east = self.west_m + (col0 + col + half) * self.config.m_per_px
-        north = self.north_m - (row0 + row + half) * self.config.m_per_px
-        return NccMatch(east, north, float(best), second)
+        window, offset = self._window(prior_en, radius_m, template.shape[0])
+        scores = np.nan_to_num(cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+        return best_match(scores, self.window_centre_en, template.shape[0], self.config.exclusion_m / self.score_step_m,
+                          offset)
 
     def _window(self, prior_en: tuple[float, float] | None, radius_m: float | None,
                 template_px: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -121,8 +116,18 @@ def _gray(image_rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
-def _second_peak(scores: np.ndarray, row: int, col: int, exclusion_px: float) -> float:
-    r = int(math.ceil(exclusion_px))
+def best_match(scores: np.ndarray, window_centre_en, k: int, exclusion_cells: float,
+               offset: tuple[int, int] = (0, 0)) -> NccMatch:
+    """The best cell of a matcher's score map (``offset``: the map cell of its top-left one) as a match: where the
+    ``k``-cell window there is centred (``window_centre_en(row, col, k)``), its score and the runner-up's."""
+    row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    east, north = window_centre_en(offset[0] + row, offset[1] + col, k)
+    return NccMatch(east, north, float(scores[row, col]), second_peak(scores, row, col, exclusion_cells))
+
+
+def second_peak(scores: np.ndarray, row: int, col: int, exclusion_cells: float) -> float:
+    """Best score farther than ``exclusion_cells`` (each axis) from ``(row, col)``; -1 when there is none."""
+    r = int(math.ceil(exclusion_cells))
     masked = scores.copy()
     masked[max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = -1.0
     return float(masked.max()) if masked.size else -1.0

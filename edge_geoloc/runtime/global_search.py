@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_geoloc.runtime.classical import NccMatch
+from edge_geoloc.runtime.classical import NccMatch, best_match
 from edge_geoloc.runtime.config import BackendConfig, GlobalSearchConfig
 from edge_geoloc.runtime.map_search import MapMatcher, build_map_matcher
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex, TileIndexError, resolve_source
@@ -81,8 +81,9 @@ class MapSearch:
             return SearchResult(np.zeros(0, np.int64), np.zeros(0, np.float32), 0, "empty", 0.0)
         m = self.matcher
         query = m.prepare(frame.image_rgb, frame.heading_rad, frame.altitude_agl_m, self.hfov_deg)
-        scores = m.score_map(query)
-        self.last_match = m.locate(query)
+        scores = m.score_map(query)  # once per frame: the whole-map fix and the tile candidates share it
+        self.last_match = best_match(scores, m.window_centre_en, query.shape[-1],
+                                     m.config.exclusion_m / m.score_step_m)
         peaks = _peaks(scores, 4 * k, self.min_separation_m / m.score_step_m)
         ids, best = self._nearest_tiles(peaks, query.shape[-1], k)
         return SearchResult(np.asarray(ids, np.int64), np.asarray(best, np.float32), len(self.index), "map",

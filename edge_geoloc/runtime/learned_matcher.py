@@ -30,7 +30,7 @@ from edge_geoloc.export.sidecar import InputPreprocessing, input_preprocessing
 from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
 from edge_geoloc.runtime.backends import Backend, load_backend
 from edge_geoloc.runtime.backends.base import normalise_image
-from edge_geoloc.runtime.classical import NccMatch
+from edge_geoloc.runtime.classical import NccMatch, best_match
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -134,13 +134,7 @@ class LearnedMatcher:
         k = query.shape[-1]
         if prior_en is not None and radius_m is not None:
             scores = np.where(self._near(scores.shape, k, prior_en, radius_m), scores, -1.0)
-        row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        best = float(scores[row, col])
-        r = int(math.ceil(self.config.exclusion_m / self.config.cell_m))
-        masked = scores.copy()
-        masked[max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = -1.0
-        east, north = self.window_centre_en(row, col, k)
-        return NccMatch(east, north, best, float(masked.max()))
+        return best_match(scores, self.window_centre_en, k, self.config.exclusion_m / self.score_step_m)
 
     def _near(self, shape: tuple[int, int], k: int, centre_en: tuple[float, float], radius_m: float) -> np.ndarray:
         rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
