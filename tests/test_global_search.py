@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from test_pipeline import ORIGIN, QUERY_M, QUERY_PX, TemplateLocalizer, camera, horizontal_error
+from test_pipeline import world as pipeline_world
 from test_tile_index import ThumbnailEncoder, make_ortho
 
 from edge_geoloc.fusion import FusionConfig
@@ -26,15 +27,8 @@ from edge_geoloc.runtime.tile_build import build_tile_index
 from edge_geoloc.runtime.tile_index import TileIndexError
 from edge_geoloc.types import CameraFrame
 
+world = pipeline_world  # test_pipeline's module-scoped 400 m area and its tile index
 HFOV_DEG, ALT_M = 90.0, QUERY_M / 2  # footprint 2 * alt * tan(45 deg) = QUERY_M
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    make_ortho(root / "area.tif", size_m=400.0)
-    cfg = TileIndexConfig(tile_size_m=QUERY_M, stride_m=30.0, tile_px=QUERY_PX)
-    return root / "area.tif", build_tile_index([root / "area.tif"], ThumbnailEncoder(), cfg, out_dir=root / "index")
 
 
 def nadir_frame(ortho, east: float, north: float, stamp: float, seed: int = 0) -> CameraFrame:

@@ -16,6 +16,7 @@ from edge_geoloc.export.onnx_export import export_model
 from edge_geoloc.export.parity import ParityError
 from edge_geoloc.export.sidecar import sidecar_path
 from export_tiny_models import TinyRetrieval
+from test_export_registry import _one_torch_thread  # noqa: F401  (autouse: one torch thread per test)
 
 from edge_geoloc.artifacts import ArtifactError
 from edge_geoloc.config import load_config
@@ -37,14 +38,6 @@ from edge_geoloc.runtime.map_search import build_map_matcher, read_map
 GATE = ExportConfig(simplify=False, check_tensorrt=False, parity=ParityConfig(random_samples=1, real_samples=3))
 CHANNELS = [8, 16, 32]
 UTM_WEST, UTM_NORTH = 500_000.0, 4_000_000.0  # upper-left corner of the test map (EPSG:32633)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -4,32 +4,23 @@ GNSS-denied start and the ambiguity flag reaches ``FusedState`` (same stand-in m
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from test_pipeline import (
     ORIGIN,
-    QUERY_M,
-    QUERY_PX,
     TemplateLocalizer,
     camera,
     fly_straight_with_gnss,
     horizontal_error,
     runtime_cfg,
 )
-from test_tile_index import ThumbnailEncoder, make_ortho
+from test_pipeline import world as pipeline_world
+from test_tile_index import ThumbnailEncoder
 
 from edge_geoloc.fusion import FusionConfig, ParticleFilter
-from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
+from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.heatmap_measurement import enu_to_pixel_affine
 from edge_geoloc.runtime.pipeline import Pipeline
-from edge_geoloc.runtime.tile_build import build_tile_index
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    make_ortho(root / "area.tif", size_m=400.0)
-    cfg = TileIndexConfig(tile_size_m=QUERY_M, stride_m=30.0, tile_px=QUERY_PX)
-    return root / "area.tif", build_tile_index([root / "area.tif"], ThumbnailEncoder(), cfg, out_dir=root / "index")
+world = pipeline_world  # test_pipeline's module-scoped 400 m area and its tile index
 
 
 def particle_cfg(**pipeline) -> RuntimeConfig:
