@@ -80,6 +80,9 @@ def pairs(area, root: Path, count: int, seed: int, **overrides) -> Path:
     """A cached pair dataset (written once; ground truth always recorded, read only where allowed)."""
     if not (root / "dataset.json").is_file():
         write_synthetic_drone_pairs(area, root, replace(PAIRS, count=count, **overrides), seed=seed)
+    cached = json.loads((root / "dataset.json").read_text())["count"]
+    if cached != count:
+        raise SystemExit(f"{root} holds {cached} pairs, this run asks for {count}: use another --work folder")
     return root
 
 
@@ -261,11 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-seed", type=int, default=None,
                         help="run (and cache) this one seed of the main target and stop, so that seeds can run in "
                              "parallel processes; a later run without it collects the cached seeds into the JSON")
+    parser.add_argument("--adapt-pairs", type=int, default=None,
+                        help="unlabelled target pairs per seed (default: the profile's; use a fresh --work)")
+    parser.add_argument("--epochs", type=int, default=None, help="auxiliary and student epochs (default: profile's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
-    size, work, t0 = SIZES[mode], Path(args.work) / mode, time.monotonic()
+    size, work, t0 = dict(SIZES[mode]), Path(args.work) / mode, time.monotonic()
+    size.update({k: v for k, v in (("adapt", args.adapt_pairs), ("epochs", args.epochs)) if v is not None})
     data = teacher_data(work, size)
     teacher = supervised(work / "teacher", _Concat([_labelled(p) for p in data["train"]]), size["teacher_epochs"],
                          1e-3)

@@ -42,6 +42,7 @@ from edge_geoloc.data.university import University1652
 from edge_geoloc.evaluate.retrieval_metrics import extract_features
 from edge_geoloc.runtime.classical import NccConfig, NccMatcher
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.runtime.map_search import tile_scores
 from edge_geoloc.sim.area import Area, generate_area
 from edge_geoloc.sim.conditions import sample_condition
 from edge_geoloc.sim.onboard_tree import OnboardTreeConfig, write_onboard_tree
@@ -209,7 +210,7 @@ MATCHER = {  # learned map matcher: training budget and seeds per setting
 
 def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
     """Each query ranks every tile of the test areas by the matcher's best score inside the tile's window
-    (``LearnedMatcher.tile_scores`` over each area's whole map); also the error of its whole-map best position."""
+    (``map_search.tile_scores`` over each area's whole map); also the error of its whole-map best position."""
     query, _ = University1652(root).test_split("drone_to_satellite")
     poses, tiles = read_view_poses(root), tile_table(root)
     cfg = LearnedMatcherConfig(model.query_ground_size_m, model.m_per_px, model.stride)
@@ -222,13 +223,16 @@ def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
         pose = poses[Path(p).relative_to(root).as_posix()]
         first = next(iter(matchers.values()))
         q = first.prepare(read_image_rgb(p), pose.measured_heading_rad, pose.measured_alt_agl_m, pose.hfov_deg)
+        k = q.shape[-1]
+        maps = {seed: m.score_map(q) for seed, m in matchers.items()}  # one correlation per area and query
         best = max(((float(s.max()), ids[seed][int(s.argmax())], seed) for seed, m in matchers.items()
-                    for s in [m.tile_scores(q, centres[seed], model.search_radius_m)]), key=lambda b: b[0])
+                    for s in [tile_scores(m, maps[seed], k, centres[seed], model.search_radius_m)]),
+                   key=lambda b: b[0])
         top.append(best[1])
-        match = matchers[best[2]].locate(q)
+        row, col = np.unravel_index(int(np.argmax(maps[best[2]])), maps[best[2]].shape)
+        east, north = matchers[best[2]].window_centre_en(row, col, k)
         truth_seed = tiles[Path(p).parent.name][0]
-        errors.append(math.hypot(match.east_m - pose.east_m, match.north_m - pose.north_m) if best[2] == truth_seed
-                      else math.inf)
+        errors.append(math.hypot(east - pose.east_m, north - pose.north_m) if best[2] == truth_seed else math.inf)
     labels = [query.class_names[q] for q in query.labels]
     out = score(top, labels, query_truth(root, query.paths, tiles), tiles, half_m)
     out["ms_per_query"] = 1e3 * (time.perf_counter() - started) / max(1, len(top))

@@ -79,6 +79,22 @@ def test_report_copies_measured_metrics_from_the_step_manifests(quick_run):
     assert 0.0 <= summary["retrieval"]["recall_at_1 (target)"] <= 100.0
     text = (run / "06_report" / "summary.txt").read_text()
     assert f"{summary['flight']['all']['fused_teacher']['mean_m']:.1f}" in text
+    onboard = summary["onboard_retrieval"]  # the learned map matcher: held-out R@1 beside NCC and chance
+    assert set(onboard) == {"target_area", "style_target"}
+    for name, row in onboard.items():
+        assert row["matcher"] == train["matcher"][name]["matcher"]["r1_contains"]
+        assert row["ncc"] == train["matcher"][name]["ncc"]["r1_contains"]
+        assert 0.0 < row["chance"] < 100.0 and row["queries"] == 12
+        assert f"{row['matcher']:.1f} % (NCC {row['ncc']:.1f} %" in text
+    assert train["matcher"]["learning_curve"][-1]["step"] == train["matcher"]["steps"]
+
+
+def test_the_flight_searched_the_map_with_the_exported_matcher(quick_run):
+    _, run = quick_run
+    fly = json.loads((run / "04_fly" / "manifest.json").read_text())["metrics"]
+    assert fly["global_search"] == {"kind": "matcher", "model": "matcher.onnx"}
+    sidecar = json.loads((run / "03_export" / "matcher.json").read_text())
+    assert sidecar["kind"] == "matcher" and sidecar["parity"]["passed"]
 
 
 def test_the_second_flight_used_the_model_adapted_from_the_first_flights_logs(quick_run):

@@ -11,6 +11,7 @@ import torch
 
 from edge_geoloc.models.map_matcher import MapMatcher, dense_scores
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.runtime.map_search import tile_scores
 from edge_geoloc.sim.onboard_pairs import (
     AreaPair,
     OnboardPairConfig,
@@ -53,7 +54,7 @@ def test_prior_window_and_tile_scores_follow_the_frame():
     near = matcher.locate(query, prior_en=(-60.0, -60.0), radius_m=20.0)  # the truth is outside this window
     assert max(abs(near.east_m + 60), abs(near.north_m + 60)) <= 20.0 and near.score < 0.9
     centres = np.array([[-60.0, -60.0], [0.0, 0.0], [60.0, 60.0], [60.0, -60.0]])
-    assert int(np.argmax(matcher.tile_scores(query, centres, radius_m=30.0))) == 2
+    assert int(np.argmax(tile_scores(matcher, matcher.score_map(query), query.shape[-1], centres, radius_m=30.0))) == 2
 
 
 def test_bad_features_are_rejected_with_a_clear_error():

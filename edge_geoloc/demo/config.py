@@ -26,6 +26,7 @@ from edge_geoloc.sim.datasets import write_university_tree
 from edge_geoloc.sim.flight import FlightConfig
 from edge_geoloc.train.adaptation import AdaptConfig
 from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig
+from edge_geoloc.train.map_matcher import MatcherTrainConfig
 from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig
 
 PROFILES = ("full", "quick")
@@ -59,6 +60,18 @@ class EvalPairsSpec:
 
 
 @dataclass(frozen=True)
+class MatcherEvalSpec:
+    """Held-out frames on which the demo measures on-board retrieval (``edge_geoloc.evaluate.map_recall``): over
+    the target area (the training styles, a new layout) and over an area of ``other_style`` (never trained on),
+    each seen under the flight's condition against the map's."""
+
+    queries: int = 60  # frames per test area
+    margin_m: float = 40.0  # the frames' nadir points stay this far inside the area's edge
+    other_style: str = "target"
+    other_seed_offset: int = 2  # added to the run's seed (source and target areas use 0 and 1)
+
+
+@dataclass(frozen=True)
 class ReportSpec:
     """What the report shows."""
 
@@ -78,6 +91,8 @@ class DemoConfig:
     target_area: AreaSpec = AreaSpec(style="target", seed_offset=1)
     retrieval_data: dict[str, Any] = field(default_factory=dict)  # write_university_tree keyword arguments
     retrieval: RetrievalTrainConfig = field(default_factory=RetrievalTrainConfig)
+    matcher: MatcherTrainConfig | None = None  # the learned map matcher: the runtime's global search when set
+    matcher_eval: MatcherEvalSpec = MatcherEvalSpec()
     localizer_data: DronePairConfig = field(default_factory=DronePairConfig)
     localizer: LocalizerTrainConfig = field(default_factory=LocalizerTrainConfig)
     eval_pairs: EvalPairsSpec = field(default_factory=EvalPairsSpec)

@@ -1,8 +1,9 @@
 """The run folder of the demo, by name: every artifact a step writes or reads has one path here.
 
 ``01_areas/{source,target}/``  the synthetic areas (``ortho.tif`` ...)
-``02_train/``    ``retrieval/final.safetensors``, ``localizer/last.safetensors``, ``data/`` (training sets)
-``03_export/``   ``retrieval.onnx``, ``localizer.onnx`` (+ sidecars), ``index/`` (target tile index)
+``02_train/``    ``retrieval/final.safetensors``, ``matcher/final.safetensors`` (when configured),
+                 ``localizer/last.safetensors``, ``data/`` (training sets)
+``03_export/``   ``retrieval.onnx``, ``matcher.onnx``, ``localizer.onnx`` (+ sidecars), ``index/`` (target tiles)
 ``04_fly/``      ``fieldlog/`` (MCAP), ``replay_teacher/`` (trajectory, errors), ``heatmaps_teacher.npz``
 ``05_adapt/``    ``adapt_dataset/``, ``adaptation/student.safetensors``, ``localizer_adapted.onnx``,
                  ``replay_adapted/``, ``heatmaps_adapted.npz``
@@ -49,6 +50,14 @@ class RunLayout:
         return self.retrieval_run / "final.safetensors"
 
     @property
+    def matcher_run(self) -> Path:
+        return self.step_dir(2) / "matcher"
+
+    @property
+    def matcher_checkpoint(self) -> Path:
+        return self.matcher_run / "final.safetensors"
+
+    @property
     def localizer_run(self) -> Path:
         return self.step_dir(2) / "localizer"
 
@@ -60,6 +69,10 @@ class RunLayout:
     @property
     def retrieval_onnx(self) -> Path:
         return self.step_dir(3) / "retrieval.onnx"
+
+    @property
+    def matcher_onnx(self) -> Path:
+        return self.step_dir(3) / "matcher.onnx"
 
     @property
     def localizer_onnx(self) -> Path:

@@ -60,6 +60,10 @@ def export_onnx(checkpoint: Path, out_path: Path, cfg: ExportConfig) -> dict[str
     return {"onnx": out_path.name, "parity": result.sidecar.get("parity", {})}
 
 
-def runtime_config(config: DemoConfig) -> RuntimeConfig:
-    """The demo's runtime section on ONNX Runtime (CPU)."""
-    return with_overrides(config.runtime, {"backend": {"kind": "onnxruntime", "device": "cpu"}})
+def runtime_config(config: DemoConfig, layout: RunLayout | None = None) -> RuntimeConfig:
+    """The demo's runtime section on ONNX Runtime (CPU); with the run's ``layout`` and a ``matcher`` section, the
+    global search is the exported learned map matcher."""
+    overrides: dict[str, Any] = {"backend": {"kind": "onnxruntime", "device": "cpu"}}
+    if layout is not None and config.matcher is not None:
+        overrides["global_search"] = {"kind": "matcher", "model": str(layout.matcher_onnx)}
+    return with_overrides(config.runtime, overrides)

@@ -100,6 +100,10 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for key, value in sorted(summary.get("retrieval", {}).items()):  # recall in percent, as the metrics report it
         rows.append((f"Retrieval drone->satellite {key}", _fmt(float(value), 1) + " %"))
+    for name, r in summary.get("onboard_retrieval", {}).items():  # the runtime's global search
+        rows.append((f"On-board retrieval R@1 (map matcher), {name.replace('_', ' ')}",
+                     f"{_fmt(r['matcher'], 1)} % (NCC {_fmt(r['ncc'], 1)} %, chance {_fmt(r['chance'], 1)} %, "
+                     f"n={r['queries']})"))
     for model in ("teacher", "adapted"):
         loc = summary.get("localizer", {}).get(model)
         if loc:

@@ -62,7 +62,7 @@ def adaptation_config(ctx: StepContext) -> AdaptConfig:
 # ---------------------------------------------------------------- step 4: fly with the teacher, logging
 def step_fly(ctx: StepContext) -> dict[str, Any]:
     """Fly the target flight through the runtime (teacher models) with the field logger on."""
-    layout, runtime = ctx.layout, runtime_config(ctx.config)
+    layout, runtime = ctx.layout, runtime_config(ctx.config, ctx.layout)
     area = run_area(layout, "target")
     flight = read_flight(simulate_target_flight(ctx, area))
     pipeline = load_pipeline(layout.retrieval_onnx, layout.localizer_onnx, layout.index_dir, runtime, flight)
@@ -74,6 +74,7 @@ def step_fly(ctx: StepContext) -> dict[str, Any]:
         logger.close()
     metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
     metrics["outages_s"] = outage_intervals(flight.meta)
+    metrics["global_search"] = {"kind": runtime.global_search.kind, "model": Path(runtime.global_search.model).name}
     metrics["relocalization"] = relocalization_figures(read_trajectory(layout.teacher_replay / "trajectory.csv"),
                                                        metrics["outages_s"])
     samples = heatmap_samples(ctx, area, flight, layout.teacher_replay / "trajectory.csv", layout.localizer_onnx)
@@ -148,7 +149,7 @@ def _sample(out: dict[str, list], area: Area, flight: FlightData, i: int, lat: f
 # ---------------------------------------------------------------- step 5: adapt, re-export, fly again
 def step_adapt(ctx: StepContext) -> dict[str, Any]:
     """Dataset from the logs -> adapt -> validate teacher vs adapted -> re-export -> fly the same flight."""
-    layout, runtime = ctx.layout, runtime_config(ctx.config)
+    layout, runtime = ctx.layout, runtime_config(ctx.config, ctx.layout)
     dataset_report = build_log_dataset(ctx)
     report = adapt_localizer(ctx)
     metrics: dict[str, Any] = {"dataset": dataset_report, "adaptation": report}

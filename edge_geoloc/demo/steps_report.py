@@ -69,7 +69,10 @@ def measured_metrics(ctx: StepContext) -> dict[str, Any]:
     retrieval = train.get("retrieval", {})
     recall = {f"{k} ({where})": v for where in ("target", "source") for k, v in retrieval.get(where, {}).items()
               if k in ("recall_at_1", "chance_at_1")}
-    return {"retrieval": recall, "localizer": adapt.get("localizer_eval", {}),
+    matcher = {name: {"matcher": r["matcher"]["r1_contains"], "ncc": r["ncc"]["r1_contains"],
+                      "chance": r["matcher"]["r1_contains_chance"], "queries": r["matcher"]["queries"]}
+               for name, r in train.get("matcher", {}).items() if isinstance(r, dict) and "matcher" in r}
+    return {"retrieval": recall, "onboard_retrieval": matcher, "localizer": adapt.get("localizer_eval", {}),
             "adaptation": adapt.get("adaptation", {}), "index": ctx.metrics(3).get("index", {}),
             "counters": {"teacher": ctx.metrics(4).get("counters", {}),
                          "adapted": adapt.get("flight", {}).get("counters", {})}}

@@ -7,6 +7,7 @@ builder. Training data are rendered once per seed and cached like the areas.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ from edge_geoloc.data.pairs import dataset_for_model
 from edge_geoloc.data.university import University1652
 from edge_geoloc.demo.parts import cached_dataset, drone_pairs, eval_pairs_config, export_onnx, run_area, runtime_config
 from edge_geoloc.demo.runner import StepContext
+from edge_geoloc.evaluate.map_recall import RecallQueries, onboard_queries, tile_recall
 from edge_geoloc.evaluate.retrieval_metrics import evaluate_folders
 from edge_geoloc.models.checkpoint import load_model
+from edge_geoloc.runtime.classical import NccConfig, NccMatcher
 from edge_geoloc.runtime.index_cli import build as build_index
-from edge_geoloc.sim import Area
+from edge_geoloc.sim import Area, generate_area
 from edge_geoloc.sim.datasets import write_university_tree
 from edge_geoloc.train.localizer_trainer import build_model, fit
+from edge_geoloc.train.map_matcher import runtime_matcher, train_map_matcher
 from edge_geoloc.train.retrieval_trainer import train_retrieval
 
 VALIDATION_SEED_OFFSET = 1000
@@ -37,6 +41,8 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
     target_tree = university_tree(ctx, target, "retrieval_target")
     metrics: dict[str, Any] = {"retrieval": train_retrieval_model(ctx, retrieval_root)}
     metrics["retrieval"]["target"] = retrieval_recall(layout.retrieval_checkpoint, target_tree)
+    if cfg.matcher is not None:
+        metrics["matcher"] = train_matcher_model(ctx)
     train_pairs = drone_pairs(ctx, source, "localizer_train", cfg.seed, cfg.localizer_data)
     val_pairs = drone_pairs(ctx, source, "localizer_val", cfg.seed + VALIDATION_SEED_OFFSET, eval_pairs_config(cfg))
     metrics["localizer"] = train_localizer_model(ctx, train_pairs, val_pairs)
@@ -77,6 +83,48 @@ def retrieval_recall(checkpoint: Path, tree: Path) -> dict[str, float]:
     return _recall_summary(evaluate_folders(model, University1652(tree)))
 
 
+def matcher_queries(ctx: StepContext) -> list[RecallQueries]:
+    """Held-out on-board frames under the flight's condition: over the target area (the training styles, a layout
+    the matcher never saw) and over an area of a style never trained on."""
+    cfg, spec = ctx.config, ctx.config.matcher_eval
+    pairs, seed = cfg.matcher.pairs, cfg.seed + 7
+    target, t = run_area(ctx.layout, "target"), cfg.target_area
+    other = generate_area(spec.other_style, cfg.seed + spec.other_seed_offset, t.size_m, t.gsd_m,
+                          condition=t.condition)
+    return [onboard_queries("target_area", target, cfg.flight.condition, pairs, spec.queries, seed, spec.margin_m),
+            onboard_queries(f"style_{spec.other_style}", other, cfg.flight.condition, pairs, spec.queries, seed,
+                            spec.margin_m)]
+
+
+def _area_map(area: Area) -> tuple:
+    """(image, west, north, m_per_px) of an area's orthophoto in its local east/north metres."""
+    return area.ortho, -area.size_m / 2, area.size_m / 2, area.gsd_m
+
+
+def train_matcher_model(ctx: StepContext) -> dict[str, Any]:
+    """Train the learned map matcher on the synthetic world (never on the target area); its on-board R@1 over the
+    index's tiles on held-out frames (the learning curve every ``validate_every`` steps) beside NCC's."""
+    cfg, layout = ctx.config, ctx.layout
+    tests, index = matcher_queries(ctx), cfg.runtime.index
+
+    def recall(matcher: Any, queries: RecallQueries) -> dict[str, float]:
+        return tile_recall(matcher, queries, index.tile_size_m, index.stride_m, index.stride_m / 2)
+
+    def curve(model: Any) -> dict[str, float]:
+        return {q.name: recall(runtime_matcher(model, *_area_map(q.map)), q)["r1_contains"] for q in tests}
+
+    run = replace(cfg.matcher.run, out_dir=str(layout.matcher_run), seed=cfg.seed + 1, threads=cfg.threads)
+    model = train_map_matcher(replace(cfg.matcher, run=run), curve)
+    ncc = NccConfig(cfg.matcher.pairs.query_ground_size_m, 1.0)
+    out: dict[str, Any] = {q.name: {"matcher": recall(runtime_matcher(model, *_area_map(q.map)), q),
+                                    "ncc": recall(NccMatcher(*_area_map(q.map), ncc), q)} for q in tests}
+    with (layout.matcher_run / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        out["learning_curve"] = [{k: float(v) for k, v in row.items() if v not in ("", "nan")}
+                                 for row in csv.DictReader(f) if row.get(tests[0].name) not in (None, "", "nan")]
+    out["steps"], out["batch_size"] = cfg.matcher.optim.steps, cfg.matcher.optim.batch_size
+    return out
+
+
 def train_localizer_model(ctx: StepContext, train_root: Path, val_root: Path) -> dict[str, Any]:
     """The localizer trainer's ``fit`` on the source pairs; returns the last epoch's metrics."""
     base = ctx.config.localizer
@@ -95,6 +143,8 @@ def step_export(ctx: StepContext) -> dict[str, Any]:
     layout, export_cfg = ctx.layout, ctx.config.export
     metrics = {"retrieval": export_onnx(layout.retrieval_checkpoint, layout.retrieval_onnx, export_cfg),
                "localizer": export_onnx(layout.localizer_checkpoint, layout.localizer_onnx, export_cfg)}
+    if ctx.config.matcher is not None:
+        metrics["matcher"] = export_onnx(layout.matcher_checkpoint, layout.matcher_onnx, export_cfg)
     index = build_index([layout.ortho("target")], layout.retrieval_onnx, layout.index_dir, runtime_config(ctx.config))
     metrics["index"] = {"tiles": len(index), "embed_dim": int(index.embed_dim)}
     return metrics

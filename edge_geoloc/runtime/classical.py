@@ -74,6 +74,13 @@ class NccMatcher:
         cut = align_query_scale(north_up, altitude_agl_m, hfov_deg, self.config.ground_size_m, self.template_px)
         return _gray(cut)
 
+    def prepare_aligned(self, aligned_rgb: np.ndarray) -> np.ndarray:
+        """The grey template of a frame already north-up and cut to ``ground_size_m`` (resized to the template)."""
+        px = self.template_px
+        if aligned_rgb.shape[:2] != (px, px):
+            aligned_rgb = cv2.resize(aligned_rgb, (px, px), interpolation=cv2.INTER_AREA)
+        return _gray(aligned_rgb)
+
     @property
     def score_step_m(self) -> float:
         """Ground distance between neighbouring cells of :meth:`score_map`."""

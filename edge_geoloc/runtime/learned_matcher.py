@@ -141,23 +141,6 @@ class LearnedMatcher:
         east, north = self.window_centre_en(rows, cols, k)
         return np.maximum(np.abs(east - centre_en[0]), np.abs(north - centre_en[1])) <= radius_m
 
-    def tile_scores(self, query: np.ndarray, centres_en: np.ndarray, radius_m: float) -> np.ndarray:
-        """(N,) best score of the frame centred within ``radius_m`` (each axis) of each tile centre: retrieval
-        over tiles as ``build-index`` cuts them, with the map's real surroundings instead of zero padding."""
-        scores = self.score_map(query)
-        k = query.shape[-1]
-        cell = self.config.cell_m
-        out = np.full(len(centres_en), -1.0, np.float32)
-        for i, (east, north) in enumerate(np.asarray(centres_en, dtype=float)):
-            col = (east - self.west_m) / cell - k / 2
-            row = (self.north_m - north) / cell - k / 2
-            reach = radius_m / cell
-            r0, r1 = max(0, int(math.floor(row - reach))), min(scores.shape[0], int(math.ceil(row + reach)) + 1)
-            c0, c1 = max(0, int(math.floor(col - reach))), min(scores.shape[1], int(math.ceil(col + reach)) + 1)
-            if r1 > r0 and c1 > c0:
-                out[i] = scores[r0:r1, c0:c1].max()
-        return out
-
 
 def window_energy(map_features: np.ndarray, k: int) -> np.ndarray:
     """(H - k + 1, W - k + 1) sum of squares of ``map_features (C, H, W)`` over each k x k window."""

@@ -11,6 +11,7 @@ benchmark) does not care which it got::
     match = matcher.locate(query)                                  # whole map -> NccMatch
     match = matcher.locate(query, prior_en=(e, n), radius_m=200.0)  # around a prior
     scores = matcher.score_map(query)         # window (row, col) -> matcher.window_centre_en(row, col, k)
+    per_tile = tile_scores(matcher, scores, query.shape[-1], tile_centres_en, radius_m=12.0)
 
 Positions are in the raster's CRS (east, north metres).
 """
@@ -59,3 +60,19 @@ def build_map_matcher(cfg: GlobalSearchConfig, map_path: str | Path,
     backend = backend or BackendConfig()
     return learned_matcher_for(cfg.model, m.image, m.west_m, m.north_m, m.m_per_px, backend.kind, backend.device,
                                cfg.exclusion_m)
+
+
+def tile_scores(matcher: MapMatcher, scores: np.ndarray, k: int, centres_en: np.ndarray, radius_m: float
+                ) -> np.ndarray:
+    """(N,) best of ``scores`` (``matcher.score_map`` of a ``k``-cell query) over the windows centred within
+    ``radius_m`` (each axis) of each tile centre; -1 where none is. Retrieval over tiles as ``build-index`` cuts
+    them, with the map's real surroundings instead of zero padding."""
+    east = np.array([matcher.window_centre_en(0, col, k)[0] for col in range(scores.shape[1])])
+    north = np.array([matcher.window_centre_en(row, 0, k)[1] for row in range(scores.shape[0])])
+    out = np.full(len(centres_en), -1.0, np.float32)
+    for i, (e, n) in enumerate(np.asarray(centres_en, dtype=float)):
+        rows = np.flatnonzero(np.abs(north - n) <= radius_m)
+        cols = np.flatnonzero(np.abs(east - e) <= radius_m)
+        if rows.size and cols.size:
+            out[i] = scores[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].max()
+    return out

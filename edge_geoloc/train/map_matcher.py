@@ -29,6 +29,7 @@ from edge_geoloc.config import save_config
 from edge_geoloc.models.checkpoint import save_model
 from edge_geoloc.models.map_matcher import MapMatcher, dense_scores, radius_cells
 from edge_geoloc.models.registry import create_model
+from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, OnboardPairSampler, training_areas
 from edge_geoloc.train.optim import decay_groups
 from edge_geoloc.train.schedules import cosine_with_warmup
@@ -105,6 +106,13 @@ def feature_fn(model: MapMatcher) -> Callable[[np.ndarray], np.ndarray]:
         with torch.no_grad():
             return model(to_tensor(image[None], model))[0].numpy()
     return features
+
+
+def runtime_matcher(model: MapMatcher, map_rgb: np.ndarray, west_m: float, north_m: float, m_per_px: float
+                    ) -> LearnedMatcher:
+    """The runtime's :class:`LearnedMatcher` over a map image, on the PyTorch model (benchmarks, the demo)."""
+    cfg = LearnedMatcherConfig(model.query_ground_size_m, model.m_per_px, model.stride)
+    return LearnedMatcher(map_rgb, west_m, north_m, m_per_px, feature_fn(model), cfg)
 
 
 def contrastive_loss(model: MapMatcher, frames: torch.Tensor, tiles: torch.Tensor, max_scale: float
