@@ -10,9 +10,10 @@ own simulated GNSS (the sim's receiver model, 1 Hz, with RMC speed/course and GS
 - ``urban_multipath``: the sim's urban-canyon preset for the whole flight;
 - ``normal``: open sky.
 
-Global search is the learned retrieval in every scenario; for ``denied_start``, where everything hangs on it,
-also the classical NCC search (``global_search.kind: ncc``, :mod:`edge_geoloc.runtime.global_search`), to show
-what the filters do with a search that works: the same pipeline, one config key apart.
+Global search (``global_search.kind``, :mod:`edge_geoloc.runtime.global_search`): the learned retrieval
+(``retrieval``, the CSP-HD descriptor) and the learned map matcher (``matcher``, trained for these 45 m frames by
+``relocalization_setup.prepare_matcher``) in every scenario; for ``denied_start``, where everything hangs on it,
+also the classical NCC search (``ncc``): the same pipeline, one config key apart.
 
 Per scenario and mode: success rate (a published fix -- initialised, not ambiguous -- under 10 m within 10
 frames of the event: the first frame, or the outage start), time to the first correct fix, mean/p95 error over
@@ -21,8 +22,12 @@ frames where the fused error exceeds the GNSS-only error by more than 1 m, the p
 estimate (ambiguous ones too), inside outages their mean/p95 and published share, CPU ms per frame (whole pipeline,
 process time) and the fusion's own ms. Frames are rendered at 0.5 Hz and 128 px to fit the shared 2-core box.
 
-    python benchmarks/relocalization.py --quick    # 4 flights of 90 s (outages shortened); smoke test
-    python benchmarks/relocalization.py            # 20 flights of 180 s; JSON: benchmarks/results/relocalization.json
+    python benchmarks/relocalization.py --quick    # 4 flights of 80 s (outages shortened); smoke test
+    python benchmarks/relocalization.py            # 20 flights of 150 s; JSON: benchmarks/results/relocalization.json
+    python benchmarks/relocalization.py --scenarios denied_start,outage_after_jump --variants matcher/particle \
+        --flights-per-area 5                       # a subset (the JSON records the selection)
+
+The JSON is rewritten after every flight (``complete: false`` and ``flights_done`` until the run ends).
 """
 
 from __future__ import annotations
@@ -207,9 +212,10 @@ def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraF
 
 
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
-        search: str, memo: dict | None, matcher: Path | None = None) -> dict[str, np.ndarray]:
+        search: str, memo: dict | None, matcher: Path | None = None, fusion_seed: int = 0) -> dict[str, np.ndarray]:
     """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
-    overrides = {"fusion": {"mode": mode}, "global_search": search_config(search, matcher)}
+    overrides = {"fusion": {"mode": mode, "particle": {"seed": fusion_seed}},
+                 "global_search": search_config(search, matcher)}
     cfg = with_flight_camera(runtime_config(overrides), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     if memo is not None:
@@ -348,6 +354,7 @@ class Selection:
     scenarios: tuple[str, ...] = SCENARIOS
     variants: tuple[str, ...] | None = None
     flights_per_area: int | None = None  # None: the size's
+    fusion_seed: int = 0  # the particle filter's seed (another draw of the filter on the same flights)
 
     def rows(self, scenario: str) -> list[str]:
         return [v for v in variants(scenario) if self.variants is None or v in self.variants]
@@ -379,7 +386,7 @@ def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: S
         for variant in selection.rows(scenario):
             search, mode = variant.split("/")
             result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo,
-                                        matcher.onnx if matcher else None), g_err,
+                                        matcher.onnx if matcher else None, selection.fusion_seed), g_err,
                                     gnss, stamps_rel)
             out["per_flight"][f"{scenario}|{variant}"] = result
             log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
@@ -446,7 +453,7 @@ def _selection(args, parser) -> Selection:
         parser.error(f"--variants: unknown {sorted(set(chosen) - known)}; choose from {sorted(known)}")
     if args.flights_per_area is not None and args.flights_per_area < 1:
         parser.error("--flights-per-area must be >= 1")
-    return Selection(scenarios, chosen, args.flights_per_area)
+    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed)
 
 
 def train_metrics_of(flights: list[dict]) -> dict:
@@ -459,7 +466,8 @@ def result_json(mode: str, size: dict, selection: Selection, flights: list[dict]
     return {"benchmark": "relocalization", "mode": mode, "sizes": size, "complete": complete,
             "selection": {"scenarios": list(selection.scenarios),
                           "variants": list(selection.variants) if selection.variants else "all",
-                          "flights_per_area": selection.flights_per_area or size["flights_per_area"]},
+                          "flights_per_area": selection.flights_per_area or size["flights_per_area"],
+                          "fusion_seed": selection.fusion_seed},
             "flights_done": sorted([f["area"], f["seed"]] for f in flights),
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
@@ -475,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--variants", default=None, help="comma-separated search/mode rows, e.g. matcher/particle")
     parser.add_argument("--flights-per-area", type=int, default=None, help="default: 10 (full), 2 (--quick)")
+    parser.add_argument("--fusion-seed", type=int, default=0, help="the particle filter's seed")
     parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
     parser.add_argument("--jobs", type=int, default=1, help="flights flown in parallel (one process each)")
