@@ -6,9 +6,10 @@ GNSS-denied start lives on a few small islands of a map kilometres wide; a grid 
 
 One cycle (AMCL's recipe, Thrun et al. *Probabilistic Robotics* ch. 8):
 
-- **predict**: with a measured heading (compass / IMU), each particle keeps its own speed (random walk) and
-  moves along the heading plus noise; without one, constant velocity with white-noise acceleration; plus a
-  small position diffusion so the cloud stays diverse;
+- **predict**: with a measured heading (compass / IMU, or the GNSS course), each particle keeps its own speed
+  (random walk) and travels along the headings at the two ends of the interval, turning at a point it draws
+  (or, for a large turn, anywhere within reach: the headings may alias a loop); without one, constant velocity
+  with white-noise acceleration; plus a small position diffusion so the cloud stays diverse;
 - **weight**: GNSS and single visual fixes by a Gaussian + uniform outlier mixture (a multipath jump lowers all
   weights alike); heat maps over the top-k retrieved tiles and the patch around the belief by their
   likelihood ratio against a background (:mod:`edge_geoloc.fusion.likelihoods`);
@@ -431,7 +432,7 @@ def turn_alias_share(turn_rad: float) -> float:
     """The share of particles that take a turn of ``turn_rad`` between two heading samples for an aliased path
     (anywhere within reach): ``(turn / pi)^2``, 0 flying straight, 1 for a reversal. On the benchmark's
     simulated flights (heading sampled at 0.5 Hz) the measured share of intervals whose truth the two-leg model
-    misses by more than 3 m stays below it in every turn bin (docs/runtime.md)."""
+    misses by more than 3 m stays below its mean in every turn bin (docs/runtime.md)."""
     return min(1.0, (turn_rad / math.pi) ** 2)
 
 
