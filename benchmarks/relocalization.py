@@ -10,9 +10,10 @@ own simulated GNSS (the sim's receiver model, 1 Hz, with RMC speed/course and GS
 - ``urban_multipath``: the sim's urban-canyon preset for the whole flight;
 - ``normal``: open sky.
 
-Global search is the learned retrieval in every scenario; for ``denied_start``, where everything hangs on it,
-also the classical NCC search (``global_search.kind: ncc``, :mod:`edge_geoloc.runtime.global_search`), to show
-what the filters do with a search that works: the same pipeline, one config key apart.
+Global search (``global_search.kind``, :mod:`edge_geoloc.runtime.global_search`): the learned retrieval
+(``retrieval``, the CSP-HD descriptor) and the learned map matcher (``matcher``, trained for these 45 m frames by
+``relocalization_setup.prepare_matcher``) in every scenario; for ``denied_start``, where everything hangs on it,
+also the classical NCC search (``ncc``): the same pipeline, one config key apart.
 
 Per scenario and mode: success rate (a published fix -- initialised, not ambiguous -- under 10 m within 10
 frames of the event: the first frame, or the outage start), time to the first correct fix, mean/p95 error over
@@ -21,8 +22,12 @@ frames where the fused error exceeds the GNSS-only error by more than 1 m, the p
 estimate (ambiguous ones too), inside outages their mean/p95 and published share, CPU ms per frame (whole pipeline,
 process time) and the fusion's own ms. Frames are rendered at 0.5 Hz and 128 px to fit the shared 2-core box.
 
-    python benchmarks/relocalization.py --quick    # 4 flights of 90 s (outages shortened); smoke test
-    python benchmarks/relocalization.py            # 20 flights of 180 s; JSON: benchmarks/results/relocalization.json
+    python benchmarks/relocalization.py --quick    # 4 flights of 80 s (outages shortened); smoke test
+    python benchmarks/relocalization.py            # 20 flights of 150 s; JSON: benchmarks/results/relocalization.json
+    python benchmarks/relocalization.py --scenarios denied_start,outage_after_jump --variants matcher/particle \
+        --flights-per-area 5                       # a subset (the JSON records the selection)
+
+The JSON is rewritten after every flight (``complete: false`` and ``flights_done`` until the run ends).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import pickle
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,12 +55,14 @@ import numpy as np  # noqa: E402
 from relocalization_setup import (  # noqa: E402
     TEST_AREAS,
     prepare_flight,
+    prepare_matcher,
     prepare_models,
     prepare_test_areas,
     runtime_config,
 )
 
 from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
+from edge_geoloc.config import from_dict  # noqa: E402
 from edge_geoloc.geo import latlon_to_utm  # noqa: E402
 from edge_geoloc.runtime.config import GlobalSearchConfig  # noqa: E402
 from edge_geoloc.runtime.global_search import MapSearch  # noqa: E402
@@ -70,7 +77,8 @@ log = logging.getLogger("benchmarks.relocalization")
 
 SCENARIOS = ("denied_start", "outage_after_jump", "urban_multipath", "normal")
 MODES = ("ekf", "particle")
-SEARCHES = {"denied_start": ("retrieval", "ncc")}  # global search: the learned retrieval, or the NCC stand-in
+DEFAULT_SEARCHES = ("retrieval", "matcher")  # global search: the learned retrieval or the learned map matcher
+SEARCHES = {"denied_start": ("retrieval", "ncc", "matcher")}  # ... and, where everything hangs on it, NCC too
 CORRECT_M, SUCCESS_FRAMES, WORSE_MARGIN_M = 10.0, 10, 1.0
 GNSS_RATE_HZ, JUMP_AT_S, JUMP_S, JUMP_M = 1.0, 10.0, 8.0, 25.0
 SIZES = {"quick": dict(flights_per_area=2, duration_s=80.0, denied_s=40.0, outage_s=40.0),
@@ -204,10 +212,11 @@ def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraF
 
 
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
-        search: str, memo: dict | None) -> dict[str, np.ndarray]:
+        search: str, memo: dict | None, matcher: Path | None = None, fusion_seed: int = 0) -> dict[str, np.ndarray]:
     """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
-    cfg = with_flight_camera(runtime_config({"fusion": {"mode": mode}, "global_search": {"kind": search}}),
-                             flight)
+    overrides = {"fusion": {"mode": mode, "particle": {"seed": fusion_seed}},
+                 "global_search": search_config(search, matcher)}
+    cfg = with_flight_camera(runtime_config(overrides), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     if memo is not None:
         pipe.localizer = Memo(pipe.localizer, memo)
@@ -233,33 +242,46 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
 
 
 _AREAS: dict[str, object] = {}
-_MATCHERS: dict[str, object] = {}
+_MATCHERS: dict[tuple[str, str], object] = {}
 
 
-def _matcher(test_area):
-    if test_area.name not in _MATCHERS:
-        _MATCHERS[test_area.name] = build_map_matcher(GlobalSearchConfig(kind="ncc"), test_area.area_dir / "ortho.tif")
-    return _MATCHERS[test_area.name]
+def search_config(search: str, matcher: Path | None) -> dict:
+    """The ``global_search`` section of a search kind (``matcher``: the exported map matcher at ``matcher``)."""
+    return {"kind": search, "model": str(matcher)} if search == "matcher" else {"kind": search}
 
 
-def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None) -> dict:
-    """Per frame, GNSS-free: is the truth inside one of the top-5 tiles of the learned retrieval / of the NCC
-    search, and is the NCC baseline's own best match within 10 m? (Chance: 5 x tiles covering a point / tiles.)"""
+def _map_matcher(test_area, search: str, matcher: Path | None):
+    key = (test_area.name, search)
+    if key not in _MATCHERS:
+        cfg = from_dict(GlobalSearchConfig, search_config(search, matcher))
+        _MATCHERS[key] = build_map_matcher(cfg, test_area.area_dir / "ortho.tif", runtime_config().backend)
+    return _MATCHERS[key]
+
+
+def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None,
+                         map_searches: set[str], matcher: Path | None = None) -> dict:
+    """Per frame, GNSS-free: is the truth inside one of the top-5 tiles of the learned retrieval / of each map
+    search in ``map_searches`` (``ncc``, ``matcher``: the exported map matcher at ``matcher``), and is a map
+    search's own best match within 10 m? (Chance: 5 x tiles covering a point / tiles.)"""
     cfg = with_flight_camera(runtime_config(), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
     index, zone = pipe.index, pipe.index.zone
-    ncc = MapSearch(_matcher(test_area), index, cfg.camera.hfov_deg)
+    searches = {kind: MapSearch(_map_matcher(test_area, kind, matcher), index, cfg.camera.hfov_deg)
+                for kind in ("ncc", "matcher") if kind in map_searches}
     half = index.tile_size_m / 2
-    hits = {"learned_top5": [], "ncc_top5": [], "ncc_top1_within_10m": []}
+    hits: dict[str, list[bool]] = {"learned_top5": []}
     for i, frame in enumerate(frames):
         x, y, _ = latlon_to_utm(flight.truth["lat_deg"][i], flight.truth["lon_deg"][i], zone)
         covered = (np.abs(index.tiles["utm_east_m"] - x) < half) & (np.abs(index.tiles["utm_north_m"] - y) < half)
         learned = index.search(encoder.embed([frame.image_rgb])[0], 5)
         hits["learned_top5"].append(bool(covered[learned.ids].any()))
-        hits["ncc_top5"].append(bool(covered[ncc.search(frame, frame.image_rgb, 5).ids].any()))
-        m = ncc.last_match
-        hits["ncc_top1_within_10m"].append(m is not None and math.hypot(m.east_m - x, m.north_m - y) < CORRECT_M)
+        for kind, search in searches.items():
+            top5 = search.search(frame, frame.image_rgb, 5).ids
+            hits.setdefault(f"{kind}_top5", []).append(bool(covered[top5].any()))
+            m = search.last_match
+            hits.setdefault(f"{kind}_top1_within_10m", []).append(
+                m is not None and math.hypot(m.east_m - x, m.north_m - y) < CORRECT_M)
     out = {k: float(np.mean(v)) for k, v in hits.items()}
     covering = float(np.mean([np.sum((np.abs(index.tiles["utm_east_m"] - index.tiles["utm_east_m"][j]) < half)
                                      & (np.abs(index.tiles["utm_north_m"] - index.tiles["utm_north_m"][j]) < half))
@@ -322,56 +344,91 @@ def aggregate(per_flight: list[dict], gnss_errors: list[float]) -> dict:
 
 def variants(scenario: str) -> list[str]:
     """``search/mode`` rows of a scenario."""
-    return [f"{search}/{mode}" for search in SEARCHES.get(scenario, ("retrieval",)) for mode in MODES]
+    return [f"{search}/{mode}" for search in SEARCHES.get(scenario, DEFAULT_SEARCHES) for mode in MODES]
 
 
-def fly_area(size: dict, cache: Path, area_index: int) -> dict:
-    """Every flight over one test area, all scenarios and variants: per-flight results (JSON-ready)."""
+@dataclass(frozen=True)
+class Selection:
+    """What one run flies: scenarios, ``search/mode`` variants (None: all of each scenario), flights per area."""
+
+    scenarios: tuple[str, ...] = SCENARIOS
+    variants: tuple[str, ...] | None = None
+    flights_per_area: int | None = None  # None: the size's
+    fusion_seed: int = 0  # the particle filter's seed (another draw of the filter on the same flights)
+
+    def rows(self, scenario: str) -> list[str]:
+        return [v for v in variants(scenario) if self.variants is None or v in self.variants]
+
+    def searches(self) -> set[str]:
+        return {v.split("/")[0] for s in self.scenarios for v in self.rows(s)}
+
+
+def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: Selection) -> dict:
+    """One flight over one test area, every selected scenario and variant: per-flight results (JSON-ready)."""
     models = prepare_models(cache)
+    matcher = prepare_matcher(cache) if "matcher" in selection.searches() else None
     area = prepare_test_areas(cache, models)[area_index]
-    per_flight = {f"{s}|{v}": [] for s in SCENARIOS for v in variants(s)}
-    gnss_err: dict[str, list[float]] = {s: [] for s in SCENARIOS}
-    recall: list[dict] = []
-    for seed in range(size["flights_per_area"]):
-        flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
-        frames = load_frames(flight)
-        memo, memo_path = flight_memo(cache, models, area.name, seed)
-        known = len(memo)
-        memo = None if seed == 0 else memo  # the first flight of each area is timed without the memo
-        stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
-        recall.append(global_search_recall(models, area, flight, frames, memo))
-        log.info("%s seed %d global search recall: %s", area.name, seed, recall[-1])
-        for scenario in SCENARIOS:
-            gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
-            g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
-            gnss_err[scenario] += g_err[np.isfinite(g_err)].tolist()
-            for variant in variants(scenario):
-                search, mode = variant.split("/")
-                result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo), g_err, gnss,
-                                        stamps_rel)
-                per_flight[f"{scenario}|{variant}"].append(result)
-                log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
-                         result["success"], result["ttff_s"], _p95(result["errors"]))
-        if memo is not None:
-            store_memo(memo, memo_path, known)
-    return {"per_flight": per_flight, "gnss_err": gnss_err, "recall": recall, "train": models.train_metrics}
+    flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
+    frames = load_frames(flight)
+    memo, memo_path = flight_memo(cache, models, area.name, seed)
+    known = len(memo)
+    memo = None if seed == 0 else memo  # the first flight of each area is timed without the memo
+    stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
+    recall = global_search_recall(models, area, flight, frames, memo, selection.searches() - {"retrieval"},
+                                  matcher.onnx if matcher else None)
+    log.info("%s seed %d global search recall: %s", area.name, seed, recall)
+    train = {**models.train_metrics, **({"matcher": matcher.metrics} if matcher else {})}
+    out = {"area": area.name, "seed": seed, "per_flight": {}, "gnss_err": {}, "recall": recall, "train": train}
+    for scenario in selection.scenarios:
+        gnss = scenario_gnss(scenario, flight, _area(area), size, seed)
+        g_err = gnss_only_errors(gnss.fixes, flight, _area(area))
+        out["gnss_err"][scenario] = g_err[np.isfinite(g_err)].tolist()
+        for variant in selection.rows(scenario):
+            search, mode = variant.split("/")
+            result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo,
+                                        matcher.onnx if matcher else None, selection.fusion_seed), g_err,
+                                    gnss, stamps_rel)
+            out["per_flight"][f"{scenario}|{variant}"] = result
+            log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
+                     result["success"], result["ttff_s"], _p95(result["errors"]))
+    if memo is not None:
+        store_memo(memo, memo_path, known)
+    return out
 
 
-def run(size: dict, cache: Path, jobs: int) -> tuple[dict, dict]:
-    """All test areas (one process per area with ``jobs`` > 1), then one table over all flights."""
-    prepare_test_areas(cache, prepare_models(cache))  # build the shared cache once, before any worker
-    indexes = range(len(TEST_AREAS))
+def table_of(flights: list[dict], selection: Selection) -> tuple[dict, dict]:
+    """One table over the flights flown so far, and the mean global-search recall per frame."""
+    table = {}
+    for s in selection.scenarios:
+        rows = {v: aggregate([f["per_flight"][f"{s}|{v}"] for f in flights],
+                             [e for f in flights for e in f["gnss_err"][s]]) for v in selection.rows(s)}
+        table[s] = rows
+    keys = sorted({k for f in flights for k in f["recall"]})
+    search = {k: round(float(np.mean([f["recall"][k] for f in flights if k in f["recall"]])), 3) for k in keys}
+    return table, search
+
+
+def run(size: dict, cache: Path, jobs: int, selection: Selection, report) -> list[dict]:
+    """Every selected flight of every test area (``jobs`` flights in parallel, one process each); ``report`` gets
+    the flights done so far after each one (the incremental JSON)."""
+    models = prepare_models(cache)  # build the shared cache once, before any worker
+    prepare_test_areas(cache, models)
+    if "matcher" in selection.searches():
+        prepare_matcher(cache)
+    count = selection.flights_per_area or size["flights_per_area"]
+    work = [(a, seed) for seed in range(count) for a in range(len(TEST_AREAS))]
+    done: list[dict] = []
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            parts = list(pool.map(fly_area, [size] * len(indexes), [cache] * len(indexes), indexes))
+            futures = [pool.submit(fly_flight, size, cache, a, seed, selection) for a, seed in work]
+            for future in as_completed(futures):
+                done.append(future.result())
+                report(done)
     else:
-        parts = [fly_area(size, cache, i) for i in indexes]
-    table = {s: {v: aggregate([r for p in parts for r in p["per_flight"][f"{s}|{v}"]],
-                              [e for p in parts for e in p["gnss_err"][s]]) for v in variants(s)}
-             for s in SCENARIOS}
-    recall = [r for p in parts for r in p["recall"]]
-    search = {k: round(float(np.mean([r[k] for r in recall])), 3) for k in recall[0]}
-    return table, {"train": parts[0]["train"], "global_search_per_frame": search}
+        for a, seed in work:
+            done.append(fly_flight(size, cache, a, seed, selection))
+            report(done)
+    return done
 
 
 def markdown(table: dict) -> str:
@@ -385,30 +442,68 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _selection(args, parser) -> Selection:
+    scenarios = tuple(args.scenarios.split(",")) if args.scenarios else SCENARIOS
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"--scenarios: unknown {unknown}; choose from {SCENARIOS}")
+    chosen = tuple(args.variants.split(",")) if args.variants else None
+    known = {v for s in scenarios for v in variants(s)}
+    if chosen is not None and not set(chosen) <= known:
+        parser.error(f"--variants: unknown {sorted(set(chosen) - known)}; choose from {sorted(known)}")
+    if args.flights_per_area is not None and args.flights_per_area < 1:
+        parser.error("--flights-per-area must be >= 1")
+    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed)
+
+
+def train_metrics_of(flights: list[dict]) -> dict:
+    return flights[0]["train"] if flights else {}
+
+
+def result_json(mode: str, size: dict, selection: Selection, flights: list[dict], wall_s: float,
+                complete: bool) -> dict:
+    table, search = table_of(flights, selection)
+    return {"benchmark": "relocalization", "mode": mode, "sizes": size, "complete": complete,
+            "selection": {"scenarios": list(selection.scenarios),
+                          "variants": list(selection.variants) if selection.variants else "all",
+                          "flights_per_area": selection.flights_per_area or size["flights_per_area"],
+                          "fusion_seed": selection.fusion_seed},
+            "flights_done": sorted([f["area"], f["seed"]] for f in flights),
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
+            "definitions": {"correct_m": CORRECT_M, "success_frames": SUCCESS_FRAMES,
+                            "worse_margin_m": WORSE_MARGIN_M, "frame_rate_hz": 0.5, "gnss_rate_hz": GNSS_RATE_HZ},
+            "train_metrics": train_metrics_of(flights), "global_search_per_frame": search,
+            "results": table, "table_markdown": markdown(table), "wall_s": round(wall_s, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--variants", default=None, help="comma-separated search/mode rows, e.g. matcher/particle")
+    parser.add_argument("--flights-per-area", type=int, default=None, help="default: 10 (full), 2 (--quick)")
+    parser.add_argument("--fusion-seed", type=int, default=0, help="the particle filter's seed")
     parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
-    parser.add_argument("--jobs", type=int, default=2, help="test areas flown in parallel (one process each)")
+    parser.add_argument("--jobs", type=int, default=1, help="flights flown in parallel (one process each)")
     args = parser.parse_args(argv)
+    selection = _selection(args, parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     mode = "quick" if args.quick else "full"
-    t0 = time.monotonic()
-    table, extra = run(SIZES[mode], Path(args.cache), args.jobs)
-    result = {"benchmark": "relocalization", "mode": mode, "sizes": SIZES[mode],
-              "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
-              "definitions": {"correct_m": CORRECT_M, "success_frames": SUCCESS_FRAMES,
-                              "worse_margin_m": WORSE_MARGIN_M, "frame_rate_hz": 0.5, "gnss_rate_hz": GNSS_RATE_HZ},
-              "train_metrics": extra["train"], "global_search_per_frame": extra["global_search_per_frame"],
-              "results": table, "table_markdown": markdown(table),
-              "wall_s": round(time.monotonic() - t0, 1)}
     out = Path(args.out or f"benchmarks/results/relocalization{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, json.loads(json.dumps(result, default=str)))
-    print(markdown(table))
-    print("global search per frame (truth in top-5 tiles; NCC top-1 within 10 m):", extra["global_search_per_frame"])
+    t0 = time.monotonic()
+
+    def report(flights: list[dict], complete: bool = False) -> dict:
+        result = result_json(mode, SIZES[mode], selection, flights, time.monotonic() - t0, complete)
+        atomic_write_json(out, json.loads(json.dumps(result, default=str)))
+        return result
+
+    result = report(run(SIZES[mode], Path(args.cache), args.jobs, selection, report), complete=True)
+    print(result["table_markdown"])
+    print("global search per frame (truth in top-5 tiles; map searches' top-1 within 10 m):",
+          result["global_search_per_frame"])
     print(f"wall {result['wall_s']:.0f} s; JSON: {out}")
     return 0
 

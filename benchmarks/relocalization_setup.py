@@ -42,6 +42,17 @@ RUNTIME = {"index": {"tile_size_m": 64.0, "stride_m": 24.0, "tile_px": 128},
            "backend": {"kind": "onnxruntime", "device": "cpu", "warmup": 1}}
 FLIGHT = {"kind": "drone", "speed_mps": 8.0, "altitude_agl_m": 45.0, "frame_rate_hz": 0.5, "width_px": 128,
           "height_px": 128, "photometric": True, "condition": FLIGHT_CONDITION}
+# The learned map matcher for 45 m frames (docs/map_matcher.md): a 60 deg camera at 45 m covers ~52 m, a north-up
+# square cut at any heading fits 32 m; 0.5 m/px; areas of both styles (as the other models), seeds 1000..1015,
+# none of them a test area.
+MATCHER_TRAIN = {
+    "model": "map_matcher_micro",
+    "model_kwargs": {"m_per_px": 0.5, "query_ground_size_m": 32.0, "tile_size_m": 64.0, "search_radius_m": 12.0},
+    "pairs": {"styles": ["source", "target"], "n_areas": 16, "area_size_m": AREA_M, "gsd_m": GSD_M,
+              "first_seed": 1000, "query_ground_size_m": 32.0, "tile_size_m": 64.0, "offset_m": 12.0,
+              "height_m": 45.0, "min_spacing_m": 40.0},
+    "optim": {"batch_size": 32, "steps": 150, "warmup_steps": 20},
+    "run": {"seed": 1, "threads": 1, "log_every": 10}}
 VERSION = "v2"  # bump when the sim or the trainers change what a cache entry would hold
 
 
@@ -51,6 +62,12 @@ class Models:
     localizer_onnx: Path
     localizer_checkpoint: Path
     train_metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    onnx: Path
+    metrics: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,39 @@ def prepare_models(cache: Path) -> Models:
     metrics = json.loads((entry / "train_metrics.json").read_text())
     return Models(entry / "retrieval.onnx", entry / "localizer.onnx", entry / "localizer" / "last.safetensors",
                   metrics)
+
+
+def _build_matcher(out: Path) -> None:
+    import csv
+
+    from edge_geoloc.export.config import ExportConfig
+    from edge_geoloc.export.onnx_export import export_checkpoint
+
+    from edge_geoloc.artifacts import atomic_write_json
+    from edge_geoloc.train.map_matcher import MatcherTrainConfig, train_map_matcher
+
+    cfg = from_dict(MatcherTrainConfig, deep_merge(MATCHER_TRAIN, {"run": {"out_dir": str(out / "matcher")}}))
+    train_map_matcher(cfg)
+    export_checkpoint(out / "matcher" / "final.safetensors", out / "matcher.onnx", ExportConfig())
+    curve = list(csv.DictReader((out / "matcher" / "metrics.csv").open()))
+    atomic_write_json(out / "train_metrics.json", {"steps": int(curve[-1]["step"]),
+                                                   "train_seconds": float(curve[-1]["seconds"]),
+                                                   "final_loss": float(curve[-1]["loss"])})
+
+
+def prepare_matcher(cache: Path) -> Matcher:
+    """Train (once) the learned map matcher for these flights' frames on its own synthetic areas (seeds from
+    ``pairs.first_seed``, never the test areas) and export it (``global_search.kind: matcher``)."""
+    import json
+
+    pairs = MATCHER_TRAIN["pairs"]
+    used = {(pairs["styles"][i % len(pairs["styles"])], pairs["first_seed"] + i) for i in range(pairs["n_areas"])}
+    if used & set(TEST_AREAS):
+        raise ValueError(f"the map matcher would train on test areas {sorted(used & set(TEST_AREAS))}")
+    entry, hit = cached_build(cache / "matchers", cache_key("matcher", MATCHER_TRAIN, VERSION), _build_matcher,
+                              MATCHER_TRAIN)
+    log.info("map matcher: %s (%s)", entry, "cached" if hit else "trained")
+    return Matcher(entry / "matcher.onnx", json.loads((entry / "train_metrics.json").read_text()))
 
 
 def prepare_test_areas(cache: Path, models: Models) -> list[TestArea]:

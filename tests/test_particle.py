@@ -215,3 +215,54 @@ def test_a_vision_only_belief_yields_to_the_first_gnss_fix_it_cannot_explain():
     assert not filt.ambiguous
     assert filt.update_gnss(gnss_fix(4.0, (0.0, 0.0))).reason == "recovered"
     assert error_m(filt, np.zeros(2)) < 5.0
+
+
+def _cloud_after(start_heading, end_heading, dt=2.0, speed=8.0, seed=0):
+    """Particles seeded tightly at the origin moving at ``speed`` along ``start_heading``, predicted over ``dt``
+    to a frame whose measured heading is ``end_heading`` (both clockwise from north)."""
+    filt = make_filter(seed=seed)
+    filt.set_heading(0.0, start_heading)
+    velocity = speed * np.array([math.sin(start_heading), math.cos(start_heading)])
+    filt.update_gnss(GnssFix(0.0, *ORIGIN.from_enu(0.0, 0.0, 100.0), diagonal_covariance(0.05, 0.05, 0.1),
+                             CovarianceType.DIAGONAL_KNOWN, speed_mps=speed,
+                             course_rad=start_heading))
+    filt.particles[:, 2:] = velocity  # the seeded velocity spread is not what this test is about
+    filt.set_heading(dt, end_heading)
+    filt.predict_to(dt)
+    return filt.particles
+
+
+@pytest.mark.parametrize("corner_at", [0.2, 0.5, 0.8])
+def test_a_corner_between_two_frames_stays_inside_the_cloud(corner_at):
+    """East, then a 90 degree left turn to north at ``corner_at`` of a 2 s interval: the truth is the chord of
+    the two legs (shorter than speed x dt). A model that moves every particle speed x dt along one course (the
+    mean of the two headings) puts no particle near it when the corner is not in the middle."""
+    particles = _cloud_after(math.pi / 2, 0.0)
+    truth = 16.0 * np.array([corner_at, 1.0 - corner_at])
+    near = np.hypot(*(particles[:, :2] - truth).T) < 1.5
+    assert near.mean() > 0.03
+    assert np.percentile(np.hypot(*particles[:, :2].T), 99) < 16.0 + 2.0  # no further than the vehicle's reach
+    np.testing.assert_allclose(np.median(particles[:, 2:], axis=0), [0.0, 8.0], atol=0.5)  # ends heading north
+
+
+def test_straight_flight_keeps_the_cloud_tight():
+    particles = _cloud_after(math.pi / 2, math.pi / 2)
+    assert np.median(np.hypot(*(particles[:, :2] - [16.0, 0.0]).T)) < 1.2
+    assert np.percentile(np.hypot(*(particles[:, :2] - [16.0, 0.0]).T), 99) < 4.0
+
+
+def test_a_reversal_between_frames_spreads_the_cloud_over_the_reach():
+    """Heading east, then west two seconds later: a hairpin or a loop, the heading samples alias the path; where
+    the vehicle is can only be bounded by its reach, so the cloud covers the disc around the start."""
+    particles = _cloud_after(math.pi / 2, 3 * math.pi / 2)
+    distance = np.hypot(*particles[:, :2].T)
+    assert np.mean(distance < 6.0) > 0.1  # e.g. a hairpin that comes back near the start
+    assert np.percentile(distance, 99) < 16.0 + 2.0
+
+
+def test_turn_alias_share_grows_with_the_turn():
+    from edge_geoloc.fusion.particle import turn_alias_share
+
+    shares = [turn_alias_share(math.radians(d)) for d in (0, 30, 90, 180)]
+    assert shares[0] == 0.0 and shares[-1] == 1.0
+    assert shares == sorted(shares) and shares[1] < 0.05

@@ -6,9 +6,10 @@ GNSS-denied start lives on a few small islands of a map kilometres wide; a grid 
 
 One cycle (AMCL's recipe, Thrun et al. *Probabilistic Robotics* ch. 8):
 
-- **predict**: with a measured heading (compass / IMU), each particle keeps its own speed (random walk) and
-  moves along the heading plus noise; without one, constant velocity with white-noise acceleration; plus a
-  small position diffusion so the cloud stays diverse;
+- **predict**: with a measured heading (compass / IMU, or the GNSS course), each particle keeps its own speed
+  (random walk) and travels along the headings at the two ends of the interval, turning at a point it draws
+  (or, for a large turn, anywhere within reach: the headings may alias a loop); without one, constant velocity
+  with white-noise acceleration; plus a small position diffusion so the cloud stays diverse;
 - **weight**: GNSS and single visual fixes by a Gaussian + uniform outlier mixture (a multipath jump lowers all
   weights alike); heat maps over the top-k retrieved tiles and the patch around the belief by their
   likelihood ratio against a background (:mod:`edge_geoloc.fusion.likelihoods`);
@@ -141,31 +142,47 @@ class ParticleFilter:
             return
         dt = stamp_s - self.stamp_s
         heading = self._steering_heading(stamp_s)
-        self._move(dt, *self._interval_heading(heading))
+        if heading is None:
+            self._move_constant_velocity(dt)
+        else:
+            start = self._heading_at_stamp if self._heading_at_stamp is not None else heading
+            self._move_along_headings(dt, start, heading)
+        self._diffuse(dt)
         self._heading_at_stamp = heading
         self.stamp_s = stamp_s
         self._summary = None
 
-    def _interval_heading(self, heading: float | None) -> tuple[float | None, float]:
-        """The heading over the prediction interval: midway between the one at the last stamp and the new one
-        (the chord of a turn), with half the turn added to the heading noise (radians)."""
-        start = self._heading_at_stamp
-        if heading is None or start is None:
-            return heading, 0.0
-        turn = (heading - start + math.pi) % (2 * math.pi) - math.pi
-        return start + 0.5 * turn, 0.5 * abs(turn)
+    def _move_constant_velocity(self, dt: float) -> None:
+        p = self.particles
+        p[:, 2:] += self.rng.standard_normal((len(p), 2)) * self.cfg.accel_sigma_mps2 * math.sqrt(dt)
+        p[:, :2] += p[:, 2:] * dt
 
-    def _move(self, dt: float, heading: float | None, turn_sigma_rad: float = 0.0) -> None:
+    def _move_along_headings(self, dt: float, start: float, end: float) -> None:
+        """Heading-driven motion over an interval that starts and ends with a measured heading. The heading is
+        the direction of travel, but only at the two ends: where the vehicle turned in between is unknown. Each
+        particle draws it (two legs, ``split`` of the way along the start heading, the rest along the end one:
+        the chord of a corner at any point of the interval, which also brackets a smooth arc) and, with
+        probability ``turn_alias_share`` of the measured turn, travels a path the two samples alias (a loop or a
+        hairpin between frames): then it lands anywhere within its speed x dt."""
         p, n, rng = self.particles, len(self.particles), self.rng
-        if heading is None:
-            p[:, 2:] += rng.standard_normal((n, 2)) * self.cfg.accel_sigma_mps2 * math.sqrt(dt)
-        else:
-            speed = np.hypot(p[:, 2], p[:, 3]) + rng.standard_normal(n) * self.pc.speed_sigma_mps2 * math.sqrt(dt)
-            sigma = math.hypot(math.radians(self.pc.heading_sigma_deg), turn_sigma_rad)
-            course = heading + rng.standard_normal(n) * sigma
-            p[:, 2:] = np.clip(speed, 0.0, self.pc.max_speed_mps)[:, None] * np.stack(
-                [np.sin(course), np.cos(course)], axis=1)
-        p[:, :2] += p[:, 2:] * dt + rng.standard_normal((n, 2)) * self.pc.position_diffusion_mps * math.sqrt(dt)
+        speed = np.hypot(p[:, 2], p[:, 3]) + rng.standard_normal(n) * self.pc.speed_sigma_mps2 * math.sqrt(dt)
+        distance = np.clip(speed, 0.0, self.pc.max_speed_mps) * dt
+        sigma = math.radians(self.pc.heading_sigma_deg)
+        course_start = start + rng.standard_normal(n) * sigma
+        course_end = end + rng.standard_normal(n) * sigma
+        split = rng.random(n)[:, None]
+        step = distance[:, None] * (split * _unit(course_start) + (1.0 - split) * _unit(course_end))
+        aliased = rng.random(n) < turn_alias_share((end - start + math.pi) % (2 * math.pi) - math.pi)
+        if aliased.any():
+            radius = distance[aliased] * np.sqrt(rng.random(int(aliased.sum())))
+            step[aliased] = radius[:, None] * _unit(rng.uniform(0.0, 2 * math.pi, int(aliased.sum())))
+        p[:, :2] += step
+        p[:, 2:] = (distance / dt)[:, None] * _unit(course_end)
+
+    def _diffuse(self, dt: float) -> None:
+        """A small position random walk, so the cloud stays diverse."""
+        p = self.particles
+        p[:, :2] += self.rng.standard_normal((len(p), 2)) * self.pc.position_diffusion_mps * math.sqrt(dt)
 
     # ------------------------------------------------------------------ GNSS
     def update_gnss(self, fix: GnssFix) -> UpdateResult:
@@ -409,6 +426,19 @@ class ParticleFilter:
         key = f"{sensor}_{reason}"
         self.counters.rejected_by_reason[key] = self.counters.rejected_by_reason.get(key, 0) + 1
         return UpdateResult(False, reason)
+
+
+def turn_alias_share(turn_rad: float) -> float:
+    """The share of particles that take a turn of ``turn_rad`` between two heading samples for an aliased path
+    (anywhere within reach): ``(turn / pi)^2``, 0 flying straight, 1 for a reversal. On the benchmark's
+    simulated flights (heading sampled at 0.5 Hz) the measured share of intervals whose truth the two-leg model
+    misses by more than 3 m stays below its mean in every turn bin (docs/runtime.md)."""
+    return min(1.0, (turn_rad / math.pi) ** 2)
+
+
+def _unit(course_rad: np.ndarray) -> np.ndarray:
+    """(n, 2) east/north unit vectors of courses measured clockwise from north."""
+    return np.stack([np.sin(course_rad), np.cos(course_rad)], axis=1)
 
 
 def _offsets_agree(run: list[tuple[float, np.ndarray, np.ndarray]], chi2_999_2dof: float = 13.8) -> bool:
