@@ -18,7 +18,7 @@ chance as floors, and each variant's paired difference to the baseline per seed;
 ``benchmarks/results/retrieval_ablation_<protocol>.json`` after every run (a run cut short keeps its numbers).
 
     python benchmarks/retrieval_ablation.py --quick                  # a few minutes: 1 seed, short training
-    python benchmarks/retrieval_ablation.py --protocol onboard       # 3 seeds x 5 variants (~25 min, one core)
+    python benchmarks/retrieval_ablation.py --protocol onboard       # 3 seeds x 5 variants (~15-20 min, one free core)
 """
 
 from __future__ import annotations
