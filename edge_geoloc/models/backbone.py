@@ -40,27 +40,38 @@ class Backbone(nn.Module):
     def load_local_weights(self, path: Path) -> None:
         """Load backbone weights from a local file (no network), ignoring a classifier head. A file written by
         ``edge-geoloc pretrain`` names its backbone; another backbone's file is an error naming the file."""
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-            from safetensors.torch import load_file
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            if meta.get("format") == PRETRAINED_FORMAT and meta.get("backbone") != self.name:
-                raise ValueError(f"{path} holds pretrained weights for backbone {meta.get('backbone')!r}, not "
-                                 f"{self.name!r}: pretrain this backbone (edge-geoloc pretrain model=...) or pick "
-                                 "the matching model")
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            missing, _ = self.body.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"{path} does not fit backbone {self.name!r}: {str(err).splitlines()[1:2]}") from err
-        if len(missing) == len(self.body.state_dict()):
-            raise ValueError(f"{path} holds no weights for backbone {self.name!r}")
+        load_pretrained_into(self.body, self.name, path)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.body(x)
+
+
+def read_pretrained_state(path: Path, backbone: str) -> dict[str, torch.Tensor]:
+    """Tensors of a local weights file (safetensors or a ``weights_only`` torch file). A file written by
+    ``edge-geoloc pretrain`` names its backbone in the metadata; another backbone's file is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") == PRETRAINED_FORMAT and meta.get("backbone") != backbone:
+        raise ValueError(f"{path} holds pretrained weights for backbone {meta.get('backbone')!r}, not "
+                         f"{backbone!r}: pretrain this backbone (edge-geoloc pretrain model=...) or pick "
+                         "the matching model")
+    return load_file(str(path))
+
+
+def load_pretrained_into(body: nn.Module, backbone: str, path: Path) -> None:
+    """Load ``path`` into ``body`` (extra keys such as a classifier are ignored; a file that fits nothing or has
+    the wrong shapes is an error naming the file)."""
+    state = read_pretrained_state(Path(path), backbone)
+    try:
+        missing, _ = body.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path} does not fit backbone {backbone!r}: {str(err).splitlines()[1:2]}") from err
+    if len(missing) == len(body.state_dict()):
+        raise ValueError(f"{path} holds no weights for backbone {backbone!r}")

@@ -18,6 +18,7 @@ multiples of ``stride``; attributes ``m_per_px``, ``stride``, ``query_ground_siz
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_geoloc.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from edge_geoloc.models.backbone import load_pretrained_into
 from edge_geoloc.models.localizer_xcorr import SiameseFeatures
 from edge_geoloc.models.registry import register_model
 
@@ -69,6 +71,63 @@ class MapMatcher(nn.Module):
                           "m_per_px": self.m_per_px, "stride": self.stride,
                           "query_ground_size_m": self.query_ground_size_m, "tile_size_m": self.tile_size_m,
                           "search_radius_m": self.search_radius_m}}
+
+
+class MatcherFeatureBody(nn.Module):
+    """The matcher's convolutional stages (the same keys as :class:`MapMatcher`'s ``features``), returning every
+    stage's post-ReLU map (strides 1, 2, 4, ...), so GeM pooling applies; the matcher's 1x1 ``proj`` is not used."""
+
+    def __init__(self, channels: tuple[int, ...], stage: int) -> None:
+        super().__init__()
+        self.features = SiameseFeatures(tuple(channels)).stages[: stage + 1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for stage in self.features:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            raise ValueError("the map matcher backbone is small: gradient checkpointing is not supported")
+
+
+class MatcherBackbone(nn.Module):
+    """The learned map matcher's feature network behind the retrieval backbone contract (``channels``,
+    ``reductions``, ``mean``, ``std``, ``forward -> list of maps``), so a CSP-HD descriptor can start from a matcher
+    trained on on-board pairs (``edge-geoloc pretrain model=cspdh_matcher``). ``pretrained`` is False or a local
+    file whose metadata names backbone ``name``; a file for another backbone is an error naming the file."""
+
+    def __init__(self, name: str = "map_matcher_micro", pretrained: bool | str = False,
+                 out_indices: tuple[int, ...] | None = None, channels: tuple[int, ...] = (16, 32, 64, 64),
+                 stage: int = 2) -> None:
+        super().__init__()
+        if pretrained is True:
+            raise ValueError("the map matcher backbone has no hub weights: pass the file `edge-geoloc pretrain "
+                             "model=cspdh_matcher` prints")
+        self.body = MatcherFeatureBody(channels, stage)
+        self.name = name
+        levels = list(range(stage + 1))
+        wanted = out_indices if out_indices is not None else levels
+        if any(not -len(levels) <= i < len(levels) for i in wanted):
+            raise ValueError(f"the map matcher backbone has {len(levels)} stages, asked for {tuple(wanted)}: set "
+                             f"num_stages <= {len(levels)}")
+        self.out_indices = [levels[i] for i in wanted]
+        self.channels: list[int] = [channels[i] for i in self.out_indices]
+        self.reductions: list[int] = [2**i for i in self.out_indices]
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        if pretrained:
+            load_pretrained_into(self.body, self.name, Path(pretrained))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = self.body(x)
+        return [maps[i] for i in self.out_indices]
+
+
+def matcher_backbone_state(model: MapMatcher) -> dict[str, torch.Tensor]:
+    """A trained matcher's convolutional stages keyed as :class:`MatcherFeatureBody` expects them."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.startswith("features.")}
 
 
 def dense_scores(tile_features: torch.Tensor, query_features: torch.Tensor, radius_cells: int) -> torch.Tensor:

@@ -18,9 +18,12 @@ from torch import nn
 
 from edge_geoloc.models.backbone import Backbone
 from edge_geoloc.models.heads import EmbeddingHead, StageHead
+from edge_geoloc.models.map_matcher import MatcherBackbone
 from edge_geoloc.models.registry import register_model
 
 VIEWS = ("drone", "satellite")
+# backbones built here rather than by timm (same feature contract as ``Backbone``)
+LOCAL_BACKBONES = {"map_matcher_micro": MatcherBackbone}
 
 
 class StageOutputs(NamedTuple):
@@ -38,7 +41,8 @@ class RetrievalBranch(nn.Module):
                  pool: str, stage_heads: bool, backbone_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         indices = tuple(range(-num_stages, 0))
-        self.backbone = Backbone(backbone, pretrained=pretrained, out_indices=indices, **(backbone_kwargs or {}))
+        build = LOCAL_BACKBONES.get(backbone, Backbone)
+        self.backbone = build(backbone, pretrained=pretrained, out_indices=indices, **(backbone_kwargs or {}))
         channels = self.backbone.channels
         self.head = EmbeddingHead(channels[-1], embed_dim, pool)
         dim = self.head.embed_dim
@@ -115,9 +119,9 @@ class RetrievalModel(nn.Module):
         return prep
 
 
-def _factory(backbone: str, img_size: int, pool: str):
+def _factory(backbone: str, img_size: int, pool: str, **defaults: Any):
     def build(**kwargs: Any) -> RetrievalModel:
-        return RetrievalModel(**{"backbone": backbone, "img_size": img_size, "pool": pool, **kwargs})
+        return RetrievalModel(**{"backbone": backbone, "img_size": img_size, "pool": pool, **defaults, **kwargs})
 
     return build
 
@@ -133,7 +137,12 @@ _BUILTIN = {
     "cspdh_efficientnet_b0": ("efficientnet_b0", 224, "gem", "EfficientNet-B0: Jetson-sized"),
     "cspdh_resnet18": ("resnet18", 128, "gem", "ResNet-18: small and simple"),
     "cspdh_regnetx_002": ("regnetx_002", 64, "gem", "RegNetX-200MF (BatchNorm): trains from scratch on a CPU"),
+    "cspdh_matcher": ("map_matcher_micro", 96, "gem", "the learned map matcher's features (strides 1-4), pretrained on "
+                      "on-board pairs: the CPU on-board descriptor"),
 }
 
+_DEFAULTS = {"cspdh_matcher": {"num_stages": 3}}  # further constructor defaults of some entries
+
 for _name, (_backbone, _size, _pool, _doc) in _BUILTIN.items():
-    register_model(_name, kind="retrieval", description=_doc)(_factory(_backbone, _size, _pool))
+    register_model(_name, kind="retrieval", description=_doc)(_factory(_backbone, _size, _pool,
+                                                                       **_DEFAULTS.get(_name, {})))

@@ -27,18 +27,29 @@ import torch
 
 from edge_geoloc.config import to_dict
 from edge_geoloc.models.backbone import PRETRAINED_FORMAT
+from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.sim.conditions import sample_condition
+from edge_geoloc.sim.onboard_pairs import OnboardPairConfig
 from edge_geoloc.sim.onboard_tree import write_onboard_tree
 from edge_geoloc.sim.styles import Style, get_style
+from edge_geoloc.train.map_matcher import (
+    MatcherOptimConfig,
+    MatcherRunConfig,
+    MatcherTrainConfig,
+    train_map_matcher,
+)
 from edge_geoloc.train.pretrain_config import (  # noqa: F401  (re-exported: the pretraining API)
+    MODEL_DEFAULTS,
     ONBOARD_AUGMENT,
     PretrainConfig,
     cached_path,
     config_key,
+    default_pretrain_config,
     tree_key,
 )
 
 log = logging.getLogger(__name__)
+MATCHER_PRETRAINED = ("cspdh_matcher",)  # retrieval models whose backbone is the map matcher's feature network
 
 
 def jittered_style(base: Style, rng: np.random.Generator, index: int) -> Style:
@@ -84,8 +95,64 @@ def save_pretrained(path: Path, model: torch.nn.Module, cfg: PretrainConfig, sum
     return path
 
 
-def pretrain_backbone(cfg: PretrainConfig, force: bool = False) -> Path:
-    """Pretrain (or reuse the cached result) and return the safetensors path."""
+def matcher_recipe(cfg: PretrainConfig) -> MatcherTrainConfig:
+    """The map matcher's training config that pretraining ``cfg`` means (dense InfoNCE on endless on-board pairs
+    from ``n_areas`` areas of ``base_style`` under random map and flight conditions)."""
+    pairs = OnboardPairConfig(styles=(cfg.base_style,), n_areas=cfg.n_areas, area_size_m=cfg.area_size_m,
+                              gsd_m=cfg.gsd_m)
+    work = Path(cfg.cache_dir) / f"work-{config_key(cfg)}"
+    return MatcherTrainConfig(pairs=pairs, optim=MatcherOptimConfig(lr=cfg.lr, batch_size=cfg.batch_size,
+                                                                    steps=cfg.steps),
+                              run=MatcherRunConfig(out_dir=str(work / "run"), seed=cfg.seed))
+
+
+def adopt_matcher_run(checkpoint: Path, recipe: MatcherTrainConfig) -> torch.nn.Module:
+    """A finished matcher checkpoint trained with exactly ``recipe`` (model, pairs, optimiser, seed; the output
+    folder and validation may differ), so a matcher trained elsewhere (e.g. by ``retrieval_onboard.py``) fills
+    the cache without training again; any other checkpoint is an error naming the file and what differs."""
+    model, meta = load_model(checkpoint, expected_kind="matcher")
+    want = json.loads(json.dumps(to_dict(recipe)))
+    differs = [k for k in ("model", "model_kwargs", "pairs", "optim") if meta.config.get(k) != want[k]]
+    if meta.config.get("run", {}).get("seed") != recipe.run.seed:
+        differs.append("run.seed")
+    if differs:
+        raise ValueError(f"{checkpoint} was not trained with this pretraining recipe: {', '.join(differs)} differ")
+    return model
+
+
+def pretrain_matcher_backbone(cfg: PretrainConfig, path: Path, from_matcher: Path | None = None) -> Path:
+    """Train the map matcher with :func:`matcher_recipe` (or adopt ``from_matcher``); its feature stages become
+    the backbone of ``cspdh_matcher``."""
+    recipe = matcher_recipe(cfg)
+    if from_matcher is not None:
+        matcher, source = adopt_matcher_run(Path(from_matcher), recipe), str(from_matcher)
+    else:
+        matcher, source = train_map_matcher(recipe), recipe.run.out_dir
+    summary = {"steps": cfg.steps, "areas": cfg.n_areas, "recipe": "map matcher (dense InfoNCE, on-board pairs)",
+               "matcher_checkpoint": source}
+    return save_matcher_pretrained(path, matcher, cfg, summary)
+
+
+def save_matcher_pretrained(path: Path, matcher: torch.nn.Module, cfg: PretrainConfig, summary: dict[str, Any]
+                            ) -> Path:
+    """The matcher's feature stages as a pretrained-backbone file naming backbone ``matcher.model_name``."""
+    from safetensors.torch import save_file
+
+    from edge_geoloc.models.map_matcher import matcher_backbone_state
+
+    meta = {"format": PRETRAINED_FORMAT, "backbone": matcher.model_name, "model": cfg.model,
+            "img_size": str(cfg.img_size), "config": json.dumps(to_dict(cfg)), "summary": json.dumps(summary)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(matcher_backbone_state(matcher), str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def pretrain_backbone(cfg: PretrainConfig, force: bool = False, from_matcher: Path | None = None) -> Path:
+    """Pretrain (or reuse the cached result) and return the safetensors path. ``cspdh_matcher`` is pretrained
+    with the map matcher's dense objective (``from_matcher``: a finished run of that recipe, adopted instead of
+    training); every other model with the retrieval trainer's InfoNCE."""
     from edge_geoloc.train.losses_retrieval import CSDAConfig, HCDConfig, LossConfig, PALWConfig
     from edge_geoloc.train.retrieval_trainer import (
         OptimConfig,
@@ -100,6 +167,10 @@ def pretrain_backbone(cfg: PretrainConfig, force: bool = False) -> Path:
     if path.is_file() and not force:
         log.info("reusing pretrained backbone %s", path)
         return path
+    if cfg.model in MATCHER_PRETRAINED:
+        return pretrain_matcher_backbone(cfg, path, from_matcher)
+    if from_matcher is not None:
+        raise ValueError(f"--from-matcher applies to {', '.join(MATCHER_PRETRAINED)}, not {cfg.model}")
     work = Path(cfg.cache_dir) / f"work-{config_key(cfg)}"
     tree = Path(cfg.cache_dir) / f"tree-{tree_key(cfg)}"
     if not (tree / "poses.csv").is_file():

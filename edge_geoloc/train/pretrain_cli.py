@@ -15,13 +15,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-geoloc pretrain", description=__doc__.split("\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--force", action="store_true", help="pretrain again even if a cached file exists")
+    parser.add_argument("--from-matcher", help="model=cspdh_matcher: adopt this finished map matcher checkpoint "
+                        "(trained with the same recipe) instead of training")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(PretrainConfig, args)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    print(pretrain_backbone(cfg, force=args.force))
+    try:
+        print(pretrain_backbone(cfg, force=args.force, from_matcher=args.from_matcher))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,6 +30,16 @@ class PretrainConfig:
     cache_dir: str = "runs/pretrained"
 
 
+# Per-model defaults over PretrainConfig's: the map matcher backbone follows the matcher's own recipe
+# (docs/map_matcher.md: 40 areas, 300 steps of 32 pairs), so its cache can be filled from such a matcher run.
+MODEL_DEFAULTS = {"cspdh_matcher": {"n_areas": 40, "steps": 300, "seed": 1}}
+
+
+def default_pretrain_config(model: str) -> PretrainConfig:
+    """The pretraining config ``model.pretrained=synthetic`` and the benchmarks use for ``model``."""
+    return PretrainConfig(model=model, **MODEL_DEFAULTS.get(model, {}))
+
+
 # colour only: at 64 px the paper recipe's dropout and blur keep a from-scratch net at ln(B) for 150+ steps
 ONBOARD_AUGMENT = AugmentConfig(rotate_satellite=False, dropout_p=0.0, blur_p=0.0, jpeg_p=0.2)
 

@@ -31,7 +31,7 @@ from edge_geoloc.models.retrieval import RetrievalModel, StageOutputs
 from edge_geoloc.train.distributed import DistInfo, barrier, gather_with_grad, init_distributed
 from edge_geoloc.train.losses_retrieval import CSPHDLoss, LossConfig
 from edge_geoloc.train.optim import decay_groups, warmup_steps
-from edge_geoloc.train.pretrain_config import PretrainConfig, cached_path
+from edge_geoloc.train.pretrain_config import cached_path, default_pretrain_config
 from edge_geoloc.train.schedules import ProgressiveAdaptiveWeight, cosine_with_warmup
 from edge_geoloc.train.shell import (
     AmpContext,
@@ -152,7 +152,7 @@ def resolve_pretrained(m: RetrievalModelConfig) -> bool | str:
     the synthetic world by ``edge-geoloc pretrain`` (its cached output; see train/pretrain.py)."""
     if m.pretrained != "synthetic":
         return m.pretrained
-    path = cached_path(PretrainConfig(model=m.name))
+    path = cached_path(default_pretrain_config(m.name))
     if not path.is_file():
         raise ConfigError(f"model.pretrained=synthetic: no cached backbone at {path}; build it first with "
                           f"`edge-geoloc pretrain model={m.name}`")
