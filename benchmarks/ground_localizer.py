@@ -32,6 +32,7 @@ import math
 import platform
 import shutil
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -207,10 +208,10 @@ BEV_MATCHER = {  # training budget and seeds of the learned BEV matcher
 BEV_PAIRS = GroundBevPairConfig()  # 4 source-style areas (seeds 3000..), 48 views each, 32 m BEV in 64 m tiles
 
 
-def bev_matcher_config(out: Path, seed: int, budget: dict):
+def bev_matcher_config(out: Path, seed: int, budget: dict, pairs: GroundBevPairConfig = BEV_PAIRS):
     from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig
 
-    p = BEV_PAIRS
+    p = pairs
     kwargs = {"m_per_px": p.m_per_px, "query_ground_size_m": p.bev_size_m, "tile_size_m": p.tile_size_m,
               "search_radius_m": p.offset_m}
     optim = MatcherOptimConfig(batch_size=budget["batch"], steps=budget["steps"], lr=budget["lr"],
@@ -227,7 +228,7 @@ def learned_bev_factory(model):
                                                                                             aerial_size_m=size_m))
 
 
-def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path):
+def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path, pairs: GroundBevPairConfig = BEV_PAIRS):
     """Train (or reuse, when the saved config matches) one seed; returns the model and its learning curve."""
     import csv
 
@@ -236,30 +237,33 @@ def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path):
     from edge_geoloc.train.map_matcher import train_map_matcher
 
     out = work / f"bev_matcher_s{seed}"
-    cfg = bev_matcher_config(out, seed, budget)
-    if (out / "final.safetensors").is_file() and read_yaml_mapping(out / "config.yaml") == to_dict(cfg):
+    cfg = bev_matcher_config(out, seed, budget, pairs)
+    if ((out / "final.safetensors").is_file() and read_yaml_mapping(out / "config.yaml") == to_dict(cfg)
+            and (out / "ground_bev_pairs.yaml").is_file()
+            and read_yaml_mapping(out / "ground_bev_pairs.yaml") == to_dict(pairs)):
         model, _ = load_model(out / "final.safetensors", expected_kind="matcher")
     else:
-        views = load_or_render_views(BEV_PAIRS, Path("runs/ground_bev_pairs"))
+        views = load_or_render_views(pairs, Path("runs/ground_bev_pairs"))
         shutil.rmtree(out, ignore_errors=True)  # metrics.csv appends: start a fresh curve
 
         def validate(model) -> dict[str, float]:
             return {"heldout_median_m": float(np.median(bev_errors(heldout, learned_bev_factory(model), 40)))}
-        model = train_map_matcher(cfg, validate, GroundBevPairSource(views, BEV_PAIRS, seed=seed))
-        save_config(BEV_PAIRS, out / "ground_bev_pairs.yaml")  # the pairs it saw (config.yaml's pairs are unused)
+        model = train_map_matcher(cfg, validate, GroundBevPairSource(views, pairs, seed=seed))
+        save_config(pairs, out / "ground_bev_pairs.yaml")  # the pairs it saw (config.yaml's pairs are unused)
     curve = [{k: float(v) for k, v in r.items()} for r in csv.DictReader((out / "metrics.csv").open())]
     return model, {"train_s": curve[-1]["seconds"], "learning_curve": curve}  # loss per row, held-out where run
 
 
-def run_bev_matcher(work: Path, setting: str, test_count: int) -> dict:
+def run_bev_matcher(work: Path, setting: str, test_count: int, pairs: GroundBevPairConfig = BEV_PAIRS,
+                    steps: int | None = None) -> dict:
     """Per matcher seed, per test condition and style: the learned BEV matcher beside BEV + NCC and the centre."""
-    budget = BEV_MATCHER[setting]
+    budget = BEV_MATCHER[setting] | ({"steps": steps} if steps else {})
     tests = test_pairs(work, 0, "ground_pano", test_count)  # {capture: [source root, target root]}
     baselines = {c: {s: {"classical_bev_ncc": stats(bev_errors(r)), "patch_centre": stats(centre_errors(r))}
                      for s, r in zip(STYLES, roots, strict=True)} for c, roots in tests.items()}
     per_seed = {}
     for seed in budget["seeds"]:
-        model, info = train_bev_matcher(work, seed, budget, tests[GAP_CONDITION][0])
+        model, info = train_bev_matcher(work, seed, budget, tests[GAP_CONDITION][0], pairs)
         rows = {c: {s: stats(bev_errors(r, learned_bev_factory(model))) for s, r in zip(STYLES, roots, strict=True)}
                 for c, roots in tests.items()}
         per_seed[str(seed)] = {**info, "rows": rows}
@@ -267,8 +271,8 @@ def run_bev_matcher(work: Path, setting: str, test_count: int) -> dict:
                        "median_m_std": float(np.std([r["rows"][c][s]["median_m"] for r in per_seed.values()])),
                        "mean_m_mean": float(np.mean([r["rows"][c][s]["mean_m"] for r in per_seed.values()]))}
                    for s in STYLES} for c in tests}
-    return {"budget": budget, "pairs": BEV_PAIRS.__dict__ | {"styles": list(BEV_PAIRS.styles)},
-            "train_styles": list(BEV_PAIRS.styles), "test_seed": 0, "baselines": baselines, "per_seed": per_seed,
+    return {"budget": budget, "pairs": pairs.__dict__ | {"styles": list(pairs.styles)},
+            "train_styles": list(pairs.styles), "test_seed": 0, "baselines": baselines, "per_seed": per_seed,
             "summary": summary}
 
 
@@ -293,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="parts not run keep their block from the previous JSON at --out")
     parser.add_argument("--out", default="benchmarks/results/ground_localizer.json")
     parser.add_argument("--work", default="runs/bench_ground")
+    parser.add_argument("--bev-areas", type=int, default=None, help="learned BEV matcher: training areas (default 4)")
+    parser.add_argument("--bev-views", type=int, default=None, help="learned BEV matcher: panoramas per area (48)")
+    parser.add_argument("--bev-steps", type=int, default=None, help="learned BEV matcher: steps (profile's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     import cv2
@@ -315,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_rows(results[-1])
     bev_block = previous.get("bev_matcher")
     if "bev_matcher" in args.parts:
-        bev_block = run_bev_matcher(work, "quick" if args.quick else "full", sizes["test"])
+        pairs = replace(BEV_PAIRS, **{k: v for k, v in (("n_areas", args.bev_areas),
+                                                         ("views_per_area", args.bev_views)) if v})
+        bev_block = run_bev_matcher(work, "quick" if args.quick else "full", sizes["test"], pairs, args.bev_steps)
         bev_block["quick"], bev_block["wall_s"] = args.quick, time.perf_counter() - started
         print_bev_matcher(bev_block)
     report = {**previous, "benchmark": "ground_localizer", "results": results, "bev_matcher": bev_block,
