@@ -41,7 +41,6 @@ from edge_geoloc.data.sampler import ImageListDataset
 from edge_geoloc.data.university import University1652
 from edge_geoloc.evaluate.retrieval_metrics import extract_features
 from edge_geoloc.runtime.classical import NccConfig, NccMatcher
-from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.runtime.map_search import tile_scores
 from edge_geoloc.sim.area import Area, generate_area
 from edge_geoloc.sim.conditions import sample_condition
@@ -50,7 +49,7 @@ from edge_geoloc.train.map_matcher import (
     MatcherOptimConfig,
     MatcherRunConfig,
     MatcherTrainConfig,
-    feature_fn,
+    runtime_matcher,
     train_map_matcher,
 )
 from edge_geoloc.train.pretrain import ONBOARD_AUGMENT, PretrainConfig, pretrain_backbone
@@ -213,9 +212,7 @@ def matcher_scores(model, root: Path, areas: list[Area], half_m: float) -> dict:
     (``map_search.tile_scores`` over each area's whole map); also the error of its whole-map best position."""
     query, _ = University1652(root).test_split("drone_to_satellite")
     poses, tiles = read_view_poses(root), tile_table(root)
-    cfg = LearnedMatcherConfig(model.query_ground_size_m, model.m_per_px, model.stride)
-    feats = feature_fn(model)
-    matchers = {a.seed: LearnedMatcher(a.ortho, -a.size_m / 2, a.size_m / 2, a.gsd_m, feats, cfg) for a in areas}
+    matchers = {a.seed: runtime_matcher(model, a.ortho, -a.size_m / 2, a.size_m / 2, a.gsd_m) for a in areas}
     ids = {seed: [k for k, t in tiles.items() if t[0] == seed] for seed in matchers}
     centres = {seed: np.array([tiles[k][1:] for k in ids[seed]]) for seed in matchers}
     top, errors, started = [], [], time.perf_counter()

@@ -110,14 +110,17 @@ def train_matcher_model(ctx: StepContext) -> dict[str, Any]:
     def recall(matcher: Any, queries: RecallQueries) -> dict[str, float]:
         return tile_recall(matcher, queries, index.tile_size_m, index.stride_m, index.stride_m / 2)
 
+    final: dict[str, dict[str, float]] = {}  # the trainer validates the final model last: its figures are kept
+
     def curve(model: Any) -> dict[str, float]:
-        return {q.name: recall(runtime_matcher(model, *_area_map(q.map)), q)["r1_contains"] for q in tests}
+        final.update({q.name: recall(runtime_matcher(model, *_area_map(q.map)), q) for q in tests})
+        return {name: r["r1_contains"] for name, r in final.items()}
 
     run = replace(cfg.matcher.run, out_dir=str(layout.matcher_run), seed=cfg.seed + 1, threads=cfg.threads)
-    model = train_map_matcher(replace(cfg.matcher, run=run), curve)
+    train_map_matcher(replace(cfg.matcher, run=run), curve)
     ncc = NccConfig(cfg.matcher.pairs.query_ground_size_m, 1.0)
-    out: dict[str, Any] = {q.name: {"matcher": recall(runtime_matcher(model, *_area_map(q.map)), q),
-                                    "ncc": recall(NccMatcher(*_area_map(q.map), ncc), q)} for q in tests}
+    out: dict[str, Any] = {q.name: {"matcher": final[q.name], "ncc": recall(NccMatcher(*_area_map(q.map), ncc), q)}
+                           for q in tests}
     with (layout.matcher_run / "metrics.csv").open(newline="", encoding="utf-8") as f:
         out["learning_curve"] = [{k: float(v) for k, v in row.items() if v not in ("", "nan")}
                                  for row in csv.DictReader(f) if row.get(tests[0].name) not in (None, "", "nan")]

@@ -169,7 +169,7 @@ def matcher_preprocessing(sidecar: Mapping[str, Any], source: str | Path = "the 
     sidecar without the matcher's geometry."""
     kind = sidecar.get("kind")
     if kind != "matcher":
-        raise ArtifactError(f"{source} is a {kind!r} model; global search with kind 'learned' needs a map matcher "
+        raise ArtifactError(f"{source} is a {kind!r} model; global search with kind 'matcher' needs a map matcher "
                             "(kind 'matcher'): export a map_matcher checkpoint with `edge-geoloc export`")
     try:
         prep = input_preprocessing(sidecar, "image")

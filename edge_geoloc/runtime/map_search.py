@@ -67,8 +67,8 @@ def tile_scores(matcher: MapMatcher, scores: np.ndarray, k: int, centres_en: np.
     """(N,) best of ``scores`` (``matcher.score_map`` of a ``k``-cell query) over the windows centred within
     ``radius_m`` (each axis) of each tile centre; -1 where none is. Retrieval over tiles as ``build-index`` cuts
     them, with the map's real surroundings instead of zero padding."""
-    east = np.array([matcher.window_centre_en(0, col, k)[0] for col in range(scores.shape[1])])
-    north = np.array([matcher.window_centre_en(row, 0, k)[1] for row in range(scores.shape[0])])
+    east = matcher.window_centre_en(0, np.arange(scores.shape[1]), k)[0]
+    north = matcher.window_centre_en(np.arange(scores.shape[0]), 0, k)[1]
     out = np.full(len(centres_en), -1.0, np.float32)
     for i, (e, n) in enumerate(np.asarray(centres_en, dtype=float)):
         rows = np.flatnonzero(np.abs(north - n) <= radius_m)

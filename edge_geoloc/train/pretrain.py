@@ -83,14 +83,21 @@ def backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(path: Path, model: torch.nn.Module, cfg: PretrainConfig, summary: dict[str, Any]) -> Path:
+    """A retrieval model's backbone as a pretrained-backbone file naming that backbone."""
+    return write_pretrained(path, backbone_state(model), model.branch("drone").backbone.name, cfg, summary)
+
+
+def write_pretrained(path: Path, state: dict[str, torch.Tensor], backbone: str, cfg: PretrainConfig,
+                     summary: dict[str, Any]) -> Path:
+    """Write (atomically) a self-describing pretrained-backbone safetensors: the metadata names ``backbone``, so
+    loading it into another backbone is an error naming the file."""
     from safetensors.torch import save_file
 
-    backbone = model.branch("drone").backbone
-    meta = {"format": PRETRAINED_FORMAT, "backbone": backbone.name, "model": cfg.model, "img_size": str(cfg.img_size),
+    meta = {"format": PRETRAINED_FORMAT, "backbone": backbone, "model": cfg.model, "img_size": str(cfg.img_size),
             "config": json.dumps(to_dict(cfg)), "summary": json.dumps(summary)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(backbone_state(model), str(tmp), metadata=meta)
+    save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
 
@@ -136,17 +143,9 @@ def pretrain_matcher_backbone(cfg: PretrainConfig, path: Path, from_matcher: Pat
 def save_matcher_pretrained(path: Path, matcher: torch.nn.Module, cfg: PretrainConfig, summary: dict[str, Any]
                             ) -> Path:
     """The matcher's feature stages as a pretrained-backbone file naming backbone ``matcher.model_name``."""
-    from safetensors.torch import save_file
-
     from edge_geoloc.models.map_matcher import matcher_backbone_state
 
-    meta = {"format": PRETRAINED_FORMAT, "backbone": matcher.model_name, "model": cfg.model,
-            "img_size": str(cfg.img_size), "config": json.dumps(to_dict(cfg)), "summary": json.dumps(summary)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(matcher_backbone_state(matcher), str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return write_pretrained(path, matcher_backbone_state(matcher), matcher.model_name, cfg, summary)
 
 
 def pretrain_backbone(cfg: PretrainConfig, force: bool = False, from_matcher: Path | None = None) -> Path:
