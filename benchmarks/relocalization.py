@@ -65,8 +65,7 @@ from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.config import from_dict  # noqa: E402
 from edge_geoloc.geo import latlon_to_utm  # noqa: E402
 from edge_geoloc.runtime.config import GlobalSearchConfig  # noqa: E402
-from edge_geoloc.runtime.global_search import MapSearch  # noqa: E402
-from edge_geoloc.runtime.map_search import build_map_matcher  # noqa: E402
+from edge_geoloc.runtime.global_search import make_global_search  # noqa: E402
 from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
 from edge_geoloc.runtime.replay import measured_attitude, read_flight, with_flight_camera  # noqa: E402
 from edge_geoloc.sim import load_area  # noqa: E402
@@ -242,20 +241,11 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
 
 
 _AREAS: dict[str, object] = {}
-_MATCHERS: dict[tuple[str, str], object] = {}
 
 
 def search_config(search: str, matcher: Path | None) -> dict:
     """The ``global_search`` section of a search kind (``matcher``: the exported map matcher at ``matcher``)."""
     return {"kind": search, "model": str(matcher)} if search == "matcher" else {"kind": search}
-
-
-def _map_matcher(test_area, search: str, matcher: Path | None):
-    key = (test_area.name, search)
-    if key not in _MATCHERS:
-        cfg = from_dict(GlobalSearchConfig, search_config(search, matcher))
-        _MATCHERS[key] = build_map_matcher(cfg, test_area.area_dir / "ortho.tif", runtime_config().backend)
-    return _MATCHERS[key]
 
 
 def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None,
@@ -267,7 +257,8 @@ def global_search_recall(models, test_area, flight, frames: list[CameraFrame], m
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
     index, zone = pipe.index, pipe.index.zone
-    searches = {kind: MapSearch(_map_matcher(test_area, kind, matcher), index, cfg.camera.hfov_deg)
+    searches = {kind: make_global_search(from_dict(GlobalSearchConfig, search_config(kind, matcher)), None, index,
+                                         cfg.camera.hfov_deg, cfg.backend)
                 for kind in ("ncc", "matcher") if kind in map_searches}
     half = index.tile_size_m / 2
     hits: dict[str, list[bool]] = {"learned_top5": []}
