@@ -140,3 +140,19 @@ def test_the_grid_can_be_switched_off():
     filt = make_filter(map_grid=False)
     assert filt.update_map_scores(0.0, scores_at(0.0, np.random.default_rng(0))).reason == "map_grid_off"
     assert filt._grid is None
+
+
+def test_the_scores_weigh_the_particles_when_asked():
+    """grid_weighs_particles: the matcher's score likelihood weighs the particles beside the heat maps."""
+    rng = np.random.default_rng(5)
+    truth = np.array([12.0, 0.0])
+    z = np.zeros((SIDE, SIDE), np.float32)
+    r, c = (AFFINE @ np.array([truth[0], truth[1], 1.0])).astype(int)
+    z[r - 1:r + 2, c - 1:c + 2] = 6.0
+    errors = {}
+    for weighs in (False, True):
+        filt = make_filter(grid_weighs_particles=weighs)
+        filt.update_gnss(gnss_fix(0.0, (0.0, 0.0), sigma_m=15.0))  # a wide belief around the origin
+        filt.update_map_scores(0.0, MapScores(z + 0.1 * rng.standard_normal(z.shape).astype(np.float32), AFFINE))
+        errors[weighs] = float(np.hypot(*(filt.weights @ filt.particles[:, :2] - truth)))
+    assert errors[True] < 0.5 * errors[False]

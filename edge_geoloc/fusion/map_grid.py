@@ -93,6 +93,7 @@ class GridRelocalizer:
         self.cell_en = (pixel_to_enu @ rc).T  # (H*W, 2) cell centres
         self.cell_m = 1.0 / math.sqrt(abs(float(np.linalg.det(self.enu_to_pixel[:, :2]))))
         self.belief: np.ndarray | None = None  # (S, H, W) float32, sums to 1
+        self.last_log_likelihood: np.ndarray | None = None  # (H, W) of the last frame
         self.stamp_s: float | None = None
         self.heading: float | None = None  # the heading the last prediction ended with
 
@@ -138,7 +139,20 @@ class GridRelocalizer:
     def update(self, scores: MapScores) -> None:
         """Weigh by one frame's scores (the first one starts the belief, uniform in speed)."""
         log_l = score_log_likelihood(scores.z, self.cfg)
+        self.last_log_likelihood = log_l
         self._weigh(np.exp(log_l - log_l.max()))
+
+    def likelihood_at(self, en: np.ndarray) -> np.ndarray:
+        """(N,) the last frame's score likelihood at ENU positions (the background's ``pi_0`` off the grid)."""
+        pi0 = 1.0 - self.cfg.grid_inlier_probability
+        out = np.full(len(en), pi0)
+        if self.last_log_likelihood is None:
+            return out
+        rc = en @ self.enu_to_pixel[:, :2].T + self.enu_to_pixel[:, 2]
+        r, c = np.floor(rc[:, 0]).astype(np.int64), np.floor(rc[:, 1]).astype(np.int64)
+        inside = (r >= 0) & (r < self.shape[0]) & (c >= 0) & (c < self.shape[1])
+        out[inside] = np.exp(self.last_log_likelihood[r[inside], c[inside]])
+        return out
 
     def update_gaussian(self, z_en: np.ndarray, R: np.ndarray) -> None:
         """Weigh by a GNSS position fix (Gaussian + uniform outlier mixture, as the particles)."""

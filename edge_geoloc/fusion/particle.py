@@ -359,6 +359,8 @@ class ParticleFilter:
             self._gnss_confirmed = False
             self.counters.grid_relocalizations += 1
             return self._accept(VISUAL, stamp_s, "relocalized")
+        if self.pc.grid_weighs_particles:
+            self._apply(self._grid.likelihood_at(self.particles[:, :2]))
         return UpdateResult(True, "grid_updated")  # the frame's heat maps weigh the particles (update_heatmaps)
 
     def _usable_heatmap(self, m: HeatmapMeasurement) -> bool:
