@@ -58,7 +58,7 @@ class ParticleConfig:
     grid_uniform_floor: float = 1e-3  # share of the belief spread over the whole grid per prediction
     grid_mode_radius_m: float = 10.0  # the grid's place: its heaviest cell and the cells within this radius ...
     grid_confident_mass: float = 0.5  # ... holding this much of the belief seed a cold start
-    grid_weighs_particles: bool = True  # the frame's score likelihood also weighs the particles (beside heat maps)
+    grid_weighs_particles: bool = False  # the frame's score likelihood also weighs the particles (beside heat maps)
 
     def __post_init__(self) -> None:
         if self.num_particles < 50:
