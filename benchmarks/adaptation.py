@@ -23,6 +23,11 @@ K' = 2 of 3 levels, T = 80 % by distance quantile, Adam lr 1e-4, batch 8.
     python benchmarks/adaptation.py           # 3 seeds x 1000 adaptation pairs, 200 test pairs, hard case 3 seeds
     python benchmarks/adaptation.py --only-seed 1   # one seed, cached (seeds can run in parallel processes)
 A full-profile seed takes about 270 CPU-s (5 min of one free core) after the teacher, which both profiles share.
+
+Variants (each caches under its own names and writes its own JSON, ``adaptation[_quick]<tag>.json``):
+``--lr``; ``--validations-per-epoch 2`` (the stopping point checked every half epoch); ``--anchor-weight 1``
+(not in the paper: the unsupervised finest level is tied to the teacher's own map, see
+``edge_geoloc.train.adaptation``); ``--flight winter_flight`` (another target flight condition, YAML).
 """
 
 from __future__ import annotations
