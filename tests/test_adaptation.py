@@ -285,3 +285,22 @@ def test_adapt_cli_stops_on_too_few_pairs_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "only 6 usable pairs of 6" in err and "min_pairs=50" in err
     assert not (tmp_path / "out" / "student.safetensors").exists()
+
+
+def test_benchmark_variants_never_share_a_cache_with_the_default_run(monkeypatch):
+    import importlib.util
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "adaptation.py"
+    spec = importlib.util.spec_from_file_location("adaptation_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    default = bench.Variant()
+    anchored = bench.Variant(replace(bench.ADAPT, anchor_weight=1.0, validations_per_epoch=2))
+    winter = bench.Variant(flight="winter_flight")
+    assert default.tag == ""  # the default run keeps its cache names
+    assert len({default.tag, anchored.tag, winter.tag, bench.Variant(replace(bench.ADAPT, lr=3e-4)).tag}) == 4
+    assert "anchor_weight1" in anchored.tag and winter.tag.endswith("_winter_flight")
