@@ -36,12 +36,13 @@ import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import load_config
+from edge_geoloc.evaluate.car_metrics import drive_comparison, drive_error_stats
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
 from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
 from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.runtime.pipeline import Pipeline
-from edge_geoloc.runtime.tile_build import build_tile_index
+from edge_geoloc.runtime.tile_build import MapPatchesOnly, build_tile_index
 from edge_geoloc.sim.area import Area, capture_area, generate_area
 from edge_geoloc.sim.flight import car_path, sample_path
 from edge_geoloc.sim.gnss import gnss_preset, simulate_gnss_errors
@@ -64,13 +65,6 @@ class Drive:
     heading_rad: np.ndarray  # true heading per frame
     heading_meas_rad: np.ndarray
     gnss: list[tuple[float, GnssFix, np.ndarray]]  # (stamp, fix, fix error east/north)
-
-
-class _TilesOnly:
-    """The tile index is only the map's patch source for cars (no retrieval): a constant 1-D embedding."""
-
-    def embed(self, images):
-        return np.ones((len(images), 1), np.float32)
 
 
 def make_drive(area: Area, key: str, seed: int, duration_s: float) -> Drive:
@@ -131,40 +125,23 @@ def run_drive(pipe: Pipeline, area: Area, drive: Drive, frames: np.ndarray) -> d
             "counters": {k: v for k, v in vars(pipe.counters).items() if k != "extra"} | pipe.counters.extra}
 
 
-def along_across(errors: np.ndarray, heading_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lateral, longitudinal) absolute error components with respect to the direction of travel."""
-    lon = errors[:, 0] * np.sin(heading_rad) + errors[:, 1] * np.cos(heading_rad)
-    lat = errors[:, 0] * np.cos(heading_rad) - errors[:, 1] * np.sin(heading_rad)
-    return np.abs(lat), np.abs(lon)
-
-
-def error_stats(errors: np.ndarray, heading_rad: np.ndarray) -> dict:
-    ok = np.all(np.isfinite(errors), axis=1)
-    dist = np.hypot(*errors[ok].T)
-    lat, lon = along_across(errors[ok], heading_rad[ok])
-    return {"mean_m": float(dist.mean()), "p95_m": float(np.percentile(dist, 95)), "max_m": float(dist.max()),
-            "lateral_mean_m": float(lat.mean()), "longitudinal_mean_m": float(lon.mean()),
-            "lateral_p95_m": float(np.percentile(lat, 95)), "longitudinal_p95_m": float(np.percentile(lon, 95)),
-            "frames": int(ok.sum())}
-
-
 def summarise(runs: list[dict], drives: list[Drive]) -> dict:
     heading = np.concatenate([d.heading_rad for d in drives])
     fused, gnss = np.concatenate([r["fused"] for r in runs]), np.concatenate([r["gnss"] for r in runs])
-    both = np.all(np.isfinite(fused), axis=1) & np.all(np.isfinite(gnss), axis=1)
-    worse = np.hypot(*fused[both].T) > np.hypot(*gnss[both].T)
-    per_drive = [{"drive": f"{d.area_key}/{d.seed}", "gnss_p95_m": error_stats(r["gnss"], d.heading_rad)["p95_m"],
-                  "fused_p95_m": error_stats(r["fused"], d.heading_rad)["p95_m"]} for r, d in zip(runs, drives,
-                                                                                                  strict=True)]
-    fused_stats, gnss_stats = error_stats(fused, heading), error_stats(gnss, heading)
+    per_drive = [{"drive": f"{d.area_key}/{d.seed}",
+                  "gnss_p95_m": drive_error_stats(r["gnss"], d.heading_rad)["p95_m"],
+                  "fused_p95_m": drive_error_stats(r["fused"], d.heading_rad)["p95_m"]}
+                 for r, d in zip(runs, drives, strict=True)]
     counters: dict = {}
     for r in runs:
         for key, value in r["counters"].items():
             counters[key] = counters.get(key, 0) + value
-    return {"gnss_only": gnss_stats, "fused": fused_stats, "share_fused_worse": float(worse.mean()),
+    comparison = drive_comparison(fused, gnss, heading)
+    return {"gnss_only": comparison["gnss_only"], "fused": comparison["fused"],
+            "share_fused_worse": comparison["share_fused_worse"],
             "drives_fused_p95_worse": int(sum(p["fused_p95_m"] > p["gnss_p95_m"] for p in per_drive)),
             "per_drive": per_drive, "cpu_ms_per_frame": float(np.mean(np.concatenate([r["ms"] for r in runs]))),
-            "goal_p95_half": fused_stats["p95_m"] <= 0.5 * gnss_stats["p95_m"], "counters": counters}
+            "goal_p95_half": comparison["goal_p95_half"], "counters": counters}
 
 
 def bev_matcher_localizer(checkpoint: str, aerial_size_m: float, temperature: float):
@@ -202,7 +179,7 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
         area_dir = work / f"area_{style}"
         if not (area_dir / "ortho.tif").is_file():
             area.save(area_dir)
-        index = build_tile_index([area_dir / "ortho.tif"], _TilesOnly(), TileIndexConfig(tile_size_m=120.0,
+        index = build_tile_index([area_dir / "ortho.tif"], MapPatchesOnly(), TileIndexConfig(tile_size_m=120.0,
                                                                                            stride_m=60.0))
         drives = [make_drive(area, style, 100 * k + j, duration_s) for j in range(drives_per_area)]
         prepared.append((area, index, drives))
