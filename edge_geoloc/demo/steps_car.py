@@ -6,8 +6,9 @@ GNSS / fused prior by the ground localizer, and the visual fix goes through the 
 
 The ground localizer is the classical BEV + NCC matcher (``runtime.classical_ground``): it needs no training and
 the existing measurements give no learned localizer a fused advantage to pay a training step for
-(README, "Cars": the learned BEV matcher's fused p95 across the gap is 28.93 m against BEV + NCC's 30.28 m and
-GNSS only's 28.98 m, and it needs ~8 min of training on this CPU). So step 2 trains nothing and step 3 exports
+(README, "Cars": across the gap the learned BEV matcher's fused p95 is 28.93 m against BEV + NCC's 30.28 m with
+the EKF and 10.49 m against 10.60 m with the particle filter, and it needs minutes of training on this CPU).
+So step 2 trains nothing and step 3 exports
 nothing; step 5 builds the adaptation dataset from the drive's logs (the loop runs) but adapts nothing, because
 the localizer has no weights, and does not drive again with an unchanged localizer. The report says so.
 

@@ -34,7 +34,15 @@ from edge_geoloc.config import save_config, to_dict
 from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.datasets import write_image
-from edge_geoloc.sim.gnss import GnssNoiseConfig, format_gga, format_gst, format_rmc, simulate_gnss_errors
+from edge_geoloc.sim.gnss import (
+    RMC_COURSE_SIGMA_RAD,
+    RMC_SPEED_SIGMA_MPS,
+    GnssNoiseConfig,
+    format_gga,
+    format_gst,
+    format_rmc,
+    simulate_gnss_errors,
+)
 from edge_geoloc.sim.ground import render_ground_panorama, render_ground_pinhole
 from edge_geoloc.sim.layout import ROAD
 from edge_geoloc.sim.render import render_drone_view
@@ -347,8 +355,8 @@ def _write_gnss(area: Area, cfg: FlightConfig, path: np.ndarray, rel_t: np.ndarr
     north = truth["north_m"] + track.error_enu_m[:, 1]
     alt = truth["alt_m"] + track.error_enu_m[:, 2]
     lat, lon = (np.atleast_1d(v) for v in area.local_to_latlon(east, north))
-    speed = cfg.speed_mps + rng.normal(0, 0.1, len(rel_t))
-    course = np.degrees(truth["heading_rad"] + rng.normal(0, 0.01, len(rel_t)))
+    speed = cfg.speed_mps + rng.normal(0, RMC_SPEED_SIGMA_MPS, len(rel_t))
+    course = np.degrees(truth["heading_rad"] + rng.normal(0, RMC_COURSE_SIGMA_RAD, len(rel_t)))
     lines = []
     for k, stamp in enumerate(truth["stamp_s"]):
         talker, sats = cfg.gnss.talker, int(track.num_satellites[k])
