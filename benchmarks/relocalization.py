@@ -65,8 +65,7 @@ from edge_geoloc.artifacts import atomic_write_json  # noqa: E402
 from edge_geoloc.config import from_dict  # noqa: E402
 from edge_geoloc.geo import latlon_to_utm  # noqa: E402
 from edge_geoloc.runtime.config import GlobalSearchConfig  # noqa: E402
-from edge_geoloc.runtime.global_search import MapSearch  # noqa: E402
-from edge_geoloc.runtime.map_search import build_map_matcher  # noqa: E402
+from edge_geoloc.runtime.global_search import make_global_search  # noqa: E402
 from edge_geoloc.runtime.pipeline import Pipeline  # noqa: E402
 from edge_geoloc.runtime.replay import measured_attitude, read_flight, with_flight_camera  # noqa: E402
 from edge_geoloc.sim import load_area  # noqa: E402
@@ -212,9 +211,11 @@ def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraF
 
 
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
-        search: str, memo: dict | None, matcher: Path | None = None, fusion_seed: int = 0) -> dict[str, np.ndarray]:
-    """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does)."""
-    overrides = {"fusion": {"mode": mode, "particle": {"seed": fusion_seed}},
+        search: str, memo: dict | None, matcher: Path | None = None, fusion_seed: int = 0,
+        particle: dict | None = None) -> dict[str, np.ndarray]:
+    """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does);
+    ``particle``: overrides of the ``fusion.particle`` section."""
+    overrides = {"fusion": {"mode": mode, "particle": {**(particle or {}), "seed": fusion_seed}},
                  "global_search": search_config(search, matcher)}
     cfg = with_flight_camera(runtime_config(overrides), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
@@ -242,20 +243,11 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
 
 
 _AREAS: dict[str, object] = {}
-_MATCHERS: dict[tuple[str, str], object] = {}
 
 
 def search_config(search: str, matcher: Path | None) -> dict:
     """The ``global_search`` section of a search kind (``matcher``: the exported map matcher at ``matcher``)."""
     return {"kind": search, "model": str(matcher)} if search == "matcher" else {"kind": search}
-
-
-def _map_matcher(test_area, search: str, matcher: Path | None):
-    key = (test_area.name, search)
-    if key not in _MATCHERS:
-        cfg = from_dict(GlobalSearchConfig, search_config(search, matcher))
-        _MATCHERS[key] = build_map_matcher(cfg, test_area.area_dir / "ortho.tif", runtime_config().backend)
-    return _MATCHERS[key]
 
 
 def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None,
@@ -267,7 +259,8 @@ def global_search_recall(models, test_area, flight, frames: list[CameraFrame], m
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
     index, zone = pipe.index, pipe.index.zone
-    searches = {kind: MapSearch(_map_matcher(test_area, kind, matcher), index, cfg.camera.hfov_deg)
+    searches = {kind: make_global_search(from_dict(GlobalSearchConfig, search_config(kind, matcher)), None, index,
+                                         cfg.camera.hfov_deg, cfg.backend)
                 for kind in ("ncc", "matcher") if kind in map_searches}
     half = index.tile_size_m / 2
     hits: dict[str, list[bool]] = {"learned_top5": []}
@@ -355,6 +348,7 @@ class Selection:
     variants: tuple[str, ...] | None = None
     flights_per_area: int | None = None  # None: the size's
     fusion_seed: int = 0  # the particle filter's seed (another draw of the filter on the same flights)
+    particle: tuple[tuple[str, object], ...] = ()  # fusion.particle overrides (key, value)
 
     def rows(self, scenario: str) -> list[str]:
         return [v for v in variants(scenario) if self.variants is None or v in self.variants]
@@ -386,7 +380,8 @@ def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: S
         for variant in selection.rows(scenario):
             search, mode = variant.split("/")
             result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo,
-                                        matcher.onnx if matcher else None, selection.fusion_seed), g_err,
+                                        matcher.onnx if matcher else None, selection.fusion_seed,
+                                        dict(selection.particle)), g_err,
                                     gnss, stamps_rel)
             out["per_flight"][f"{scenario}|{variant}"] = result
             log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
@@ -453,7 +448,11 @@ def _selection(args, parser) -> Selection:
         parser.error(f"--variants: unknown {sorted(set(chosen) - known)}; choose from {sorted(known)}")
     if args.flights_per_area is not None and args.flights_per_area < 1:
         parser.error("--flights-per-area must be >= 1")
-    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed)
+    try:
+        particle = tuple(sorted(json.loads(args.particle).items()))
+    except (json.JSONDecodeError, AttributeError):
+        parser.error(f"--particle must be a JSON object of fusion.particle settings, got {args.particle!r}")
+    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed, particle)
 
 
 def train_metrics_of(flights: list[dict]) -> dict:
@@ -467,7 +466,7 @@ def result_json(mode: str, size: dict, selection: Selection, flights: list[dict]
             "selection": {"scenarios": list(selection.scenarios),
                           "variants": list(selection.variants) if selection.variants else "all",
                           "flights_per_area": selection.flights_per_area or size["flights_per_area"],
-                          "fusion_seed": selection.fusion_seed},
+                          "fusion_seed": selection.fusion_seed, "particle": dict(selection.particle)},
             "flights_done": sorted([f["area"], f["seed"]] for f in flights),
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
@@ -484,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="comma-separated search/mode rows, e.g. matcher/particle")
     parser.add_argument("--flights-per-area", type=int, default=None, help="default: 10 (full), 2 (--quick)")
     parser.add_argument("--fusion-seed", type=int, default=0, help="the particle filter's seed")
+    parser.add_argument("--particle", default="{}",
+                        help='fusion.particle overrides as JSON, e.g. \'{"map_grid": false}\'')
     parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
     parser.add_argument("--jobs", type=int, default=1, help="flights flown in parallel (one process each)")

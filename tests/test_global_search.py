@@ -111,3 +111,24 @@ def test_particle_pipeline_relocalizes_from_a_gnss_denied_start_with_ncc_search(
         errors.append(horizontal_error(state, east, north))
     assert max(errors[-3:]) < 3.0 and not state.ambiguous
     assert np.isfinite(state.latency.search_ms) and state.latency.search_ms > 0
+
+
+def test_map_search_normalises_its_scores_against_the_map_and_geo_references_them(world):
+    ortho, index = world
+    search = make_global_search(GlobalSearchConfig(kind="ncc"), None, index, HFOV_DEG)
+    raw = make_global_search(GlobalSearchConfig(kind="ncc", background_frames=0), None, index, HFOV_DEG)
+    assert search.background is not None and raw.background is None
+    east, north = np.add(tile_centre_enu(index, 81), (2.0, -1.0))
+    frame = nadir_frame(ortho, east, north, 0.0)
+    search.search(frame, frame.image_rgb, 5)
+    raw.search(frame, frame.image_rgb, 5)
+    z, georef = search.last_scores
+    raw_scores, _ = raw.last_scores
+    np.testing.assert_allclose(z, (raw_scores - search.background.mean) / search.background.std, atol=1e-4)
+    assert z.max() > 4.0  # the true place stands far out of what frames from elsewhere on the map score there
+    row, col = np.unravel_index(int(np.argmax(z)), z.shape)
+    lat, lon = georef.pixel_to_latlon(row + 0.5, col + 0.5)  # the score grid's pixel centre is the window centre
+    e, n, _ = ORIGIN.to_enu(lat, lon, 0.0)
+    assert math.hypot(e - east, n - north) < 3.0
+    with pytest.raises(ValueError, match="background_frames"):
+        GlobalSearchConfig(kind="ncc", background_frames=4)

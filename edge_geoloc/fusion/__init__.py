@@ -7,6 +7,7 @@ from edge_geoloc.fusion.filter import FusionCounters, FusionFilter, UpdateResult
 from edge_geoloc.fusion.gating import chi2_quantile, passes_gate
 from edge_geoloc.fusion.gnss import gnss_covariance_enu
 from edge_geoloc.fusion.likelihoods import HeatmapMeasurement
+from edge_geoloc.fusion.map_grid import MapScores
 from edge_geoloc.fusion.particle import ParticleFilter
 from edge_geoloc.geo import EnuFrame
 
@@ -17,6 +18,7 @@ def make_fusion(cfg: FusionConfig, origin: EnuFrame | None = None) -> FusionFilt
 
 
 __all__ = [
-    "FusionConfig", "FusionCounters", "FusionFilter", "HeatmapMeasurement", "KalmanState", "ParticleConfig",
-    "ParticleFilter", "UpdateResult", "chi2_quantile", "gnss_covariance_enu", "make_fusion", "passes_gate",
+    "FusionConfig", "FusionCounters", "FusionFilter", "HeatmapMeasurement", "KalmanState", "MapScores",
+    "ParticleConfig", "ParticleFilter", "UpdateResult", "chi2_quantile", "gnss_covariance_enu", "make_fusion",
+    "passes_gate",
 ]

@@ -43,20 +43,41 @@ class ParticleConfig:
     mode_radius_m: float = 20.0  # particles within this of a mode belong to it
     ambiguous_mass: float = 0.2  # a second mode with at least this weight makes the belief ambiguous ...
     min_dominant_mass: float = 0.5  # ... and so does a dominant mode lighter than this (a diffuse cloud)
+    # The map grid (fusion.map_grid): global relocalization from a map matcher's whole-map scores, when the
+    # pipeline's global search gives them (global_search.kind ncc / matcher). Defaults measured on the
+    # relocalization benchmark's flights (docs/runtime.md).
+    map_grid: bool = True  # False: cold starts and recovery draw from the heat maps of the frame alone
+    grid_beta: float = 3.0  # softmax temperature of the z-scores ...
+    grid_exponent: float = 0.7  # ... the likelihood ratio tempered to this power ...
+    grid_inlier_probability: float = 0.5  # ... and mixed with the background (1 - this)
+    grid_min_speed_mps: float = 2.0  # speed hypotheses: from this (at rest explains any repeated texture) ...
+    max_grid_speed_mps: float = 16.0  # ... to this ...
+    grid_speed_step_mps: float = 1.0  # ... in these steps
+    grid_speed_walk: float = 0.1  # share of each speed layer that moves to each neighbouring speed per prediction
+    grid_blur_m: float = 2.0  # position spread per prediction (plus a share of the turn)
+    grid_uniform_floor: float = 1e-3  # share of the belief spread over the whole grid per prediction
+    grid_mode_radius_m: float = 10.0  # the grid's place: its heaviest cell and the cells within this radius ...
+    grid_confident_mass: float = 0.5  # ... holding this much of the belief seed a cold start
+    grid_weighs_particles: bool = True  # the frame's score likelihood also weighs the particles (beside heat maps)
 
     def __post_init__(self) -> None:
         if self.num_particles < 50:
             raise ValueError(f"fusion.particle.num_particles must be >= 50, got {self.num_particles}")
         for name in ("speed_sigma_mps2", "heading_sigma_deg", "position_diffusion_mps", "max_speed_mps",
                      "gnss_outlier_radius_m", "gnss_recovery_s", "velocity_sigma_mps", "heatmap_exponent",
-                     "alpha_slow_s", "alpha_fast_s", "mode_cell_m", "mode_radius_m"):
+                     "alpha_slow_s", "alpha_fast_s", "mode_cell_m", "mode_radius_m", "grid_beta", "grid_exponent",
+                     "max_grid_speed_mps", "grid_speed_step_mps", "grid_blur_m", "grid_mode_radius_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"fusion.particle.{name} must be > 0, got {getattr(self, name)}")
         for name in ("gnss_outlier_probability", "heatmap_inlier_probability", "visual_outlier_probability",
                      "max_injection_fraction", "resample_ess_fraction", "ambiguous_mass", "recovery_quality",
-                     "injection_ratio", "min_dominant_mass"):
+                     "injection_ratio", "min_dominant_mass", "grid_inlier_probability", "grid_confident_mass",
+                     "grid_uniform_floor"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"fusion.particle.{name} must be in (0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.grid_min_speed_mps <= self.max_grid_speed_mps or not 0.0 <= self.grid_speed_walk < 0.5:
+            raise ValueError("fusion.particle: need 0 <= grid_min_speed_mps <= max_grid_speed_mps and "
+                             "0 <= grid_speed_walk < 0.5")
         if self.alpha_fast_s >= self.alpha_slow_s:
             raise ValueError("fusion.particle.alpha_fast_s must be shorter than alpha_slow_s")
 

@@ -14,6 +14,11 @@ One cycle (AMCL's recipe, Thrun et al. *Probabilistic Robotics* ch. 8):
   weights alike); heat maps over the top-k retrieved tiles and the patch around the belief by their
   likelihood ratio against a background (:mod:`edge_geoloc.fusion.likelihoods`);
 - **resample** (systematic) when the effective sample size falls under ``resample_ess_fraction``;
+- **relocalize globally** (when the global search is a map matcher, :meth:`update_map_scores`): a histogram
+  filter over the whole map (:mod:`edge_geoloc.fusion.map_grid`) accumulates the matcher's scores of every frame
+  along the measured motion. Without GNSS the particles start only when one place holds
+  ``grid_confident_mass`` of that grid's belief (a cold start publishes nothing before), a belief that vision
+  alone built moves to the grid's place when the two disagree, and recovery draws from the grid;
 - **recover** (augmented MCL): the belief's mean heat-map likelihood divided by that of hypotheses drawn
   from the heat maps themselves is a quality in about [0, 1]; a slow and a fast running average of it (time
   constants in seconds); while the fast one is below ``injection_ratio`` times the slow one (or below
@@ -50,6 +55,7 @@ from edge_geoloc.fusion.likelihoods import (
     heatmap_problem,
     sample_from_heatmaps,
 )
+from edge_geoloc.fusion.map_grid import GridRelocalizer, MapScores, map_scores_problem
 from edge_geoloc.fusion.particle_belief import BeliefSummary, summarize_belief
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.types import FixStatus, GnssFix, VisualFix
@@ -64,6 +70,8 @@ class ParticleCounters(FusionCounters):
     """:class:`FusionCounters` plus the particle filter's own events."""
 
     heatmap_updates: int = 0
+    map_score_updates: int = 0
+    grid_relocalizations: int = 0  # a vision-only belief moved to the map grid's place
     particles_injected: int = 0
     ambiguous_updates: int = 0
 
@@ -89,6 +97,7 @@ class ParticleFilter:
         self._gnss_outliers: list[tuple[float, np.ndarray, np.ndarray]] = []  # (stamp, z, R) while outliers
         self._summary: BeliefSummary | None = None
         self._last_accepted_s: float | None = None
+        self._grid: GridRelocalizer | None = None
 
     # ------------------------------------------------------------------ public state
     @property
@@ -200,6 +209,7 @@ class ParticleFilter:
         if fix.course_rad is not None and velocity is not None and fix.speed_mps > 1.0:
             self.set_heading(fix.stamp_s, fix.course_rad)  # the course over ground steers the motion too
         self._update_up(float(u), float(R3[2, 2]))
+        self._grid_gnss(fix.stamp_s, z, R)
         if self.particles is None:
             self._seed_gaussian(fix.stamp_s, z, R, velocity)
             return self._accept(GNSS, fix.stamp_s, "initialized")
@@ -210,6 +220,11 @@ class ParticleFilter:
         if self.particles is None:
             return self.update_gnss(fix)
         return self._weight_gnss(fix.stamp_s, z, R, velocity)
+
+    def _grid_gnss(self, stamp_s: float, z: np.ndarray, R: np.ndarray) -> None:
+        if self._grid is not None:
+            self._grid.predict_to(stamp_s, self._steering_heading(stamp_s))
+            self._grid.update_gaussian(z, R)
 
     def _weight_gnss(self, stamp_s: float, z: np.ndarray, R: np.ndarray, velocity: np.ndarray | None) -> UpdateResult:
         pc = self.pc
@@ -299,6 +314,8 @@ class ParticleFilter:
         if not usable:
             return self._reject(VISUAL, "empty_tile_set" if not measurements else "invalid")
         self.counters.heatmap_updates += 1
+        if self.particles is None and self._grid is not None:
+            return self._reject(VISUAL, "grid_not_confident")  # the map grid starts the filter (update_map_scores)
         if self.particles is None:
             return self._seed_from_heatmaps(stamp_s, usable)
         self.predict_to(stamp_s)
@@ -310,6 +327,41 @@ class ParticleFilter:
         self._apply(likelihood)
         self._inject([m for m in usable if m.global_candidate])
         return self._accept(VISUAL, stamp_s, "fused")
+
+    def update_map_scores(self, stamp_s: float, scores: MapScores) -> UpdateResult:
+        """One frame's whole-map scores of the map matcher into the map grid (module doc): it starts a cold
+        filter once confident, and moves a belief that vision alone built when the two disagree."""
+        if not self.pc.map_grid:
+            return UpdateResult(False, "map_grid_off")
+        problem = map_scores_problem(scores)
+        if problem is not None:
+            return self._reject(VISUAL, problem)
+        if self._grid is None or not self._grid.matches(scores):
+            self._grid = GridRelocalizer(scores, self.pc)
+        heading = self._steering_heading(stamp_s)
+        self._grid.predict_to(stamp_s, heading)
+        self._grid.update(scores)
+        self.counters.map_score_updates += 1
+        mode = self._grid.mode()
+        confident = mode.mass >= self.pc.grid_confident_mass
+        if self.particles is None:
+            if not confident:
+                return self._reject(VISUAL, "grid_not_confident")
+            self._reset(stamp_s, self._grid.sample(self.pc.num_particles, heading, self.rng))
+            self._gnss_confirmed = False
+            return self._accept(VISUAL, stamp_s, "initialized")
+        self.predict_to(stamp_s)
+        if self.particles is None:
+            return self.update_map_scores(stamp_s, scores)
+        vision_only = not self._gnss_confirmed or self.summary.ambiguous
+        if confident and vision_only and np.hypot(*(self.summary.mean[:2] - mode.en)) > self.pc.mode_radius_m:
+            self._reset(stamp_s, self._grid.sample(self.pc.num_particles, heading, self.rng))
+            self._gnss_confirmed = False
+            self.counters.grid_relocalizations += 1
+            return self._accept(VISUAL, stamp_s, "relocalized")
+        if self.pc.grid_weighs_particles:
+            self._apply(self._grid.likelihood_at(self.particles[:, :2]))
+        return UpdateResult(True, "grid_updated")  # the frame's heat maps weigh the particles (update_heatmaps)
 
     def _usable_heatmap(self, m: HeatmapMeasurement) -> bool:
         problem = heatmap_problem(m.probability, m.enu_to_pixel)
@@ -347,13 +399,18 @@ class ParticleFilter:
         return min(max(0.0, share), self.pc.max_injection_fraction)
 
     def _inject(self, candidates: list[HeatmapMeasurement]) -> None:
-        """Re-draw :meth:`_injection_share` of the particles from the heat maps of globally retrieved tiles."""
-        count = int(round(self._injection_share() * len(self.particles))) if candidates else 0
+        """Re-draw :meth:`_injection_share` of the particles from the map grid's belief when there is one, else
+        from the heat maps of globally retrieved tiles."""
+        grid = self._grid if self._grid is not None and self._grid.belief is not None else None
+        count = int(round(self._injection_share() * len(self.particles))) if (candidates or grid) else 0
         if count == 0:
             return
         idx = self.rng.choice(len(self.particles), size=count, replace=False)
-        self.particles[idx, :2] = sample_from_heatmaps(candidates, count, self.pc.heatmap_exponent, self.rng)
-        self.particles[idx, 2:] = self._speed_hypotheses(count, None)
+        if grid is not None:
+            self.particles[idx] = grid.sample(count, self._steering_heading(self.stamp_s), self.rng)
+        else:
+            self.particles[idx, :2] = sample_from_heatmaps(candidates, count, self.pc.heatmap_exponent, self.rng)
+            self.particles[idx, 2:] = self._speed_hypotheses(count, None)
         self.weights[idx] = 1.0 / len(self.particles)
         self.weights /= self.weights.sum()
         self.counters.particles_injected += count

@@ -135,6 +135,7 @@ def best_match(scores: np.ndarray, window_centre_en, k: int, exclusion_cells: fl
 def second_peak(scores: np.ndarray, row: int, col: int, exclusion_cells: float) -> float:
     """Best score farther than ``exclusion_cells`` (each axis) from ``(row, col)``; -1 when there is none."""
     r = int(math.ceil(exclusion_cells))
-    masked = scores.copy()
-    masked[max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = -1.0
-    return float(masked.max()) if masked.size else -1.0
+    masked = scores.astype(np.float64)
+    masked[max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = -np.inf
+    best = float(masked.max()) if masked.size else -np.inf
+    return best if math.isfinite(best) else -1.0

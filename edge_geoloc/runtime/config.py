@@ -115,6 +115,7 @@ class GlobalSearchConfig:
     kind: Literal["retrieval", "ncc", "matcher"] = "retrieval"
     model: str = ""  # matcher: path of the exported map matcher
     exclusion_m: float = 20.0  # matcher: the runner-up peak is searched outside this radius of the best
+    background_frames: int = 64  # ncc/matcher: frames cut from the map to normalise its scores (0: raw scores)
     ncc: NccConfig = field(default_factory=NccConfig)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,8 @@ class GlobalSearchConfig:
                              "(edge-geoloc export of a map_matcher checkpoint)")
         if not self.exclusion_m > 0:
             raise ValueError(f"global_search.exclusion_m must be > 0 metres, got {self.exclusion_m}")
+        if self.background_frames != 0 and self.background_frames < 8:
+            raise ValueError(f"global_search.background_frames must be 0 (off) or >= 8, got {self.background_frames}")
 
 
 @dataclass(frozen=True)

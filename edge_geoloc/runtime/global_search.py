@@ -8,8 +8,11 @@ implementations share the interface, chosen by configuration alone (``global_sea
   nearest tile embeddings (inside a prior radius when one is given);
 - ``ncc`` and ``matcher`` (:class:`MapSearch`): a map matcher (:mod:`edge_geoloc.runtime.map_search`: the
   classical NCC baseline, or the learned map matcher of docs/map_matcher.md) scores the north-up, scale-aligned
-  frame at every place of the index's orthophoto; the best peaks at least ``min_separation_m`` apart are mapped
-  to their nearest tiles. It needs the measured heading and height (else no candidates).
+  frame at every place of the index's orthophoto, normalised against the map's own background
+  (``global_search.background_frames``, :func:`~edge_geoloc.runtime.map_search.score_background`); the best peaks
+  at least ``min_separation_m`` apart are mapped to their nearest tiles, and the whole normalised score map is
+  kept (``last_scores``) for the particle filter's map grid. It needs the measured heading and height (else no
+  candidates).
 
 A new search (another retrieval model, a learned re-ranker) implements ``search`` and plugs in the same way.
 """
@@ -22,9 +25,17 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_geoloc.geo.raster import PatchGeoref
 from edge_geoloc.runtime.classical import NccMatch, best_match
 from edge_geoloc.runtime.config import BackendConfig, GlobalSearchConfig
-from edge_geoloc.runtime.map_search import MapMatcher, build_map_matcher
+from edge_geoloc.runtime.map_search import (
+    MapMatcher,
+    ScoreBackground,
+    map_matcher_over,
+    read_map,
+    score_background,
+    score_georef,
+)
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex, TileIndexError, resolve_source
 from edge_geoloc.types import CameraFrame
 
@@ -61,14 +72,18 @@ class RetrievalSearch:
 class MapSearch:
     """Global search by a map matcher over the index's orthophoto (module doc): the classical NCC or the learned
     map matcher, whichever ``matcher`` is. ``hfov_deg`` may be set after construction (it is checked at the first
-    search). ``last_match`` keeps the matcher's own best match of the last frame (its whole-map fix)."""
+    search). ``last_match`` keeps the matcher's own best match of the last frame (its whole-map fix), and
+    ``last_scores`` its whole score map (z-scores when a ``background`` is given) with where it lies (needs the
+    map's ``crs_epsg``)."""
 
-    def __init__(self, matcher: MapMatcher, index: TileIndex, hfov_deg: float, min_separation_m: float = 24.0
-                 ) -> None:
+    def __init__(self, matcher: MapMatcher, index: TileIndex, hfov_deg: float, min_separation_m: float = 24.0,
+                 background: ScoreBackground | None = None, crs_epsg: int = 0) -> None:
         self.matcher, self.index, self.hfov_deg = matcher, index, hfov_deg
         self.min_separation_m = min_separation_m
+        self.background, self.crs_epsg = background, crs_epsg
         self.embed_ms = self.preprocess_ms = 0.0
         self.last_match: NccMatch | None = None
+        self.last_scores: tuple[np.ndarray, PatchGeoref] | None = None
 
     def search(self, frame: CameraFrame, query_rgb: np.ndarray, k: int,
                prior_latlon: tuple[float, float] | None = None, radius_m: float | None = None) -> SearchResult:
@@ -76,12 +91,16 @@ class MapSearch:
             raise ValueError(f"map-matching global search needs the camera's field of view (camera.hfov_deg), got "
                              f"{self.hfov_deg}")
         start = time.perf_counter()
-        self.last_match = None
+        self.last_match, self.last_scores = None, None
         if not all(v is not None and math.isfinite(v) for v in (frame.heading_rad, frame.altitude_agl_m)):
             return SearchResult(np.zeros(0, np.int64), np.zeros(0, np.float32), 0, "empty", 0.0)
         m = self.matcher
         query = m.prepare(frame.image_rgb, frame.heading_rad, frame.altitude_agl_m, self.hfov_deg)
         scores = m.score_map(query)  # once per frame: the whole-map fix and the tile candidates share it
+        if self.background is not None:
+            scores = self.background.normalise(scores)
+        if self.crs_epsg:
+            self.last_scores = (scores, score_georef(m, scores.shape, query.shape[-1], self.crs_epsg))
         self.last_match = best_match(scores, m.window_centre_en, query.shape[-1],
                                      m.config.exclusion_m / m.score_step_m)
         peaks = _peaks(scores, 4 * k, self.min_separation_m / m.score_step_m)
@@ -115,19 +134,22 @@ def make_global_search(cfg: GlobalSearchConfig, encoder: Encoder | None, index: 
     if len(sources) != 1:
         raise TileIndexError(f"global_search.kind={cfg.kind} matches against one orthophoto; the index has "
                              f"{len(sources)} sources: use kind=retrieval or one index per orthophoto")
-    return MapSearch(build_map_matcher(cfg, resolve_source(sources[0], index.root), backend), index, hfov_deg)
+    image = read_map(resolve_source(sources[0], index.root))
+    matcher = map_matcher_over(cfg, image, backend)
+    background = score_background(matcher, image, cfg.background_frames) if cfg.background_frames else None
+    return MapSearch(matcher, index, hfov_deg, background=background, crs_epsg=image.crs_epsg)
 
 
 def _peaks(score: np.ndarray, count: int, min_separation_px: float) -> list[tuple[int, int, float]]:
     """The ``count`` best maxima of ``score`` at least ``min_separation_px`` apart (greedy suppression)."""
-    score = score.copy()
+    score = score.astype(np.float64)
     out = []
     r = int(np.ceil(min_separation_px))
     for _ in range(count):
         row, col = np.unravel_index(int(np.argmax(score)), score.shape)
         value = float(score[row, col])
-        if value <= -1.0:
+        if not np.isfinite(value):
             break
         out.append((int(row), int(col), value))
-        score[max(0, row - r): row + r + 1, max(0, col - r): col + r + 1] = -1.0
+        score[max(0, row - r): row + r + 1, max(0, col - r): col + r + 1] = -np.inf
     return out

@@ -45,12 +45,12 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_geoloc.fusion import HeatmapMeasurement, ParticleFilter, make_fusion
+from edge_geoloc.fusion import HeatmapMeasurement, MapScores, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.runtime.global_search import GlobalSearch, MapSearch, make_global_search
-from edge_geoloc.runtime.heatmap_measurement import heatmap_measurement
+from edge_geoloc.runtime.heatmap_measurement import enu_to_pixel_affine, heatmap_measurement
 from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
@@ -212,6 +212,7 @@ class Pipeline:
         times: dict[str, float] = {}
         fix = self._visual_fix(frame, prior, times)
         t_fusion = time.perf_counter()
+        self._fuse_map_scores(frame.stamp_s)
         visual_used = self._fuse_heatmaps(frame.stamp_s) if self._heatmaps is not None else (
             self._fuse_visual(fix) if fix is not None else False)
         times["fusion_ms"] = (time.perf_counter() - t_fusion) * 1e3
@@ -233,6 +234,17 @@ class Pipeline:
             self._own.low_confidence += 1
             return False
         return self.fusion.update_visual(fix).accepted
+
+    def _fuse_map_scores(self, stamp_s: float) -> None:
+        """Particle mode with a map-matcher global search: the frame's whole-map scores feed the map grid."""
+        scores = getattr(self.global_search, "last_scores", None)
+        if self._heatmaps is None or scores is None:
+            return
+        self.global_search.last_scores = None  # each frame's scores are used once
+        z, georef = scores
+        if self.fusion.origin is None:
+            self.fusion.origin = EnuFrame(*georef.pixel_to_latlon(georef.height_px / 2, georef.width_px / 2), 0.0)
+        self.fusion.update_map_scores(stamp_s, MapScores(z, enu_to_pixel_affine(georef, self.fusion.origin)))
 
     def _fuse_heatmaps(self, stamp_s: float) -> bool:
         """Particle mode: every usable heat map of this frame is one likelihood of a single update (the filter
