@@ -349,19 +349,24 @@ class ParticleFilter:
                 return self._reject(VISUAL, "grid_not_confident")
             self._reset(stamp_s, self._grid.sample(self.pc.num_particles, heading, self.rng))
             self._gnss_confirmed = False
-            return self._accept(VISUAL, stamp_s, "initialized")
+            return self._grid_result(stamp_s, "initialized")
         self.predict_to(stamp_s)
         if self.particles is None:
             return self.update_map_scores(stamp_s, scores)
-        vision_only = not self._gnss_confirmed or self.summary.ambiguous
-        if confident and vision_only and np.hypot(*(self.summary.mean[:2] - mode.en)) > self.pc.mode_radius_m:
+        far = np.hypot(*(self.summary.mean[:2] - mode.en)) > self.pc.mode_radius_m
+        if confident and not self._gnss_confirmed and far:  # only a belief vision alone built: never one GNSS confirmed
             self._reset(stamp_s, self._grid.sample(self.pc.num_particles, heading, self.rng))
-            self._gnss_confirmed = False
             self.counters.grid_relocalizations += 1
-            return self._accept(VISUAL, stamp_s, "relocalized")
+            return self._grid_result(stamp_s, "relocalized")
         if self.pc.grid_weighs_particles:
             self._apply(self._grid.likelihood_at(self.particles[:, :2]))
         return UpdateResult(True, "grid_updated")  # the frame's heat maps weigh the particles (update_heatmaps)
+
+    def _grid_result(self, stamp_s: float, reason: str) -> UpdateResult:
+        """The grid started or moved the belief: the belief is current (not stale), but no visual update is
+        counted (the frame's heat maps count, in update_heatmaps)."""
+        self._last_accepted_s = stamp_s if self._last_accepted_s is None else max(self._last_accepted_s, stamp_s)
+        return UpdateResult(True, reason)
 
     def _usable_heatmap(self, m: HeatmapMeasurement) -> bool:
         problem = heatmap_problem(m.probability, m.enu_to_pixel)
