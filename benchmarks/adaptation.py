@@ -23,6 +23,11 @@ K' = 2 of 3 levels, T = 80 % by distance quantile, Adam lr 1e-4, batch 8.
     python benchmarks/adaptation.py           # 3 seeds x 1000 adaptation pairs, 200 test pairs, hard case 3 seeds
     python benchmarks/adaptation.py --only-seed 1   # one seed, cached (seeds can run in parallel processes)
 A full-profile seed takes about 270 CPU-s (5 min of one free core) after the teacher, which both profiles share.
+
+Variants (each caches under its own names and writes its own JSON, ``adaptation[_quick]<tag>.json``):
+``--lr``; ``--validations-per-epoch 2`` (the stopping point checked every half epoch); ``--anchor-weight 1``
+(not in the paper: the unsupervised finest level is tied to the teacher's own map, see
+``edge_geoloc.train.adaptation``); ``--flight winter_flight`` (another target flight condition, YAML).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,6 +81,21 @@ ROW_ORDER = ["teacher", "ceiling: fine-tuned on true target labels", "plain self
              "the method, epoch chosen on target validation"]  # the cached JSON sorts keys; tables use this order
 
 
+@dataclass(frozen=True)
+class Variant:
+    """The adaptation settings and the target's flight condition of a run; its ``tag`` names its cache files (empty
+    for the benchmark's defaults, so default runs keep their cache names)."""
+
+    settings: AdaptConfig = ADAPT
+    flight: str = FLIGHT
+
+    @property
+    def tag(self) -> str:
+        changed = [f"{f.name}{getattr(self.settings, f.name):g}" for f in fields(AdaptConfig)
+                   if getattr(self.settings, f.name) != getattr(ADAPT, f.name)]
+        return "".join(f"_{c}" for c in changed) + ("" if self.flight == FLIGHT else f"_{self.flight}")
+
+
 def pairs(area, root: Path, count: int, seed: int, **overrides) -> Path:
     """A cached pair dataset (written once; ground truth always recorded, read only where allowed)."""
     if not (root / "dataset.json").is_file():
@@ -94,14 +114,21 @@ def teacher_data(work: Path, size: dict) -> dict[str, list[Path] | Path]:
     return {"train": train, "source_test": source_test}
 
 
-def target_data(work: Path, size: dict, seed: int, style: str) -> dict[str, Path]:
+def target_name(style: str, seed: int, flight: str) -> str:
+    return f"{style}{seed}" + ("" if flight == FLIGHT else f"_{flight}")
+
+
+def target_data(work: Path, size: dict, seed: int, style: str, flight: str = FLIGHT) -> dict[str, Path]:
+    """The target's pair sets; another flight condition than the default gets its own folders (same layout and
+    poses, other pictures)."""
     area = generate_area(style, (2000 if style == "source" else 3000) + seed, AREA_M, GSD_M, condition=MAP)
     base = 1000 * (seed + 1) + (0 if style == "source" else 500)
-    out = {"adapt": pairs(area, work / f"{style}{seed}_adapt", size["adapt"], base, condition=FLIGHT),
-           "test": pairs(area, work / f"{style}{seed}_test", size["test"], base + 1, condition=FLIGHT)}
+    name = target_name(style, seed, flight)
+    out = {"adapt": pairs(area, work / f"{name}_adapt", size["adapt"], base, condition=flight),
+           "test": pairs(area, work / f"{name}_test", size["test"], base + 1, condition=flight)}
     if style == "source":
-        out["val"] = pairs(area, work / f"{style}{seed}_val", size["val"], base + 2, condition=FLIGHT)
-        out["conf"] = pairs(area, work / f"{style}{seed}_conf", size["conf"], base + 3, condition=FLIGHT,
+        out["val"] = pairs(area, work / f"{name}_val", size["val"], base + 2, condition=flight)
+        out["conf"] = pairs(area, work / f"{name}_conf", size["conf"], base + 3, condition=flight,
                             coarse_error_m=CONF_COARSE_ERROR_M)
     return out
 
@@ -148,9 +175,9 @@ def errors_and_confidence(model, path: Path, radius_m: float = WITHIN_M) -> dict
 
 
 def adapted_rows(teacher, teacher_ckpt: Path, data: dict[str, Path], work: Path, size: dict, seed: int,
-                 ablation: bool) -> dict:
+                 ablation: bool, settings: AdaptConfig = ADAPT) -> dict:
     """The models of one target: teacher, ceiling, (ablation rows), the method (last and selected epoch)."""
-    cfg = replace(ADAPT, aux_epochs=size["epochs"], student_epochs=size["epochs"], seed=17 + seed)
+    cfg = replace(settings, aux_epochs=size["epochs"], student_epochs=size["epochs"], seed=17 + seed)
     target = dataset_for_model(data["adapt"], teacher, read_ground_truth=False)
     val = _labelled(data["val"]) if "val" in data else None
     models = {"teacher": teacher,
@@ -198,14 +225,18 @@ def score(models: dict, data: dict[str, Path], source_test: Path) -> dict[str, d
     return out
 
 
-def run_seed(work: Path, size: dict, seed: int, style: str, teacher, teacher_ckpt: Path, source_test: Path) -> dict:
-    """One seed of one target: all rows for the main target, teacher/ceiling/method for the hard case; cached."""
-    cache = work / f"{style}{seed}.json"
+def run_seed(work: Path, size: dict, seed: int, style: str, teacher, teacher_ckpt: Path, source_test: Path,
+             variant: Variant | None = None) -> dict:
+    """One seed of one target: all rows for the main target, teacher/ceiling/method for the hard case; cached
+    per variant (settings and flight)."""
+    variant = variant or Variant()
+    cache = work / f"{style}{seed}{variant.tag}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     started, cpu_started = time.monotonic(), time.process_time()
-    data = target_data(work, size, seed, style)
-    rows = adapted_rows(teacher, teacher_ckpt, data, work / f"{style}{seed}_runs", size, seed, style == "source")
+    data = target_data(work, size, seed, style, variant.flight)
+    rows = adapted_rows(teacher, teacher_ckpt, data, work / f"{style}{seed}{variant.tag}_runs", size, seed,
+                        style == "source", variant.settings)
     result = {"seed": seed, "rows": score(rows["models"], data, source_test), "reports": rows["reports"],
               "seconds": round(time.monotonic() - started, 1),
               "cpu_seconds": round(time.process_time() - cpu_started, 1)}
@@ -267,12 +298,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-pairs", type=int, default=None,
                         help="unlabelled target pairs per seed (default: the profile's; use a fresh --work)")
     parser.add_argument("--epochs", type=int, default=None, help="auxiliary and student epochs (default: profile's)")
+    parser.add_argument("--lr", type=float, default=ADAPT.lr, help="adaptation Adam learning rate (paper: 1e-4)")
+    parser.add_argument("--validations-per-epoch", type=int, default=ADAPT.validations_per_epoch,
+                        help="how often per epoch the stopping point is checked on the target validation split")
+    parser.add_argument("--anchor-weight", type=float, default=ADAPT.anchor_weight,
+                        help="> 0: the unsupervised finest level follows the teacher's own map (not in the paper)")
+    parser.add_argument("--flight", default=FLIGHT, help=f"target flight condition (YAML; default {FLIGHT})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
     size, work, t0 = dict(SIZES[mode]), Path(args.work) / mode, time.monotonic()
     size.update({k: v for k, v in (("adapt", args.adapt_pairs), ("epochs", args.epochs)) if v is not None})
+    variant = Variant(replace(ADAPT, lr=args.lr, validations_per_epoch=args.validations_per_epoch,
+                              anchor_weight=args.anchor_weight), args.flight)
     data = teacher_data(work, size)
     teacher = supervised(work / "teacher", _Concat([_labelled(p) for p in data["train"]]), size["teacher_epochs"],
                          1e-3)
@@ -281,32 +320,35 @@ def main(argv: list[str] | None = None) -> int:
              "target": range(size["hard_seeds"] if args.hard_seeds is None else args.hard_seeds)}
     if args.only_seed is not None:
         run_seed(work, size, args.only_seed, "source", teacher, work / "teacher" / "last.safetensors",
-                 data["source_test"])
+                 data["source_test"], variant)
         return 0
-    result = {"benchmark": "adaptation", "mode": mode, "sizes": size, "model": MODEL, "map": MAP, "flight": FLIGHT,
-              "adapt_config": ADAPT.__dict__, "seconds": {"data_and_teacher": round(t_teacher, 1)},
+    result = {"benchmark": "adaptation", "mode": mode, "sizes": size, "model": MODEL, "map": MAP,
+              "flight": variant.flight, "adapt_config": variant.settings.__dict__, "variant_tag": variant.tag,
+              "seconds": {"data_and_teacher": round(t_teacher, 1)},
               "machine": f"{platform.machine()} {os.cpu_count()} CPU threads (shared), torch {torch.__version__}, "
                          f"{args.threads} intra-op thread(s)"}
-    out = Path(args.out or f"benchmarks/results/adaptation{'_quick' if args.quick else ''}.json")
+    out = Path(args.out or f"benchmarks/results/adaptation{'_quick' if args.quick else ''}{variant.tag}.json")
     for style, label in (("source", "new area, training layout family"), ("target", "hard case: new layout style")):
         per_seed = []
         for s in seeds[style]:  # the JSON is rewritten after every seed: a partial run still leaves numbers
             per_seed.append(run_seed(work, size, s, style, teacher, work / "teacher" / "last.safetensors",
-                                     data["source_test"]))
-            result[style] = style_result(work, style, label, per_seed, seeds[style])
+                                     data["source_test"], variant))
+            result[style] = style_result(work, style, label, per_seed, seeds[style], variant.flight)
             write_result(out, result, t0)
         if not per_seed:
             continue
-        print(f"\n{label} ({FLIGHT} flight over a {MAP} map), {len(per_seed)} seed(s):\n"
+        print(f"\n{label} ({variant.flight} flight over a {MAP} map), {len(per_seed)} seed(s):\n"
               f"{result[style]['table_markdown']}")
     print(f"total {result['seconds']['total_this_run']:.0f} s wall, {result['seconds']['cpu_this_run']:.0f} s CPU "
           f"this run; JSON: {out}")
     return 0
 
 
-def style_result(work: Path, style: str, label: str, per_seed: list[dict], planned: range) -> dict:
+def style_result(work: Path, style: str, label: str, per_seed: list[dict], planned: range,
+                 flight: str = FLIGHT) -> dict:
     summary = summarise(per_seed)
-    centre = float(np.mean([centre_errors(work / f"{style}{s['seed']}_test").mean() for s in per_seed]))
+    centre = float(np.mean([centre_errors(work / f"{target_name(style, s['seed'], flight)}_test").mean()
+                            for s in per_seed]))
     return {"label": label, "seeds": [s["seed"] for s in per_seed], "seeds_planned": list(planned),
             "complete": len(per_seed) == len(planned), "summary": summary, "patch_centre_mean_m": centre,
             "seconds_per_seed": [s["seconds"] for s in per_seed],

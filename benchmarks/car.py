@@ -4,9 +4,11 @@ Two areas (one per built-in style) that no localizer was trained on are mapped u
 holds ``DRIVES_PER_AREA`` seeded drives along its roads (``sim.flight.car_path``, 8 m/s), a 360 deg panorama
 at ``FRAME_HZ`` rendered under ``autumn_flight`` (the gap: other season, sun, sensor, changed buildings; the
 same drives under ``summer_map`` are the easy row) and a GNSS receiver at 5 Hz with the ``urban_multipath``
-preset (bias, 20 m multipath jumps it under-reports). Every drive goes through ``runtime.pipeline.Pipeline``
-without retrieval: the aerial patch is cut around the fused estimate (else the raw GNSS fix), the ground
-localizer's heat map gives a visual fix, and the EKF fuses it with GNSS, as for drones.
+preset (bias, 20 m multipath jumps it under-reports) that also reports its Doppler speed and course, as
+``sim.flight``'s RMC does (``--no-gnss-velocity``: position only, as the JSONs before 2026-12-02 10:00).
+Every drive goes through ``runtime.pipeline.Pipeline`` without retrieval: the aerial patch is cut around the
+fused estimate (else the raw GNSS fix), the ground localizer's heat map gives a visual fix, and the runtime's
+fusion (the EKF by default, ``--set fusion.mode=particle``) fuses it with GNSS, as for drones.
 
 Rows: GNSS only (the latest fix held), fused with the classical BEV + NCC matcher
 (``runtime.classical_ground``), fused with the learned BEV matcher when its checkpoints are given
@@ -20,6 +22,7 @@ only's, and no drive worse.
 
     python benchmarks/car.py --quick [--learned runs/bench_ground/quick/pano_known_s0/last.safetensors]
     python benchmarks/car.py --bev-matcher runs/bench_ground/full/bev_matcher_s{1,2,3}/final.safetensors
+    python benchmarks/car.py --quick --set fusion.mode=particle --out benchmarks/results/car_particle_doppler.json
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ import numpy as np
 
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.config import load_config
+from edge_geoloc.evaluate.car_metrics import drive_comparison, drive_error_stats
 from edge_geoloc.geo import EnuFrame
 from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
 from edge_geoloc.runtime.config import RuntimeConfig, TileIndexConfig
 from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.runtime.pipeline import Pipeline
-from edge_geoloc.runtime.tile_build import build_tile_index
+from edge_geoloc.runtime.tile_build import MapPatchesOnly, build_tile_index
 from edge_geoloc.sim.area import Area, capture_area, generate_area
 from edge_geoloc.sim.flight import car_path, sample_path
-from edge_geoloc.sim.gnss import gnss_preset, simulate_gnss_errors
+from edge_geoloc.sim.gnss import RMC_COURSE_SIGMA_RAD, RMC_SPEED_SIGMA_MPS, gnss_preset, simulate_gnss_errors
 from edge_geoloc.sim.ground import render_ground_panorama
 from edge_geoloc.types import CameraFrame, CovarianceType, GnssFix, diagonal_covariance
 
@@ -66,14 +70,9 @@ class Drive:
     gnss: list[tuple[float, GnssFix, np.ndarray]]  # (stamp, fix, fix error east/north)
 
 
-class _TilesOnly:
-    """The tile index is only the map's patch source for cars (no retrieval): a constant 1-D embedding."""
-
-    def embed(self, images):
-        return np.ones((len(images), 1), np.float32)
-
-
-def make_drive(area: Area, key: str, seed: int, duration_s: float) -> Drive:
+def make_drive(area: Area, key: str, seed: int, duration_s: float, gnss_velocity: bool = True) -> Drive:
+    """A seeded drive; with ``gnss_velocity`` each fix carries the receiver's Doppler speed and course (RMC, the
+    noise of ``sim.flight``; drawn from their own stream, so the positions do not change with it)."""
     rng = np.random.default_rng([seed, 77])
     path = car_path(area, SPEED_MPS * duration_s + 20.0, rng)
     t0 = 1.7e9 + 1000.0 * seed
@@ -81,16 +80,20 @@ def make_drive(area: Area, key: str, seed: int, duration_s: float) -> Drive:
     points, heading = sample_path(path, frame_t * SPEED_MPS)
     cfg = gnss_preset("urban_multipath")
     gnss_t = np.arange(0.0, duration_s + 1e-9, 1.0 / cfg.rate_hz)
-    gnss_pts, _ = sample_path(path, gnss_t * SPEED_MPS)
+    gnss_pts, gnss_heading = sample_path(path, gnss_t * SPEED_MPS)
     track = simulate_gnss_errors(t0 + gnss_t, cfg, rng)
+    doppler = np.random.default_rng([seed, 78])
+    speed = SPEED_MPS + doppler.normal(0.0, RMC_SPEED_SIGMA_MPS, len(gnss_t))
+    course = (gnss_heading + doppler.normal(0.0, RMC_COURSE_SIGMA_RAD, len(gnss_t))) % (2 * math.pi)
     fixes = []
     for k, stamp in enumerate(t0 + gnss_t):
         if track.valid[k]:
             east, north = gnss_pts[k] + track.error_enu_m[k, :2]
             lat, lon = area.local_to_latlon(float(east), float(north))
+            velocity = {"speed_mps": float(speed[k]), "course_rad": float(course[k])} if gnss_velocity else {}
             fix = GnssFix(float(stamp), float(lat), float(lon), area.ground_alt_m + 1.7 + track.error_enu_m[k, 2],
                           diagonal_covariance(*track.sigma_enu_m[k]), CovarianceType.DIAGONAL_KNOWN,
-                          hdop=float(track.hdop[k]), num_satellites=int(track.num_satellites[k]))
+                          hdop=float(track.hdop[k]), num_satellites=int(track.num_satellites[k]), **velocity)
             fixes.append((float(stamp), fix, track.error_enu_m[k, :2].copy()))
     noise = np.radians(rng.normal(0.0, HEADING_SIGMA_DEG, len(frame_t)))
     return Drive(key, seed, t0 + frame_t, points, heading, (heading + noise) % (2 * math.pi), fixes)
@@ -131,40 +134,23 @@ def run_drive(pipe: Pipeline, area: Area, drive: Drive, frames: np.ndarray) -> d
             "counters": {k: v for k, v in vars(pipe.counters).items() if k != "extra"} | pipe.counters.extra}
 
 
-def along_across(errors: np.ndarray, heading_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lateral, longitudinal) absolute error components with respect to the direction of travel."""
-    lon = errors[:, 0] * np.sin(heading_rad) + errors[:, 1] * np.cos(heading_rad)
-    lat = errors[:, 0] * np.cos(heading_rad) - errors[:, 1] * np.sin(heading_rad)
-    return np.abs(lat), np.abs(lon)
-
-
-def error_stats(errors: np.ndarray, heading_rad: np.ndarray) -> dict:
-    ok = np.all(np.isfinite(errors), axis=1)
-    dist = np.hypot(*errors[ok].T)
-    lat, lon = along_across(errors[ok], heading_rad[ok])
-    return {"mean_m": float(dist.mean()), "p95_m": float(np.percentile(dist, 95)), "max_m": float(dist.max()),
-            "lateral_mean_m": float(lat.mean()), "longitudinal_mean_m": float(lon.mean()),
-            "lateral_p95_m": float(np.percentile(lat, 95)), "longitudinal_p95_m": float(np.percentile(lon, 95)),
-            "frames": int(ok.sum())}
-
-
 def summarise(runs: list[dict], drives: list[Drive]) -> dict:
     heading = np.concatenate([d.heading_rad for d in drives])
     fused, gnss = np.concatenate([r["fused"] for r in runs]), np.concatenate([r["gnss"] for r in runs])
-    both = np.all(np.isfinite(fused), axis=1) & np.all(np.isfinite(gnss), axis=1)
-    worse = np.hypot(*fused[both].T) > np.hypot(*gnss[both].T)
-    per_drive = [{"drive": f"{d.area_key}/{d.seed}", "gnss_p95_m": error_stats(r["gnss"], d.heading_rad)["p95_m"],
-                  "fused_p95_m": error_stats(r["fused"], d.heading_rad)["p95_m"]} for r, d in zip(runs, drives,
-                                                                                                  strict=True)]
-    fused_stats, gnss_stats = error_stats(fused, heading), error_stats(gnss, heading)
+    per_drive = [{"drive": f"{d.area_key}/{d.seed}",
+                  "gnss_p95_m": drive_error_stats(r["gnss"], d.heading_rad)["p95_m"],
+                  "fused_p95_m": drive_error_stats(r["fused"], d.heading_rad)["p95_m"]}
+                 for r, d in zip(runs, drives, strict=True)]
     counters: dict = {}
     for r in runs:
         for key, value in r["counters"].items():
             counters[key] = counters.get(key, 0) + value
-    return {"gnss_only": gnss_stats, "fused": fused_stats, "share_fused_worse": float(worse.mean()),
+    comparison = drive_comparison(fused, gnss, heading)
+    return {"gnss_only": comparison["gnss_only"], "fused": comparison["fused"],
+            "share_fused_worse": comparison["share_fused_worse"],
             "drives_fused_p95_worse": int(sum(p["fused_p95_m"] > p["gnss_p95_m"] for p in per_drive)),
             "per_drive": per_drive, "cpu_ms_per_frame": float(np.mean(np.concatenate([r["ms"] for r in runs]))),
-            "goal_p95_half": fused_stats["p95_m"] <= 0.5 * gnss_stats["p95_m"], "counters": counters}
+            "goal_p95_half": comparison["goal_p95_half"], "counters": counters}
 
 
 def bev_matcher_localizer(checkpoint: str, aerial_size_m: float, temperature: float):
@@ -194,7 +180,7 @@ def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperat
 
 def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...],
         overrides: tuple[str, ...] = (), bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
-        classical: bool = True) -> dict:
+        classical: bool = True, gnss_velocity: bool = True) -> dict:
     report: dict = {}
     prepared = []
     for k, style in enumerate(STYLES):
@@ -202,9 +188,9 @@ def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path
         area_dir = work / f"area_{style}"
         if not (area_dir / "ortho.tif").is_file():
             area.save(area_dir)
-        index = build_tile_index([area_dir / "ortho.tif"], _TilesOnly(), TileIndexConfig(tile_size_m=120.0,
+        index = build_tile_index([area_dir / "ortho.tif"], MapPatchesOnly(), TileIndexConfig(tile_size_m=120.0,
                                                                                            stride_m=60.0))
-        drives = [make_drive(area, style, 100 * k + j, duration_s) for j in range(drives_per_area)]
+        drives = [make_drive(area, style, 100 * k + j, duration_s, gnss_velocity) for j in range(drives_per_area)]
         prepared.append((area, index, drives))
     for capture in captures:
         made = localizers(learned, bev_matchers, temperature, classical)
@@ -243,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bev-temperature", type=float, default=0.03, help="softmax temperature of its heat map")
     parser.add_argument("--no-classical", action="store_true", help="skip the classical BEV + NCC row")
     parser.add_argument("--no-easy-row", action="store_true", help=f"skip the {MAP_CONDITION} drives")
+    parser.add_argument("--no-gnss-velocity", action="store_true",
+                        help="fixes without the receiver's Doppler speed / course (the JSONs before 2026-12-02 10:00)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="runtime config override key=value (repeatable), e.g. fusion.min_gnss_sigma_m=5")
     parser.add_argument("--out", default="benchmarks/results/car.json")
@@ -263,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     report = run(5, duration, args.learned, work, captures, tuple(args.overrides), tuple(args.bev_matcher),
-                 args.bev_temperature, not args.no_classical)
+                 args.bev_temperature, not args.no_classical, not args.no_gnss_velocity)
     print_report(report)
     out = {"benchmark": "car", "quick": args.quick, "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
            "frame_hz": FRAME_HZ, "panorama_px": list(PANO_PX), "gnss": "urban_multipath",
+           "gnss_velocity": not args.no_gnss_velocity,
            "conditions": {"map": MAP_CONDITION, "drive": list(captures)}, "learned": args.learned,
            "bev_matchers": args.bev_matcher, "bev_temperature": args.bev_temperature,
            "runtime_overrides": args.overrides, "results": report, "wall_s": time.perf_counter() - started,

@@ -8,6 +8,7 @@ comparable number (a free 2-core machine needs at least CPU / 2 of wall time).
 
     python benchmarks/demo.py --quick     # quick profile, budget 120 s
     python benchmarks/demo.py             # full profile, budget 600 s
+    python benchmarks/demo.py --vehicle car   # the car's loop (configs/demo_car.yaml), budget 600 s
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from pathlib import Path
 BUDGET_S = {"quick": 120.0, "full": 600.0}
 
 
-def run_profile(quick: bool, seed: int) -> tuple[dict, float]:
+def run_profile(quick: bool, seed: int, vehicle: str = "drone") -> tuple[dict, float]:
     """Run the demo once; return its run record and the command's total wall time (imports included)."""
     from edge_geoloc.demo.cli import main
     from edge_geoloc.demo.runfolder import list_runs
 
     with tempfile.TemporaryDirectory(prefix="demo_bench_") as tmp:
         start = time.perf_counter()
-        code = main([*(["--quick"] if quick else []), "--out", f"{tmp}/runs", "--seed", str(seed)])
+        code = main([*(["--quick"] if quick else []), "--vehicle", vehicle, "--out", f"{tmp}/runs", "--seed",
+                     str(seed)])
         total_s = time.perf_counter() - start
         if code != 0:
             raise SystemExit(f"the demo failed (exit {code}); see the log above")
@@ -54,17 +56,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="benchmark the quick profile")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vehicle", choices=("drone", "car"), default="drone")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     profile = "quick" if args.quick else "full"
-    record, total_s = run_profile(args.quick, args.seed)
+    record, total_s = run_profile(args.quick, args.seed, args.vehicle)
     print(format_table(record, total_s, BUDGET_S[profile]))
-    result = {"benchmark": "demo", "profile": profile, "date": dt.datetime.now(dt.timezone.utc).isoformat(),
+    result = {"benchmark": "demo", "profile": profile, "vehicle": args.vehicle,
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_1m": os.getloadavg()[0]},
               "budget_s": BUDGET_S[profile], "total_wall_s": total_s, "steps": record["steps"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"demo_{profile}.json"
+    path = args.out / f"demo_{'car_' if args.vehicle == 'car' else ''}{profile}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 

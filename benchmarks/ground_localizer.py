@@ -41,10 +41,10 @@ import numpy as np
 from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.ground_bev_pairs import GroundBevPairConfig, GroundBevPairSource, load_or_render_views
 from edge_geoloc.data.ground_pairs import GroundPairConfig, write_synthetic_ground_pairs
-from edge_geoloc.data.images import read_image_rgb
 from edge_geoloc.data.pairs import read_pairs
-from edge_geoloc.geo.view_alignment import align_query_north_up
-from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
+from edge_geoloc.evaluate.car_metrics import centre_errors
+from edge_geoloc.evaluate.car_metrics import heatmap_errors as bev_errors
+from edge_geoloc.evaluate.car_metrics import pair_error_stats as stats
 from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
 from edge_geoloc.sim.area import generate_area
 
@@ -132,28 +132,6 @@ def model_errors(model, root: Path, align: bool) -> tuple[np.ndarray, np.ndarray
     return np.linalg.norm(rowcol - truth, axis=1) * m_per_px, rowcol
 
 
-def centre_errors(root: Path) -> np.ndarray:
-    _, records = read_pairs(root, read_ground_truth=True)
-    return np.asarray([math.hypot(r.gt_row - r.aerial_georef.height_px / 2, r.gt_col - r.aerial_georef.width_px / 2)
-                       * r.aerial_georef.m_per_px for r in records])
-
-
-def bev_errors(root: Path, make_localizer=None, limit: int | None = None) -> np.ndarray:
-    """Heat-map mode error of a north-up panorama localizer inside each pair's aerial patch (the panorama rolled
-    north-up by the heading); ``make_localizer(aerial_size_m)`` defaults to the classical BEV + NCC."""
-    make_localizer = make_localizer or (lambda size_m: BevNccLocalizer(BevNccConfig(aerial_size_m=size_m)))
-    _, records = read_pairs(root, read_ground_truth=True)
-    errors = []
-    for rec in records[:limit]:
-        m = rec.aerial_georef.m_per_px
-        localizer = make_localizer(rec.aerial_georef.height_px * m)
-        query = align_query_north_up(read_image_rgb(root / rec.query), rec.heading_rad, "ground_pano")
-        heat = localizer.locate(query, read_image_rgb(root / rec.aerial))
-        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        errors.append(math.hypot(row + 0.5 - rec.gt_row, col + 0.5 - rec.gt_col) * m)
-    return np.asarray(errors)
-
-
 def lateral_longitudinal(root: Path, rowcol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """KITTI protocol: the error vector split along (longitudinal) and across (lateral) the true heading."""
     _, records = read_pairs(root, read_ground_truth=True)
@@ -165,12 +143,6 @@ def lateral_longitudinal(root: Path, rowcol: np.ndarray) -> tuple[np.ndarray, np
         lon.append(abs(d_east * math.sin(h) + d_north * math.cos(h)))
         lat.append(abs(d_east * math.cos(h) - d_north * math.sin(h)))
     return np.asarray(lat), np.asarray(lon)
-
-
-def stats(errors: np.ndarray) -> dict:
-    return {"mean_m": float(errors.mean()), "median_m": float(np.median(errors)),
-            "p95_m": float(np.percentile(errors, 95)), "r_at_1m": float(np.mean(errors < 1.0)),
-            "r_at_5m": float(np.mean(errors < 5.0)), "n": int(errors.size)}
 
 
 def run_variant(work: Path, variant: str, seed: int, sizes: dict) -> dict:

@@ -20,6 +20,7 @@ from edge_geoloc.train.adaptation import (
     open_target,
     pseudo_targets,
     sigma_px_for,
+    student_objective,
 )
 from edge_geoloc.train.adaptation_inputs import AdaptationInputError, RolledPanoramas
 
@@ -209,6 +210,60 @@ def test_a_labelled_validation_set_chooses_the_final_students_epoch(tmp_path):
     assert (tmp_path / "out" / "student_selected.safetensors").is_file()
 
 
+def test_validation_every_half_epoch_chooses_among_half_epochs(tmp_path):
+    teacher = _micro_teacher()
+    cfg = AdaptConfig(aux_epochs=1, student_epochs=2, batch_size=4, min_pairs=8, lr=1e-3, validations_per_epoch=2)
+    rows = np.random.default_rng(0).uniform(20, 44, (2, 12))
+    target = open_target(_target_set(tmp_path / "t", *rows), teacher, cfg)
+    from edge_geoloc.data.pairs import dataset_for_model
+    from edge_geoloc.evaluate.localization_metrics import evaluate_dataset
+
+    val = dataset_for_model(_target_set(tmp_path / "v", *rows), teacher, read_ground_truth=True)
+    result = adapt(teacher, target, cfg, validation=val)
+    curve = result.report["student_curve"]
+    assert [p["epoch"] for p in curve] == [0.5, 1.0, 1.5, 2.0]
+    best = int(np.argmin([p["val_mean_m"] for p in curve]))
+    assert result.report["selected_epoch"] == curve[best]["epoch"]
+    assert evaluate_dataset(result.selected, val)["mean_m"] == pytest.approx(curve[best]["val_mean_m"])
+    assert evaluate_dataset(result.student, val)["mean_m"] == pytest.approx(curve[-1]["val_mean_m"])
+    assert not math.isclose(curve[0]["val_mean_m"], curve[1]["val_mean_m"])  # it trained between the checks
+
+
+def test_anchor_targets_are_the_teachers_own_finest_level_and_train_only_with_a_weight():
+    torch.manual_seed(0)
+    teacher = create_model("xcorr_drone_micro").eval()
+    student = create_model("xcorr_drone_micro")
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():  # the student has moved away from the teacher
+        student.features.proj[1].weight.add_(0.3 * torch.randn_like(student.features.proj[1].weight))
+    batch = {"query": torch.randn(2, 3, 32, 32), "aerial": torch.randn(2, 3, 64, 64),
+             "index": torch.tensor([0, 1]), "heading_rad": torch.zeros(2)}
+    labels = PseudoLabels(np.array([[30.0, 30.0], [10.0, 50.0]]))
+    finest_proj = student.features.proj[1].weight  # only the finest level (K'=2 of 3) reads it
+    grads = {}
+    for weight in (0.0, 1.0):
+        cfg = AdaptConfig(anchor_weight=weight)
+        loss_fn, targets_fn = student_objective(teacher, student, labels, cfg, sigma_px=1.0)
+        targets = targets_fn(batch)
+        if weight:
+            finest = teacher(batch["query"], batch["aerial"]).levels[2]
+            expected = torch.softmax(finest.flatten(1) / cfg.temperature, dim=1).reshape(finest.shape)
+            assert torch.allclose(targets.levels[2], expected.detach())
+        student.zero_grad()
+        loss, parts = loss_fn(student(batch["query"], batch["aerial"]), targets)
+        loss.backward()
+        grads[weight] = None if finest_proj.grad is None else finest_proj.grad.abs().sum().item()
+        assert ("anchor" in parts) == bool(weight)
+    assert grads[0.0] in (None, 0.0) and grads[1.0] > 0
+
+
+def test_adapt_config_refuses_a_negative_anchor_or_no_validation_point():
+    with pytest.raises(ValueError, match="anchor_weight"):
+        AdaptConfig(anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="validations_per_epoch"):
+        AdaptConfig(validations_per_epoch=0)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One intra-op thread: on a shared 2-core box two threads per process thrash (measured 75x slower)."""
@@ -230,3 +285,22 @@ def test_adapt_cli_stops_on_too_few_pairs_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "only 6 usable pairs of 6" in err and "min_pairs=50" in err
     assert not (tmp_path / "out" / "student.safetensors").exists()
+
+
+def test_benchmark_variants_never_share_a_cache_with_the_default_run(monkeypatch):
+    import importlib.util
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "adaptation.py"
+    spec = importlib.util.spec_from_file_location("adaptation_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    default = bench.Variant()
+    anchored = bench.Variant(replace(bench.ADAPT, anchor_weight=1.0, validations_per_epoch=2))
+    winter = bench.Variant(flight="winter_flight")
+    assert default.tag == ""  # the default run keeps its cache names
+    assert len({default.tag, anchored.tag, winter.tag, bench.Variant(replace(bench.ADAPT, lr=3e-4)).tag}) == 4
+    assert "anchor_weight1" in anchored.tag and winter.tag.endswith("_winter_flight")

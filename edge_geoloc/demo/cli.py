@@ -4,6 +4,7 @@ Examples::
 
     edge-geoloc demo                     # full profile (< 10 min on 2 CPU cores)
     edge-geoloc demo --quick             # tiny models, small areas, short flight (about 2 min)
+    edge-geoloc demo --vehicle car       # a car's urban drive (ground panorama, no retrieval) through the loop
     edge-geoloc demo --from-step 5       # reuse steps 1-4 of the latest run in --out, redo 5 and 6
     edge-geoloc demo --seed 3 --out /tmp/demo --set flight.duration_s=60
 """
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edge_geoloc.config import ConfigError, load_config, save_config
-from edge_geoloc.demo.config import DemoConfig, default_config_path
+from edge_geoloc.demo.config import VEHICLES, DemoConfig, default_config_path
 from edge_geoloc.demo.layout import RunLayout
 from edge_geoloc.demo.runfolder import StepOutputError, latest_run_with, new_run_dir, step_dir_name
 from edge_geoloc.demo.runner import Step, check_from_step, run_steps
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-geoloc demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, small areas, short flight (~2 min)")
+    parser.add_argument("--vehicle", choices=VEHICLES, default=None,
+                        help="drone (default) or car: picks configs/demo[_car][_quick].yaml; must match --config's")
     parser.add_argument("--from-step", type=int, default=1, metavar="N", choices=range(1, 7),
                         help="reuse steps 1..N-1 from an earlier run (checked by sha256), run N and later (1-6)")
     parser.add_argument("--reuse", type=Path, default=None, metavar="RUN_DIR",
@@ -47,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> DemoConfig:
     """The demo config from --config/--quick, --set overrides and --seed."""
-    path = args.config or default_config_path(args.quick)
+    path = args.config or default_config_path(args.quick, vehicle=args.vehicle or "drone")
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    return load_config(DemoConfig, path, overrides)
+    config = load_config(DemoConfig, path, overrides)
+    if args.vehicle is not None and config.vehicle != args.vehicle:
+        raise ConfigError(f"--vehicle {args.vehicle} but {path} says vehicle: {config.vehicle}; drop one of them")
+    return config
 
 
 def find_reuse_run(args: argparse.Namespace, steps: list[Step]) -> Path | None:
@@ -88,14 +94,15 @@ def _attach_log_file(run_dir: Path) -> tuple[logging.Handler, int]:
 def run_demo(args: argparse.Namespace) -> Path:
     """Run the demo into a new run folder and return it."""
     config = resolve_config(args)
-    steps = demo_steps()
+    steps = demo_steps(config.vehicle)
     reuse = find_reuse_run(args, steps) if args.from_step > 1 else None
     check_from_step(steps, args.from_step, reuse)
     run_dir = new_run_dir(args.out)
     handler, old_level = _attach_log_file(run_dir)
     try:
         save_config(config, run_dir / "config.yaml")
-        log.info("demo run folder: %s (profile %s, seed %d)", run_dir.resolve(), config.profile, config.seed)
+        log.info("demo run folder: %s (%s, profile %s, seed %d)", run_dir.resolve(), config.vehicle, config.profile,
+                 config.seed)
         _limit_threads(config.threads)
         run_steps(steps, run_dir, config, args.cache or args.out / "cache", args.from_step, reuse)
     finally:

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_geoloc.config import ConfigError
+from edge_geoloc.data.ground_pairs import GroundPairConfig
 from edge_geoloc.data.pairs import DronePairConfig
 from edge_geoloc.export.config import ExportConfig
 from edge_geoloc.fieldlog.config import FieldLogConfig
 from edge_geoloc.fieldlog.dataset import build_pairs_from_logs
+from edge_geoloc.runtime.classical_ground import BevNccConfig
 from edge_geoloc.runtime.config import RuntimeConfig
 from edge_geoloc.sim.datasets import write_university_tree
 from edge_geoloc.sim.flight import FlightConfig
@@ -30,6 +32,7 @@ from edge_geoloc.train.map_matcher import MatcherTrainConfig
 from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig
 
 PROFILES = ("full", "quick")
+VEHICLES = ("drone", "car")
 # Arguments of the keyword sections' functions that the demo passes itself (not configurable).
 _RUN_ARGUMENTS = {"root", "areas", "seed", "logs", "out_dir", "ortho"}
 
@@ -85,6 +88,7 @@ class DemoConfig:
     """Everything a demo run needs; written as ``config.yaml`` in every run folder."""
 
     profile: Literal["full", "quick"] = "full"
+    vehicle: Literal["drone", "car"] = "drone"  # car: a ground panorama, no retrieval (edge_geoloc.demo.steps_car)
     seed: int = 0
     threads: int = 2  # torch / ORT intra-op threads
     source_area: AreaSpec = AreaSpec(style="source")
@@ -103,10 +107,15 @@ class DemoConfig:
     dataset: dict[str, Any] = field(default_factory=dict)  # build_pairs_from_logs keyword arguments
     adaptation: AdaptConfig = field(default_factory=AdaptConfig)
     report: ReportSpec = ReportSpec()
+    ground_localizer: BevNccConfig = field(default_factory=BevNccConfig)  # the car's localizer (BEV + NCC)
+    ground_eval: GroundPairConfig = field(default_factory=GroundPairConfig)  # the car's labelled target pairs
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.vehicle == "car" and (self.flight.kind != "car" or self.flight.camera != "panorama"):
+            raise ConfigError("vehicle: car drives a ground panorama: set flight.kind=car and flight.camera=panorama "
+                              f"(got {self.flight.kind}, {self.flight.camera})")
         check_keyword_section("retrieval_data", self.retrieval_data, write_university_tree)
         check_keyword_section("dataset", self.dataset, build_pairs_from_logs)
 
@@ -120,7 +129,9 @@ def check_keyword_section(name: str, section: Mapping[str, Any], function: Calla
                           f"({function.__module__}.{function.__name__}); valid keys: {', '.join(valid)}")
 
 
-def default_config_path(quick: bool, configs_dir: Path | None = None) -> Path:
-    """``configs/demo.yaml`` or ``configs/demo_quick.yaml`` of the repository."""
+def default_config_path(quick: bool, configs_dir: Path | None = None, vehicle: str = "drone") -> Path:
+    """``configs/demo[_car][_quick].yaml`` of the repository."""
+    if vehicle not in VEHICLES:
+        raise ConfigError(f"vehicle must be one of {', '.join(VEHICLES)}, got {vehicle!r}")
     configs_dir = configs_dir or Path(__file__).resolve().parents[2] / "configs"
-    return configs_dir / ("demo_quick.yaml" if quick else "demo.yaml")
+    return configs_dir / f"demo{'_car' if vehicle == 'car' else ''}{'_quick' if quick else ''}.yaml"

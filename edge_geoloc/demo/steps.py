@@ -1,4 +1,4 @@
-"""The demo's six steps, in the order of issue 8, and the terminal summary.
+"""The demo's six steps, in the order of issue 8, and the terminal summary (a car's: ``steps_car``).
 
 1 areas     source- and target-style synthetic areas (seed-keyed cache)
 2 train     retrieval model + heat-map localizer on the source area; retrieval R@1 on the target area
@@ -27,6 +27,7 @@ from edge_geoloc.demo.cache import cache_key, cached_build, link_entry, source_f
 from edge_geoloc.demo.config import AreaSpec
 from edge_geoloc.demo.layout import AREA_ROLES, STEP_NAMES, RunLayout
 from edge_geoloc.demo.runner import Step, StepContext
+from edge_geoloc.demo.steps_car import step_car_adapt, step_car_index, step_car_localizer, step_car_report, step_drive
 from edge_geoloc.demo.steps_fly import step_adapt, step_fly
 from edge_geoloc.demo.steps_report import step_report
 from edge_geoloc.demo.steps_train import step_export, step_train
@@ -35,9 +36,9 @@ from edge_geoloc.sim import generate_area
 log = logging.getLogger(__name__)
 
 
-def demo_steps() -> list[Step]:
-    """The demo's steps, in order."""
-    titles_and_functions = {
+def demo_steps(vehicle: str = "drone") -> list[Step]:
+    """The demo's steps for ``vehicle`` (drone or car), in order."""
+    drone = {
         1: ("generate the source and target areas (cached by seed)", step_areas),
         2: ("train retrieval + localizer on the source area", step_train),
         3: ("export to ONNX (parity gate) and build the target tile index", step_export),
@@ -45,7 +46,16 @@ def demo_steps() -> list[Step]:
         5: ("adapt the localizer from the logs, re-export, fly again", step_adapt),
         6: ("write the report (PNGs, HTML, summary)", step_report),
     }
-    return [Step(n, STEP_NAMES[n], title, run) for n, (title, run) in titles_and_functions.items()]
+    car = {
+        1: ("generate the target area (cached by seed)", step_areas),
+        2: ("ground localizer: classical BEV + NCC, nothing to train", step_car_localizer),
+        3: ("nothing to export; the target map as the patch source", step_car_index),
+        4: ("drive the target area with urban-multipath GNSS through the runtime, logging", step_drive),
+        5: ("dataset from the logs; localizer on labelled pairs; nothing to adapt", step_car_adapt),
+        6: ("write the report (PNGs, HTML, summary)", step_car_report),
+    }
+    table = {"drone": drone, "car": car}[vehicle]
+    return [Step(n, STEP_NAMES[n], title, run) for n, (title, run) in table.items()]
 
 
 def area_params(spec: AreaSpec, seed: int) -> dict[str, Any]:
@@ -59,7 +69,8 @@ def step_areas(ctx: StepContext) -> dict[str, Any]:
     fingerprint = source_fingerprint([Path(sim_package.__file__).parent])
     metrics: dict[str, Any] = {}
     specs = {"source": ctx.config.source_area, "target": ctx.config.target_area}
-    for role in tqdm(AREA_ROLES, desc="areas", unit="area"):
+    roles = AREA_ROLES if ctx.config.vehicle == "drone" else ("target",)  # a car trains nothing on a source area
+    for role in tqdm(roles, desc="areas", unit="area"):
         params = area_params(specs[role], ctx.config.seed)
         key = cache_key(f"{params['style']}-seed{params['seed']}", params, fingerprint)
         entry, hit = cached_build(ctx.cache_dir / "areas", key, lambda d, p=params: generate_area(**p).save(d),

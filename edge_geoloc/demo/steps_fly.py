@@ -28,7 +28,7 @@ from edge_geoloc.fieldlog.step import MapPatchSpec
 from edge_geoloc.geo.heatmap import heatmap_mode
 from edge_geoloc.models.checkpoint import load_model
 from edge_geoloc.runtime.backends import load_backend
-from edge_geoloc.runtime.pipeline import BackendLocalizer
+from edge_geoloc.runtime.pipeline import BackendLocalizer, Pipeline
 from edge_geoloc.runtime.query_alignment import align_query
 from edge_geoloc.runtime.replay import FlightData, measured_attitude, truth_latlon
 from edge_geoloc.runtime.trajectory import read_trajectory
@@ -66,19 +66,27 @@ def step_fly(ctx: StepContext) -> dict[str, Any]:
     area = run_area(layout, "target")
     flight = read_flight(simulate_target_flight(ctx, area))
     pipeline = load_pipeline(layout.retrieval_onnx, layout.localizer_onnx, layout.index_dir, runtime, flight)
-    logger = FieldLogger(layout.fieldlog_dir, ctx.config.fieldlog)
-    try:
-        metrics = fly_flight(flight, pipeline, layout.teacher_replay, runtime.pipeline.min_confidence, logger,
-                             patch_spec(ctx))
-    finally:
-        logger.close()
-    metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
-    metrics["outages_s"] = outage_intervals(flight.meta)
+    metrics = fly_logged(ctx, flight, pipeline, patch_spec(ctx))
     metrics["global_search"] = {"kind": runtime.global_search.kind, "model": Path(runtime.global_search.model).name}
     metrics["relocalization"] = relocalization_figures(read_trajectory(layout.teacher_replay / "trajectory.csv"),
                                                        metrics["outages_s"])
     samples = heatmap_samples(ctx, area, flight, layout.teacher_replay / "trajectory.csv", layout.localizer_onnx)
     np.savez_compressed(layout.teacher_heatmaps, **samples)
+    return metrics
+
+
+def fly_logged(ctx: StepContext, flight: FlightData, pipeline: Pipeline, patch: MapPatchSpec) -> dict[str, Any]:
+    """Replay ``flight`` through ``pipeline`` into the teacher replay folder with the field logger on; returns the
+    flight's metrics with the logger's counters and the GNSS outages."""
+    layout = ctx.layout
+    logger = FieldLogger(layout.fieldlog_dir, ctx.config.fieldlog)
+    try:
+        metrics = fly_flight(flight, pipeline, layout.teacher_replay, pipeline.cfg.pipeline.min_confidence, logger,
+                             patch)
+    finally:
+        logger.close()
+    metrics["fieldlog"] = {k: v for k, v in vars(logger.counters).items() if isinstance(v, (int, float))}
+    metrics["outages_s"] = outage_intervals(flight.meta)
     return metrics
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_geoloc.demo.flight import HYPOTHESES_NAME
 from edge_geoloc.demo.hypotheses import load_snapshots
+from edge_geoloc.demo.layout import RunLayout
 from edge_geoloc.demo.report import ReportInputs, build_report
 from edge_geoloc.demo.runfolder import RUN_RECORD_NAME, step_dir_name
 from edge_geoloc.demo.runner import StepContext
@@ -21,8 +22,7 @@ MAX_MAP_PX = 2000  # the report's map: the whole target orthophoto, at most this
 def step_report(ctx: StepContext) -> dict[str, Any]:
     """Write summary.json / summary.txt / PNGs / report.html into ``06_report``; return the headline numbers."""
     layout = ctx.layout
-    with GeoRaster(layout.ortho("target")) as raster:
-        ortho = raster.read_around_crs(*_centre(raster), _extent_m(raster), min(raster.georef.height_px, MAX_MAP_PX))
+    ortho = read_target_ortho(layout)
     inputs = ReportInputs(
         trajectories={"teacher": layout.teacher_replay / "trajectory.csv",
                       "adapted": layout.adapted_replay / "trajectory.csv"},
@@ -31,10 +31,16 @@ def step_report(ctx: StepContext) -> dict[str, Any]:
         heatmap_samples=merge_heatmap_samples(layout.teacher_heatmaps, layout.adapted_heatmaps),
         hypotheses=_hypotheses(layout.teacher_replay / HYPOTHESES_NAME),
         metrics={**measured_metrics(ctx), "relocalization": ctx.metrics(4).get("relocalization", {})},
-        steps=_steps(ctx), title=ctx.config.report.title, dpi=ctx.config.report.dpi)
+        steps=report_steps(ctx), title=ctx.config.report.title, dpi=ctx.config.report.dpi)
     summary = build_report(inputs, layout.report_dir)
     return {"flight": summary["flight"]["all"], "outage": summary["flight"]["outage"],
             "runtime": summary["flight"]["runtime"]}
+
+
+def read_target_ortho(layout: RunLayout) -> Any:
+    """The whole target orthophoto for the report's map (at most ``MAX_MAP_PX`` a side), with its georeference."""
+    with GeoRaster(layout.ortho("target")) as raster:
+        return raster.read_around_crs(*_centre(raster), _extent_m(raster), min(raster.georef.height_px, MAX_MAP_PX))
 
 
 def _hypotheses(path: Path) -> list[dict[str, np.ndarray]]:
@@ -78,7 +84,8 @@ def measured_metrics(ctx: StepContext) -> dict[str, Any]:
                          "adapted": adapt.get("flight", {}).get("counters", {})}}
 
 
-def _steps(ctx: StepContext) -> list[dict[str, Any]]:
+def report_steps(ctx: StepContext) -> list[dict[str, Any]]:
+    """Every step of the run: number, name, title, status, wall and CPU time, folder."""
     record = json.loads((ctx.run_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
     status = {s["step"]: s["status"] for s in record["steps"]}
     titles = {s["step"]: s.get("title", s["name"]) for s in record["steps"]}

@@ -140,7 +140,8 @@ def _load_frame(path: Path, stamp: float, flight: FlightData, index: int,
         log.warning("skipping frame %s: cannot decode it as an image", path)
         return None
     heading, altitude = measured_attitude(flight, float(stamp), max_sensor_gap_s)
-    if flight.sensors is not None and (heading is None or altitude is None):
+    height_measured = flight.meta.get("kind") != "car"  # a car measures no height above ground
+    if flight.sensors is not None and (heading is None or (altitude is None and height_measured)):
         flight.input.sensor_gaps += 1
     return CameraFrame(float(stamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame_{index:06d}", heading, altitude)
 

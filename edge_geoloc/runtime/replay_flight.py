@@ -36,7 +36,7 @@ class InputCounters:
     frames_unstamped: int = 0  # a file with no usable stamp (beyond frames.csv, or a garbage stamp)
     frames_corrupt: int = 0  # a file that does not decode as an image
     csv_rows_bad: int = 0  # rows of frames.csv / sensors.csv / truth.csv with unparseable numbers
-    sensor_gaps: int = 0  # frames whose heading or height measurement was missing or too far away
+    sensor_gaps: int = 0  # frames whose heading or (not a car) height measurement was missing or too far away
 
 
 @dataclass(frozen=True)

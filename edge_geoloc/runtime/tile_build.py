@@ -54,6 +54,14 @@ def tile_grid(raster: GeoRaster, cfg: TileIndexConfig) -> TileGrid:
     return TileGrid(X[keep], Y[keep], row0[keep].astype(np.int64), col0[keep].astype(np.int64), span, valid[keep])
 
 
+class MapPatchesOnly:
+    """The encoder of an index that only serves map patches around a prior (a car's ground camera: no retrieval);
+    every tile gets the same 1-D embedding."""
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.ones((len(images), 1), np.float32)
+
+
 def build_tile_index(rasters: Sequence[str | Path], encoder: Encoder, cfg: TileIndexConfig,
                      model_info: dict | None = None, out_dir: str | Path | None = None,
                      progress: Callable[[int, int], None] | None = None) -> TileIndex:

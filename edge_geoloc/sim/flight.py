@@ -34,8 +34,16 @@ from edge_geoloc.config import save_config, to_dict
 from edge_geoloc.sim.area import Area, capture_area
 from edge_geoloc.sim.camera import DronePose, PinholeCamera
 from edge_geoloc.sim.datasets import write_image
-from edge_geoloc.sim.gnss import GnssNoiseConfig, format_gga, format_gst, format_rmc, simulate_gnss_errors
-from edge_geoloc.sim.ground import render_ground_pinhole
+from edge_geoloc.sim.gnss import (
+    RMC_COURSE_SIGMA_RAD,
+    RMC_SPEED_SIGMA_MPS,
+    GnssNoiseConfig,
+    format_gga,
+    format_gst,
+    format_rmc,
+    simulate_gnss_errors,
+)
+from edge_geoloc.sim.ground import render_ground_panorama, render_ground_pinhole
 from edge_geoloc.sim.layout import ROAD
 from edge_geoloc.sim.render import render_drone_view
 
@@ -60,6 +68,7 @@ class FlightConfig:
     height_px: int = 256
     hfov_deg: float = 60.0
     camera_height_m: float = 1.7
+    camera: Literal["pinhole", "panorama"] = "pinhole"  # a car's camera: front pinhole or 360 deg panorama
     start_utc: str = "2024-06-01T10:00:00Z"
     photometric: bool = False
     seed: int = 0
@@ -80,6 +89,9 @@ class FlightConfig:
             raise ValueError(f"heading_sigma_deg and altitude_sigma_m must be >= 0, got {self.heading_sigma_deg}, "
                              f"{self.altitude_sigma_m}")
         PinholeCamera(self.width_px, self.height_px, self.hfov_deg)  # validates the camera
+        if self.camera == "panorama" and (self.kind != "car" or self.width_px != 2 * self.height_px):
+            raise ValueError(f"a panorama camera needs kind car and width_px = 2 * height_px (equirectangular), "
+                             f"got kind {self.kind}, {self.width_px}x{self.height_px}")
         _ = self.start_stamp_s  # validates the date
 
     @property
@@ -256,9 +268,7 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
             "area": {"style": area.style_name, "seed": area.seed, "size_m": area.size_m, "gsd_m": area.gsd_m,
                      "center_lat_deg": area.center_lat_deg, "center_lon_deg": area.center_lon_deg,
                      "utm_epsg": area.zone.epsg},
-            "kind": cfg.kind, "camera": {"width_px": cfg.width_px, "height_px": cfg.height_px,
-                                         "hfov_deg": cfg.hfov_deg, "K": PinholeCamera(
-                                             cfg.width_px, cfg.height_px, cfg.hfov_deg).K.tolist()},
+            "kind": cfg.kind, "camera": _camera_meta(cfg),
             "frame_rate_hz": cfg.frame_rate_hz, "gnss_rate_hz": cfg.gnss.rate_hz, "start_utc": cfg.start_utc,
             "num_frames": len(truth["stamp_s"]), "gnss_noise": to_dict(cfg.gnss), "config": to_dict(cfg),
             "events": events, "sensors": _sensors_meta(cfg),
@@ -267,6 +277,14 @@ def simulate_flight(area: Area, out_dir: str | Path, config: FlightConfig | None
     save_config(cfg, out / "config.yaml")
     log.info("wrote %s flight of %d frames to %s (%d GNSS events)", cfg.kind, len(frame_t), out, len(events))
     return load_flight(out)
+
+
+def _camera_meta(cfg: FlightConfig) -> dict:
+    """``flight.json`` ``camera``: a pinhole's size, field of view and K; a panorama's size only (360 x 180 deg)."""
+    if cfg.camera == "panorama":
+        return {"model": "panorama", "width_px": cfg.width_px, "height_px": cfg.height_px}
+    return {"model": "pinhole", "width_px": cfg.width_px, "height_px": cfg.height_px, "hfov_deg": cfg.hfov_deg,
+            "K": PinholeCamera(cfg.width_px, cfg.height_px, cfg.hfov_deg).K.tolist()}
 
 
 def _truth_rows(area: Area, cfg: FlightConfig, path: np.ndarray, rel_t: np.ndarray, t0: float) -> dict:
@@ -306,6 +324,9 @@ def _write_frames(area: Area, cfg: FlightConfig, truth: dict, folder: Path, rng:
         if cfg.kind == "drone":
             pose = DronePose(east, north, truth["alt_agl_m"][i], heading, truth["pitch_rad"][i])
             image = render_drone_view(area, pose, camera, photo_rng)
+        elif cfg.camera == "panorama":
+            image = render_ground_panorama(area, east, north, heading, cfg.camera_height_m, cfg.width_px,
+                                           cfg.height_px)
         else:
             image = render_ground_pinhole(area, east, north, heading, camera, cfg.camera_height_m)
         write_image(folder / f"{i:06d}.jpg", image)
@@ -334,8 +355,8 @@ def _write_gnss(area: Area, cfg: FlightConfig, path: np.ndarray, rel_t: np.ndarr
     north = truth["north_m"] + track.error_enu_m[:, 1]
     alt = truth["alt_m"] + track.error_enu_m[:, 2]
     lat, lon = (np.atleast_1d(v) for v in area.local_to_latlon(east, north))
-    speed = cfg.speed_mps + rng.normal(0, 0.1, len(rel_t))
-    course = np.degrees(truth["heading_rad"] + rng.normal(0, 0.01, len(rel_t)))
+    speed = cfg.speed_mps + rng.normal(0, RMC_SPEED_SIGMA_MPS, len(rel_t))
+    course = np.degrees(truth["heading_rad"] + rng.normal(0, RMC_COURSE_SIGMA_RAD, len(rel_t)))
     lines = []
     for k, stamp in enumerate(truth["stamp_s"]):
         talker, sats = cfg.gnss.talker, int(track.num_satellites[k])

@@ -60,6 +60,10 @@ class GnssNoiseConfig:
             raise ValueError(f"talker must be two letters (GP, GN, GL...), got {self.talker!r}")
 
 
+# Doppler velocity of the receiver (RMC speed over ground and course): unaffected by the position errors above.
+RMC_SPEED_SIGMA_MPS = 0.1
+RMC_COURSE_SIGMA_RAD = 0.01
+
 GNSS_PRESETS: dict[str, GnssNoiseConfig] = {
     "normal": GnssNoiseConfig(),
     "urban_multipath": GnssNoiseConfig(white_sigma_m=2.0, white_sigma_up_m=4.0, bias_sigma_m=4.0, bias_tau_s=30.0,

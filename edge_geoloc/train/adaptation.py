@@ -14,8 +14,13 @@ The pipeline of Xia et al. (ECCV 2024), as in the authors' released code, with t
    split by dataset order; inclusive, so an all-tied set is kept whole where the released ``<`` keeps none);
 5. the final student, again initialised from the teacher, is trained the same way on the kept samples with the
    teacher's pseudo labels. With a labelled validation set of the area (optional, as the paper's 10 % split),
-   the epoch with the lowest validation mean error is also returned (``AdaptResult.selected``); the last
-   epoch's student is always returned too, so both can be reported.
+   the epoch with the lowest validation mean error is also returned (``AdaptResult.selected``; checked
+   ``validations_per_epoch`` times per epoch); the last epoch's student is always returned too, so both can be
+   reported.
+Option, not in the paper (``anchor_weight > 0``): the levels from K' on, which get no pseudo label, are tied to
+the teacher's own distribution on that level (cross-entropy to the teacher's softmax at the infoNCE
+temperature, weight ``anchor_weight`` relative to the pseudo-label term), so that coarse-level training does not
+drag the unsupervised finest level away from what the teacher's decoder reads.
 The target set is opened with ``read_ground_truth=False`` and training only reads ``query``, ``aerial``,
 ``heading_rad`` and ``index``; ``tests/test_adaptation.py`` proves that garbage labels give the same student.
 Inputs are checked before any training (:mod:`edge_geoloc.train.adaptation_inputs`).
@@ -26,6 +31,7 @@ mode labels are, instead of its mode; ``filter_outliers=False`` trains the final
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import time
@@ -90,6 +96,8 @@ class AdaptConfig:
     min_pairs: int = 50
     device: str = "cpu"
     histogram_bins: int = 20
+    validations_per_epoch: int = 1  # with a validation set: how often per epoch the stopping point is checked
+    anchor_weight: float = 0.0  # > 0: levels >= K' follow the teacher's own level maps (not in the paper)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.keep_fraction <= 1.0:
@@ -98,6 +106,8 @@ class AdaptConfig:
             raise ValueError("supervised_levels (K') must be >= 1 and sigma_m > 0")
         if self.min_pairs < 1 or not 0.0 <= self.roll_augment_deg <= 180.0:
             raise ValueError("min_pairs must be >= 1 and roll_augment_deg in [0, 180]")
+        if self.validations_per_epoch < 1 or self.anchor_weight < 0:
+            raise ValueError("validations_per_epoch must be >= 1 and anchor_weight >= 0")
 
 
 @dataclass
@@ -190,31 +200,98 @@ def training_view(model: torch.nn.Module, dataset: Any, cfg: AdaptConfig) -> Any
 def train_student(teacher: torch.nn.Module, dataset: Any, labels: PseudoLabels, indices: np.ndarray,
                   epochs: int, cfg: AdaptConfig, sigma_px: float, validation: Any = None) -> TrainedStudent:
     """A copy of the teacher trained on ``dataset[indices]`` against the pseudo labels; with a labelled
-    ``validation`` set, also the epoch with the lowest validation mean error."""
+    ``validation`` set, also the point (``cfg.validations_per_epoch`` per epoch) with the lowest validation mean
+    error."""
     torch.manual_seed(cfg.seed)
     student = copy.deepcopy(teacher).to(cfg.device)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     view = training_view(student, dataset, cfg)
     subset = Subset(view, [int(i) for i in indices])
-    loss_fn, targets_fn = coarse_only_loss(cfg, sigma_px), pseudo_targets(student, labels, sigma_px)
+    loss_fn, targets_fn = student_objective(teacher, student, labels, cfg, sigma_px)
+    parts_per_epoch = cfg.validations_per_epoch if validation is not None else 1
     curve: list[dict[str, float]] = []
     best, best_state = float("inf"), None
     for epoch in range(epochs):
         if isinstance(view, RolledPanoramas):
             view.set_epoch(epoch)
         loader = make_loader(subset, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-        parts = train_one_epoch(student, loader, targets_fn, loss_fn, optimizer, cfg.device, log_every=0,
-                                epoch=epoch)
-        point = {"epoch": epoch + 1, "infonce": parts.get("infonce", float("nan"))}
-        if validation is not None:
-            metrics = evaluate_dataset(student, validation, cfg.batch_size, cfg.device)
-            point.update(val_mean_m=metrics["mean_m"], val_median_m=metrics["median_m"])
-            if metrics["mean_m"] < best:
-                best, best_state = metrics["mean_m"], copy.deepcopy(student.state_dict())
-        curve.append(point)
-        log.info("student epoch %d/%d on %d samples: %s", epoch + 1, epochs, len(subset),
-                 ", ".join(f"{k} {v:.4g}" for k, v in point.items() if k != "epoch"))
+        batches = iter(loader)
+        for part, count in enumerate(_split_counts(len(loader), parts_per_epoch)):
+            parts = train_one_epoch(student, _BatchRun(batches, count), targets_fn, loss_fn, optimizer, cfg.device,
+                                    log_every=0, epoch=epoch)
+            when = epoch + 1 if parts_per_epoch == 1 else round(epoch + (part + 1) / parts_per_epoch, 3)
+            point = {"epoch": when, **{k: v for k, v in parts.items() if k in ("infonce", "anchor")}}
+            if validation is not None:
+                metrics = evaluate_dataset(student, validation, cfg.batch_size, cfg.device)
+                point.update(val_mean_m=metrics["mean_m"], val_median_m=metrics["median_m"])
+                if metrics["mean_m"] < best:
+                    best, best_state = metrics["mean_m"], copy.deepcopy(student.state_dict())
+            curve.append(point)
+            log.info("student epoch %s/%d on %d samples: %s", when, epochs, len(subset),
+                     ", ".join(f"{k} {v:.4g}" for k, v in point.items() if k != "epoch"))
     return TrainedStudent(student.eval(), _with_state(student, best_state), curve)
+
+
+def student_objective(teacher: torch.nn.Module, student: torch.nn.Module, labels: PseudoLabels, cfg: AdaptConfig,
+                      sigma_px: float) -> tuple[Any, Any]:
+    """The loss and targets functions: coarse-only infoNCE on the pseudo labels, plus, with ``anchor_weight``,
+    the teacher-anchored levels from K' on."""
+    loss_fn, targets_fn = coarse_only_loss(cfg, sigma_px), pseudo_targets(student, labels, sigma_px)
+    if cfg.anchor_weight <= 0:
+        return loss_fn, targets_fn
+    return AnchoredLoss(loss_fn, cfg.anchor_weight), teacher_anchored_targets(targets_fn, teacher, cfg)
+
+
+def teacher_anchored_targets(targets_fn: Any, teacher: torch.nn.Module, cfg: AdaptConfig) -> Any:
+    """Targets whose levels from K' on are the teacher's own level distributions (softmax over the whole level
+    at the infoNCE temperature) instead of the (unused) pseudo labels."""
+    k = cfg.supervised_levels
+
+    def targets(batch: dict[str, Any]) -> LocalizerTargets:
+        pseudo = targets_fn(batch)
+        with torch.no_grad():
+            levels = teacher(batch["query"].to(cfg.device), batch["aerial"].to(cfg.device)).levels[k:]
+        soft = tuple(torch.softmax(v.flatten(1) / cfg.temperature, dim=1).reshape(v.shape).cpu() for v in levels)
+        return LocalizerTargets(pseudo.heatmap, (*pseudo.levels[:k], *soft), pseudo.heading_rad)
+
+    return targets
+
+
+class AnchoredLoss(torch.nn.Module):
+    """The coarse-only loss plus ``weight`` times the same infoNCE on the levels from K' on, whose targets are the
+    teacher's own level maps (:func:`teacher_anchored_targets`): a cross-entropy to the teacher's distribution."""
+
+    def __init__(self, base: LocalizerLoss, weight: float) -> None:
+        super().__init__()
+        self.base, self.weight = base, float(weight)
+
+    def forward(self, output: Any, targets: LocalizerTargets) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = self.base(output, targets)
+        k = self.base.cfg.supervised_levels
+        anchor = torch.stack([self.base.infonce(s, t) for s, t in zip(output.levels[k:], targets.levels[k:],
+                                                                      strict=True)]).mean()
+        total = total + self.weight * self.base.cfg.infonce_weight * anchor
+        parts.update(anchor=float(anchor.detach()), total=float(total.detach()))
+        return total, parts
+
+
+class _BatchRun:
+    """The next ``count`` batches of a shared iterator: one part of an epoch, with a length (for the mean)."""
+
+    def __init__(self, batches: Any, count: int) -> None:
+        self.batches, self.count = batches, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        return itertools.islice(self.batches, self.count)
+
+
+def _split_counts(n_batches: int, parts: int) -> list[int]:
+    """``n_batches`` split into ``parts`` nearly equal non-empty runs (fewer parts when there are few batches)."""
+    parts = max(1, min(parts, n_batches))
+    return [len(run) for run in np.array_split(np.arange(n_batches), parts)]
 
 
 def _with_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None) -> torch.nn.Module | None:
@@ -276,7 +353,7 @@ def adapt(teacher: torch.nn.Module, target: PairDataset, cfg: AdaptConfig,
     report.update(kept=int(len(kept)), student_curve=final.curve,
                   teacher_vs_student=agreement(labels.modes[kept], student_modes[kept], m_per_px))
     if final.selected is not None:
-        report["selected_epoch"] = int(np.argmin([p["val_mean_m"] for p in final.curve])) + 1
+        report["selected_epoch"] = final.curve[int(np.argmin([p["val_mean_m"] for p in final.curve]))]["epoch"]
     report["seconds"] = round(time.monotonic() - t0, 1)
     if out_dir is not None:
         _write_outputs(Path(out_dir), final, aux, labels, student_modes, kept, report, cfg)
