@@ -40,8 +40,7 @@ class HeatmapMeasurement:
     @property
     def pixel_to_enu(self) -> np.ndarray:
         """(2, 3) inverse affine: ``[east, north] = B @ [row, col, 1]``."""
-        A = np.vstack([self.enu_to_pixel, [0.0, 0.0, 1.0]])
-        return np.linalg.inv(A)[:2]
+        return inverse_affine(self.enu_to_pixel)
 
 
 def heatmap_problem(probability: np.ndarray, enu_to_pixel: np.ndarray) -> str | None:
@@ -51,10 +50,26 @@ def heatmap_problem(probability: np.ndarray, enu_to_pixel: np.ndarray) -> str | 
         return "heatmap_shape"
     if not np.all(np.isfinite(p)) or p.min() < 0 or p.sum() <= 0:
         return "heatmap_not_finite"
+    return None if usable_affine(enu_to_pixel) else "heatmap_georef"
+
+
+def usable_affine(enu_to_pixel: np.ndarray) -> bool:
+    """Whether a (2, 3) ENU -> pixel affine is finite and invertible."""
     A = np.asarray(enu_to_pixel, dtype=np.float64)
-    if A.shape != (2, 3) or not np.all(np.isfinite(A)) or abs(np.linalg.det(A[:, :2])) < 1e-12:
-        return "heatmap_georef"
-    return None
+    return A.shape == (2, 3) and bool(np.all(np.isfinite(A))) and abs(np.linalg.det(A[:, :2])) >= 1e-12
+
+
+def inverse_affine(enu_to_pixel: np.ndarray) -> np.ndarray:
+    """(2, 3) pixel -> ENU affine of an ENU -> pixel one: ``[east, north] = B @ [row, col, 1]``."""
+    return np.linalg.inv(np.vstack([enu_to_pixel, [0.0, 0.0, 1.0]]))[:2]
+
+
+def pixel_lookup(enu_to_pixel: np.ndarray, en: np.ndarray, shape: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer (row, col) of the pixel under each ENU position (N, 2), and whether it lies inside ``shape``."""
+    rc = en @ enu_to_pixel[:, :2].T + enu_to_pixel[:, 2]  # (N, 2) continuous row, col
+    r, c = np.floor(rc[:, 0]).astype(np.int64), np.floor(rc[:, 1]).astype(np.int64)
+    return r, c, (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
 
 
 def affine_from_points(enu_en: np.ndarray, pixel_rc: np.ndarray) -> np.ndarray:
@@ -67,9 +82,7 @@ def affine_from_points(enu_en: np.ndarray, pixel_rc: np.ndarray) -> np.ndarray:
 def heatmap_ratio(m: HeatmapMeasurement, en: np.ndarray, exponent: float) -> np.ndarray:
     """``(n p(x))^e`` for particles inside the patch, NaN outside: (N,)."""
     p = np.asarray(m.probability, dtype=np.float64)
-    rc = en @ m.enu_to_pixel[:, :2].T + m.enu_to_pixel[:, 2]  # (N, 2) continuous row, col
-    r, c = np.floor(rc[:, 0]).astype(np.int64), np.floor(rc[:, 1]).astype(np.int64)
-    inside = (r >= 0) & (r < p.shape[0]) & (c >= 0) & (c < p.shape[1])
+    r, c, inside = pixel_lookup(m.enu_to_pixel, en, p.shape)
     out = np.full(len(en), np.nan)
     out[inside] = (p.size * p[r[inside], c[inside]] / p.sum()) ** exponent
     return out

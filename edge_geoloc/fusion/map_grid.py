@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from edge_geoloc.fusion.config import ParticleConfig
-from edge_geoloc.fusion.likelihoods import gaussian_outlier_likelihood
+from edge_geoloc.fusion.likelihoods import gaussian_outlier_likelihood, inverse_affine, pixel_lookup, usable_affine
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,7 @@ def map_scores_problem(scores: MapScores) -> str | None:
         return "map_scores_shape"
     if not np.all(np.isfinite(z)):
         return "map_scores_not_finite"
-    A = np.asarray(scores.enu_to_pixel, dtype=np.float64)
-    if A.shape != (2, 3) or not np.all(np.isfinite(A)) or abs(np.linalg.det(A[:, :2])) < 1e-12:
-        return "map_scores_georef"
-    return None
+    return None if usable_affine(scores.enu_to_pixel) else "map_scores_georef"
 
 
 def score_log_likelihood(z: np.ndarray, cfg: ParticleConfig) -> np.ndarray:
@@ -70,12 +67,10 @@ def score_log_likelihood(z: np.ndarray, cfg: ParticleConfig) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GridMode:
-    """The grid belief's heaviest place: its ENU position, the mass within ``grid_mode_radius_m`` and the
-    covariance of the whole belief's positions."""
+    """The grid belief's heaviest place: its ENU position and the mass within ``grid_mode_radius_m``."""
 
     en: np.ndarray  # (2,)
     mass: float
-    covariance: np.ndarray  # (2, 2)
 
 
 class GridRelocalizer:
@@ -86,8 +81,7 @@ class GridRelocalizer:
         self.shape = tuple(np.asarray(scores.z).shape)
         self.enu_to_pixel = np.asarray(scores.enu_to_pixel, dtype=np.float64)
         self.speeds = np.arange(cfg.grid_min_speed_mps, cfg.max_grid_speed_mps + 1e-9, cfg.grid_speed_step_mps)
-        A = np.vstack([self.enu_to_pixel, [0.0, 0.0, 1.0]])
-        pixel_to_enu = np.linalg.inv(A)[:2]
+        pixel_to_enu = inverse_affine(self.enu_to_pixel)
         rows, cols = np.mgrid[0:self.shape[0], 0:self.shape[1]]
         rc = np.stack([rows.ravel() + 0.5, cols.ravel() + 0.5, np.ones(rows.size)])
         self.cell_en = (pixel_to_enu @ rc).T  # (H*W, 2) cell centres
@@ -148,9 +142,7 @@ class GridRelocalizer:
         out = np.full(len(en), pi0)
         if self.last_log_likelihood is None:
             return out
-        rc = en @ self.enu_to_pixel[:, :2].T + self.enu_to_pixel[:, 2]
-        r, c = np.floor(rc[:, 0]).astype(np.int64), np.floor(rc[:, 1]).astype(np.int64)
-        inside = (r >= 0) & (r < self.shape[0]) & (c >= 0) & (c < self.shape[1])
+        r, c, inside = pixel_lookup(self.enu_to_pixel, en, self.shape)
         out[inside] = np.exp(self.last_log_likelihood[r[inside], c[inside]])
         return out
 
@@ -182,11 +174,7 @@ class GridRelocalizer:
         position = self.belief.sum(axis=0, dtype=np.float64).ravel()
         best = int(np.argmax(position))
         near = np.sum((self.cell_en - self.cell_en[best]) ** 2, axis=1) <= self.cfg.grid_mode_radius_m**2
-        w = position / position.sum()
-        mean = w @ self.cell_en
-        d = self.cell_en - mean
-        covariance = (d * w[:, None]).T @ d
-        return GridMode(self.cell_en[best].copy(), float(position[near].sum()), covariance)
+        return GridMode(self.cell_en[best].copy(), float(position[near].sum()))
 
     def sample(self, count: int, heading_rad: float | None, rng: np.random.Generator) -> np.ndarray:
         """``count`` particles (east, north, v_east, v_north) drawn from the belief: a cell and a speed, a position

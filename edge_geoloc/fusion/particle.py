@@ -365,8 +365,12 @@ class ParticleFilter:
     def _grid_result(self, stamp_s: float, reason: str) -> UpdateResult:
         """The grid started or moved the belief: the belief is current (not stale), but no visual update is
         counted (the frame's heat maps count, in update_heatmaps)."""
-        self._last_accepted_s = stamp_s if self._last_accepted_s is None else max(self._last_accepted_s, stamp_s)
+        self._mark_current(stamp_s)
         return UpdateResult(True, reason)
+
+    def _mark_current(self, stamp_s: float) -> None:
+        """A measurement supported the belief at ``stamp_s``: it is not stale (``max_prediction_s``)."""
+        self._last_accepted_s = stamp_s if self._last_accepted_s is None else max(self._last_accepted_s, stamp_s)
 
     def _usable_heatmap(self, m: HeatmapMeasurement) -> bool:
         problem = heatmap_problem(m.probability, m.enu_to_pixel)
@@ -478,7 +482,7 @@ class ParticleFilter:
 
     def _accept(self, sensor: str, stamp_s: float, reason: str) -> UpdateResult:
         setattr(self.counters, f"{sensor}_accepted", getattr(self.counters, f"{sensor}_accepted") + 1)
-        self._last_accepted_s = stamp_s if self._last_accepted_s is None else max(self._last_accepted_s, stamp_s)
+        self._mark_current(stamp_s)
         if self.particles is not None and self.summary.ambiguous:
             self.counters.ambiguous_updates += 1
         return UpdateResult(True, reason)

@@ -112,7 +112,7 @@ def score_background(matcher: MapMatcher, image: MapImage, count: int = 64, excl
     ``exclusion_m`` from it. Deterministic for a seed; ``count`` score maps, once per map."""
     if count < 8:
         raise ValueError(f"a score background needs at least 8 frames, got {count}")
-    side = int(round(_ground_size_m(matcher) / image.m_per_px))
+    side = int(round(matcher.config.ground_size_m / image.m_per_px))
     h, w = image.image.shape[:2]
     if side >= min(h, w):
         raise ValueError(f"the map ({h}x{w} px) is not larger than one frame ({side} px)")
@@ -150,7 +150,3 @@ def score_georef(matcher: MapMatcher, shape: tuple[int, int], k: int, crs_epsg: 
 def _window_centres(matcher: MapMatcher, shape: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
     return matcher.window_centre_en(rows, cols, k)
-
-
-def _ground_size_m(matcher: MapMatcher) -> float:
-    return float(matcher.config.ground_size_m)
