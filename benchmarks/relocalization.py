@@ -54,6 +54,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from relocalization_setup import (  # noqa: E402
     TEST_AREAS,
+    VALIDATION_AREAS,
     prepare_flight,
     prepare_matcher,
     prepare_models,
@@ -79,6 +80,7 @@ MODES = ("ekf", "particle")
 DEFAULT_SEARCHES = ("retrieval", "matcher")  # global search: the learned retrieval or the learned map matcher
 SEARCHES = {"denied_start": ("retrieval", "ncc", "matcher")}  # ... and, where everything hangs on it, NCC too
 CORRECT_M, SUCCESS_FRAMES, WORSE_MARGIN_M = 10.0, 10, 1.0
+VALIDATION_FIRST_SEED = 100  # flight seeds of --validation (the test flights are 0..)
 GNSS_RATE_HZ, JUMP_AT_S, JUMP_S, JUMP_M = 1.0, 10.0, 8.0, 25.0
 SIZES = {"quick": dict(flights_per_area=2, duration_s=80.0, denied_s=40.0, outage_s=40.0),
          "full": dict(flights_per_area=10, duration_s=150.0, denied_s=120.0, outage_s=120.0)}
@@ -212,11 +214,11 @@ def frames_with_gnss(frames: list[CameraFrame], fixes) -> Iterator[tuple[CameraF
 
 def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss, mode: str,
         search: str, memo: dict | None, matcher: Path | None = None, fusion_seed: int = 0,
-        particle: dict | None = None) -> dict[str, np.ndarray]:
+        particle: dict | None = None, global_search: dict | None = None) -> dict[str, np.ndarray]:
     """One flight through a fresh pipeline (GNSS between frames via ``add_gnss``, as the replay does);
-    ``particle``: overrides of the ``fusion.particle`` section."""
+    ``particle`` / ``global_search``: overrides of the ``fusion.particle`` / ``global_search`` sections."""
     overrides = {"fusion": {"mode": mode, "particle": {**(particle or {}), "seed": fusion_seed}},
-                 "global_search": search_config(search, matcher)}
+                 "global_search": search_config(search, matcher, global_search)}
     cfg = with_flight_camera(runtime_config(overrides), flight)
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     if memo is not None:
@@ -245,13 +247,16 @@ def fly(models, test_area, flight, frames: list[CameraFrame], gnss: ScenarioGnss
 _AREAS: dict[str, object] = {}
 
 
-def search_config(search: str, matcher: Path | None) -> dict:
-    """The ``global_search`` section of a search kind (``matcher``: the exported map matcher at ``matcher``)."""
-    return {"kind": search, "model": str(matcher)} if search == "matcher" else {"kind": search}
+def search_config(search: str, matcher: Path | None, overrides: dict | None = None) -> dict:
+    """The ``global_search`` section of a search kind (``matcher``: the exported map matcher at ``matcher``, with
+    ``overrides`` of its settings, e.g. ``disc_m``)."""
+    if search != "matcher":
+        return {"kind": search}
+    return {**(overrides or {}), "kind": search, "model": str(matcher)}
 
 
 def global_search_recall(models, test_area, flight, frames: list[CameraFrame], memo: dict | None,
-                         map_searches: set[str], matcher: Path | None = None) -> dict:
+                         map_searches: set[str], matcher: Path | None = None, overrides: dict | None = None) -> dict:
     """Per frame, GNSS-free: is the truth inside one of the top-5 tiles of the learned retrieval / of each map
     search in ``map_searches`` (``ncc``, ``matcher``: the exported map matcher at ``matcher``), and is a map
     search's own best match within 10 m? (Chance: 5 x tiles covering a point / tiles.)"""
@@ -259,7 +264,8 @@ def global_search_recall(models, test_area, flight, frames: list[CameraFrame], m
     pipe = Pipeline.from_config(models.retrieval_onnx, models.localizer_onnx, test_area.index_dir, cfg)
     encoder = Memo(pipe.encoder, memo) if memo is not None else pipe.encoder
     index, zone = pipe.index, pipe.index.zone
-    searches = {kind: make_global_search(from_dict(GlobalSearchConfig, search_config(kind, matcher)), None, index,
+    searches = {kind: make_global_search(from_dict(GlobalSearchConfig, search_config(kind, matcher, overrides)), None,
+                                         index,
                                          cfg.camera.hfov_deg, cfg.backend)
                 for kind in ("ncc", "matcher") if kind in map_searches}
     half = index.tile_size_m / 2
@@ -349,6 +355,9 @@ class Selection:
     flights_per_area: int | None = None  # None: the size's
     fusion_seed: int = 0  # the particle filter's seed (another draw of the filter on the same flights)
     particle: tuple[tuple[str, object], ...] = ()  # fusion.particle overrides (key, value)
+    global_search: tuple[tuple[str, object], ...] = ()  # the matcher's global_search overrides (key, value)
+    areas: tuple[tuple[str, int], ...] = TEST_AREAS  # or VALIDATION_AREAS (--validation)
+    first_seed: int = 0  # flight seeds first_seed .. first_seed + flights_per_area - 1
 
     def rows(self, scenario: str) -> list[str]:
         return [v for v in variants(scenario) if self.variants is None or v in self.variants]
@@ -361,7 +370,7 @@ def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: S
     """One flight over one test area, every selected scenario and variant: per-flight results (JSON-ready)."""
     models = prepare_models(cache)
     matcher = prepare_matcher(cache) if "matcher" in selection.searches() else None
-    area = prepare_test_areas(cache, models)[area_index]
+    area = prepare_test_areas(cache, models, selection.areas)[area_index]
     flight = read_flight(prepare_flight(cache, area, seed, size["duration_s"]))
     frames = load_frames(flight)
     memo, memo_path = flight_memo(cache, models, area.name, seed)
@@ -369,7 +378,7 @@ def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: S
     memo = None if seed == 0 else memo  # the first flight of each area is timed without the memo
     stamps_rel = flight.frame_stamps_s - flight.frame_stamps_s[0]
     recall = global_search_recall(models, area, flight, frames, memo, selection.searches() - {"retrieval"},
-                                  matcher.onnx if matcher else None)
+                                  matcher.onnx if matcher else None, dict(selection.global_search))
     log.info("%s seed %d global search recall: %s", area.name, seed, recall)
     train = {**models.train_metrics, **({"matcher": matcher.metrics} if matcher else {})}
     out = {"area": area.name, "seed": seed, "per_flight": {}, "gnss_err": {}, "recall": recall, "train": train}
@@ -381,7 +390,7 @@ def fly_flight(size: dict, cache: Path, area_index: int, seed: int, selection: S
             search, mode = variant.split("/")
             result = flight_metrics(fly(models, area, flight, frames, gnss, mode, search, memo,
                                         matcher.onnx if matcher else None, selection.fusion_seed,
-                                        dict(selection.particle)), g_err,
+                                        dict(selection.particle), dict(selection.global_search)), g_err,
                                     gnss, stamps_rel)
             out["per_flight"][f"{scenario}|{variant}"] = result
             log.info("%s seed %d %-18s %-16s success %s ttff %s p95 %s", area.name, seed, scenario, variant,
@@ -407,11 +416,12 @@ def run(size: dict, cache: Path, jobs: int, selection: Selection, report) -> lis
     """Every selected flight of every test area (``jobs`` flights in parallel, one process each); ``report`` gets
     the flights done so far after each one (the incremental JSON)."""
     models = prepare_models(cache)  # build the shared cache once, before any worker
-    prepare_test_areas(cache, models)
+    prepare_test_areas(cache, models, selection.areas)
     if "matcher" in selection.searches():
         prepare_matcher(cache)
     count = selection.flights_per_area or size["flights_per_area"]
-    work = [(a, seed) for seed in range(count) for a in range(len(TEST_AREAS))]
+    seeds = range(selection.first_seed, selection.first_seed + count)
+    work = [(a, seed) for seed in seeds for a in range(len(selection.areas))]
     done: list[dict] = []
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -448,11 +458,17 @@ def _selection(args, parser) -> Selection:
         parser.error(f"--variants: unknown {sorted(set(chosen) - known)}; choose from {sorted(known)}")
     if args.flights_per_area is not None and args.flights_per_area < 1:
         parser.error("--flights-per-area must be >= 1")
-    try:
-        particle = tuple(sorted(json.loads(args.particle).items()))
-    except (json.JSONDecodeError, AttributeError):
-        parser.error(f"--particle must be a JSON object of fusion.particle settings, got {args.particle!r}")
-    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed, particle)
+    overrides = {}
+    for flag, section in (("particle", "fusion.particle"), ("global_search", "global_search")):
+        try:
+            overrides[flag] = tuple(sorted(json.loads(getattr(args, flag)).items()))
+        except (json.JSONDecodeError, AttributeError):
+            parser.error(f"--{flag.replace('_', '-')} must be a JSON object of {section} settings, got "
+                         f"{getattr(args, flag)!r}")
+    areas = VALIDATION_AREAS if args.validation else TEST_AREAS
+    first_seed = VALIDATION_FIRST_SEED if args.validation else 0
+    return Selection(scenarios, chosen, args.flights_per_area, args.fusion_seed, overrides["particle"],
+                     overrides["global_search"], areas, first_seed)
 
 
 def train_metrics_of(flights: list[dict]) -> dict:
@@ -466,10 +482,11 @@ def result_json(mode: str, size: dict, selection: Selection, flights: list[dict]
             "selection": {"scenarios": list(selection.scenarios),
                           "variants": list(selection.variants) if selection.variants else "all",
                           "flights_per_area": selection.flights_per_area or size["flights_per_area"],
-                          "fusion_seed": selection.fusion_seed, "particle": dict(selection.particle)},
+                          "fusion_seed": selection.fusion_seed, "particle": dict(selection.particle),
+                          "global_search": dict(selection.global_search), "first_seed": selection.first_seed},
             "flights_done": sorted([f["area"], f["seed"]] for f in flights),
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in TEST_AREAS],
+            "machine": f"{os.cpu_count()} CPU threads (shared)", "test_areas": [f"{s}{k}" for s, k in selection.areas],
             "definitions": {"correct_m": CORRECT_M, "success_frames": SUCCESS_FRAMES,
                             "worse_margin_m": WORSE_MARGIN_M, "frame_rate_hz": 0.5, "gnss_rate_hz": GNSS_RATE_HZ},
             "train_metrics": train_metrics_of(flights), "global_search_per_frame": search,
@@ -485,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion-seed", type=int, default=0, help="the particle filter's seed")
     parser.add_argument("--particle", default="{}",
                         help='fusion.particle overrides as JSON, e.g. \'{"map_grid": false}\'')
+    parser.add_argument("--global-search", default="{}",
+                        help='the map matcher\'s global_search overrides as JSON, e.g. \'{"disc_m": 48}\'')
+    parser.add_argument("--validation", action="store_true",
+                        help="fly the validation areas (flight seeds from 100) instead of the test areas: where "
+                             "settings are chosen")
     parser.add_argument("--cache", default=".cache/relocalization", help="models, areas and flights (reused)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/relocalization[_quick].json")
     parser.add_argument("--jobs", type=int, default=1, help="flights flown in parallel (one process each)")

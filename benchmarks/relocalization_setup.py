@@ -26,6 +26,7 @@ AREA_M, GSD_M = 400.0, 0.5
 MAP_CONDITION, FLIGHT_CONDITION = "summer_map", "autumn_flight"
 TRAIN_AREAS = (("source", 0), ("target", 0))
 TEST_AREAS = (("target", 1), ("target", 2))
+VALIDATION_AREAS = (("target", 3), ("target", 4))  # settings are chosen here (flight seeds 100..), never on TEST_AREAS
 LOCALIZER_PAIRS = {"count": 400, "aerial_size_m": 64.0, "aerial_px": 64, "query_px": 64, "alt_agl_m": [40.0, 50.0],
                    "coarse_error_m": 16.0, "margin_m": 40.0, "random_conditions": 8}
 LOCALIZER_TRAIN = {"model": {"name": "xcorr_drone_micro"}, "loss": {"sigma_px": 1.0, "infonce_weight": 1.0},
@@ -184,20 +185,25 @@ def prepare_matcher(cache: Path) -> Matcher:
 
     pairs = MATCHER_TRAIN["pairs"]
     used = {(pairs["styles"][i % len(pairs["styles"])], pairs["first_seed"] + i) for i in range(pairs["n_areas"])}
-    if used & set(TEST_AREAS):
-        raise ValueError(f"the map matcher would train on test areas {sorted(used & set(TEST_AREAS))}")
+    held_out = set(TEST_AREAS) | set(VALIDATION_AREAS)
+    if used & held_out:
+        raise ValueError(f"the map matcher would train on test or validation areas {sorted(used & held_out)}")
     entry, hit = cached_build(cache / "matchers", cache_key("matcher", MATCHER_TRAIN, VERSION), _build_matcher,
                               MATCHER_TRAIN)
     log.info("map matcher: %s (%s)", entry, "cached" if hit else "trained")
     return Matcher(entry / "matcher.onnx", json.loads((entry / "train_metrics.json").read_text()))
 
 
-def prepare_test_areas(cache: Path, models: Models) -> list[TestArea]:
-    """The test areas (never trained on) and their tile indexes embedded by the retrieval model."""
+def prepare_test_areas(cache: Path, models: Models,
+                       areas: tuple[tuple[str, int], ...] = TEST_AREAS) -> list[TestArea]:
+    """The test areas (or ``VALIDATION_AREAS``: never trained on either) and their tile indexes embedded by the
+    retrieval model."""
     from edge_geoloc.runtime.index_cli import build
 
+    if set(areas) & set(TRAIN_AREAS):
+        raise ValueError(f"areas {sorted(set(areas) & set(TRAIN_AREAS))} are training areas")
     out = []
-    for style, seed in TEST_AREAS:
+    for style, seed in areas:
         area_dir = _area(cache, style, seed)
         params = {"area": [style, seed], "index": RUNTIME["index"], "model": str(models.retrieval_onnx)}
         entry, _ = cached_build(cache / "indexes", cache_key(f"index-{style}{seed}", params, VERSION),

@@ -23,15 +23,18 @@ from edge_geoloc.interop import (
     fused_to_navsatfix,
     fused_to_pose,
     gnss_to_navsatfix,
+    gnss_to_twist_msg,
     heading_to_float64_msg,
     image_msg_to_frame,
     image_msg_to_rgb,
     imu_msg_to_heading_rad,
+    make_header,
     msg_to_diagnostics,
     navsatfix_to_gnss,
     pose_msg_to_local,
     rgb_to_compressed_msg,
     rgb_to_image_msg,
+    twist_msg_to_gnss_velocity,
     visual_fix_to_navsatfix,
 )
 from edge_geoloc.interop.navsat import SERVICE_GPS, SERVICE_NONE, UNKNOWN_ALTITUDE_VARIANCE_M2
@@ -312,3 +315,30 @@ def test_altitude_agl_float64_round_trip_and_bad_values_refused(ts):
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(ConversionError, match="height above ground"):
             float64_msg_to_altitude_agl_m(SimpleNamespace(data=bad))
+
+
+def test_gnss_velocity_twist_round_trip_and_both_driver_message_types(ts):
+    factory = RosbagsFactory(ts)
+    fix = GnssFix(stamp_s=5.5, lat_deg=52.0, lon_deg=4.0, alt_m=0.0, speed_mps=12.0, course_rad=math.radians(120))
+    velocity = twist_msg_to_gnss_velocity(cdr_round_trip(ts, gnss_to_twist_msg(factory, fix)))
+    assert (velocity.stamp_s, velocity.speed_mps) == (5.5, pytest.approx(12.0))
+    assert velocity.course_rad == pytest.approx(math.radians(120))
+    twist = factory.new("geometry_msgs/msg/Twist", linear=factory.new("geometry_msgs/msg/Vector3", x=0.0, y=-3.0,
+                                                                      z=0.0),
+                        angular=factory.new("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0))
+    ublox = factory.new("geometry_msgs/msg/TwistWithCovarianceStamped", header=make_header(factory, 1.0, "gnss"),
+                        twist=factory.new("geometry_msgs/msg/TwistWithCovariance", twist=twist,
+                                          covariance=np.zeros(36)))
+    south = twist_msg_to_gnss_velocity(cdr_round_trip(ts, ublox))
+    assert south.speed_mps == pytest.approx(3.0) and south.course_rad == pytest.approx(math.pi)
+    assert gnss_to_twist_msg(factory, GnssFix(stamp_s=1.0, lat_deg=52.0, lon_deg=4.0, alt_m=0.0)) is None
+
+
+def test_gnss_velocity_at_rest_has_no_course_and_nan_is_refused(ts):
+    factory = RosbagsFactory(ts)
+    msg = gnss_to_twist_msg(factory, GnssFix(stamp_s=1.0, lat_deg=52.0, lon_deg=4.0, alt_m=0.0, speed_mps=0.1,
+                                             course_rad=1.0))
+    assert twist_msg_to_gnss_velocity(msg).course_rad is None
+    msg.twist.linear.x = float("nan")
+    with pytest.raises(ConversionError, match="not finite"):
+        twist_msg_to_gnss_velocity(msg)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from edge_geoloc.interop import AsyncRunner, ConversionError, GeolocRunner, LatestSlot
+from edge_geoloc.interop import AsyncRunner, ConversionError, GeolocRunner, GnssVelocity, LatestSlot
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 WAIT_S = 10.0  # upper bound on event waits; tests never sleep
@@ -62,6 +62,32 @@ def test_each_gnss_fix_is_used_once_with_the_next_frame():
     assert pipeline.calls == [(0.3, 0.2), (0.4, None)]
     counts = runner.counters.snapshot()
     assert (counts["gnss_received"], counts["gnss_superseded"], counts["gnss_no_fix"]) == (3, 1, 1)
+
+
+class FixRecorder:
+    def __init__(self) -> None:
+        self.fixes: list[GnssFix | None] = []
+
+    def process(self, frame: CameraFrame, gnss: GnssFix | None) -> FusedState:
+        self.fixes.append(gnss)
+        return state(frame.stamp_s)
+
+
+def test_gnss_velocity_goes_with_the_fix_of_its_epoch_in_either_order():
+    pipeline = FixRecorder()
+    runner = GeolocRunner(pipeline)
+    runner.on_gnss(gnss(1.0))
+    runner.on_gnss_velocity(GnssVelocity(1.0, 9.0, 0.5))  # after its fix
+    runner.process(frame(1.1))
+    runner.on_gnss_velocity(GnssVelocity(2.0, 8.0, 0.6))  # before its fix
+    runner.on_gnss(gnss(2.0))
+    runner.process(frame(2.1))
+    runner.on_gnss(gnss(3.0))  # the last velocity is from another epoch: not this fix's
+    runner.process(frame(3.1))
+    speeds = [(f.speed_mps, f.course_rad) for f in pipeline.fixes]
+    assert speeds == [(9.0, 0.5), (8.0, 0.6), (None, None)]
+    counts = runner.counters.snapshot()
+    assert (counts["gnss_velocity_received"], counts["gnss_velocity_paired"]) == (2, 2)
 
 
 def test_throttle_by_stamp_and_reset_when_time_goes_back():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.models.map_matcher import MapMatcher, dense_scores
-from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig, disc_mask
 from edge_geoloc.runtime.map_search import tile_scores
 from edge_geoloc.sim.onboard_pairs import (
     AreaPair,
@@ -45,6 +46,35 @@ def test_whole_map_search_returns_the_position_of_a_cut_out_frame():
     assert match.score == pytest.approx(1.0, abs=1e-4)
     assert (match.east_m, match.north_m) == pytest.approx((20.0, -28.0))
     assert match.second_score < match.score
+
+
+def test_a_disc_frame_scores_only_its_disc_and_finds_its_place():
+    ortho = texture(240, seed=3)
+    disc = LearnedMatcher(ortho, -120.0, 120.0, 1.0, pooled_pixels, LearnedMatcherConfig(ground_size_m=40.0, disc=True))
+    frame = ortho[128:168, 120:160].copy()
+    mask = disc_mask(10)
+    frame[np.kron(mask, np.ones((4, 4))) == 0] = 0  # what lies outside the disc does not count
+    query = disc.prepare_aligned(frame)
+    assert np.all(query[:, mask == 0] == 0) and np.linalg.norm(query) == pytest.approx(1.0, abs=1e-5)
+    match = disc.locate(query)
+    assert match.score == pytest.approx(1.0, abs=1e-4) and (match.east_m, match.north_m) == pytest.approx((20.0, -28.0))
+    # the window's energy is over the disc's cells only: the cosine against a brute-force masked window
+    scores = disc.score_map(query)
+    window = disc.map_features[:, 5:15, 12:22] * mask
+    expected = float((window * query).sum() / np.linalg.norm(window))
+    assert scores[5, 12] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="disc matcher"):
+        disc.score_map(query[:, :8, :8])
+
+
+def test_the_disc_of_a_nadir_frame_survives_any_heading():
+    frame = np.full((64, 64, 3), 200, np.uint8)
+    rows, cols = np.mgrid[0:64, 0:64]
+    inside = (rows - 31.5) ** 2 + (cols - 31.5) ** 2 <= 31**2
+    for heading in np.radians([0.0, 30.0, 45.0, 123.0]):
+        turned = align_query_north_up(frame, float(heading), "drone")
+        assert turned[inside].min() > 190  # nothing black inside the disc
+    assert disc_mask(16).sum() / 16**2 == pytest.approx(math.pi / 4, abs=0.03)
 
 
 def test_prior_window_and_tile_scores_follow_the_frame():

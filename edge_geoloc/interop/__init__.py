@@ -31,9 +31,12 @@ from edge_geoloc.interop.images import (
     rgb_to_image_msg,
 )
 from edge_geoloc.interop.navsat import (
+    GnssVelocity,
     fused_to_navsatfix,
     gnss_to_navsatfix,
+    gnss_to_twist_msg,
     navsatfix_to_gnss,
+    twist_msg_to_gnss_velocity,
     visual_fix_to_navsatfix,
 )
 from edge_geoloc.interop.pose import (
@@ -49,12 +52,13 @@ from edge_geoloc.interop.stamps import make_header, s_to_sec_nanosec, stamp_to_s
 
 __all__ = [
     "AsyncRunner", "ConversionError", "Counters", "DiagnosticEntry", "DiagnosticLevel", "DiagnosticThresholds",
-    "GeolocRunner", "LatestSlot", "LocalPose", "MessageFactory", "PinholeIntrinsics", "PythonMessageFactory",
-    "RosbagsFactory", "altitude_agl_to_float64_msg", "any_image_msg_to_rgb", "build_diagnostics",
+    "GeolocRunner", "GnssVelocity", "LatestSlot", "LocalPose", "MessageFactory", "PinholeIntrinsics",
+    "PythonMessageFactory", "RosbagsFactory", "altitude_agl_to_float64_msg", "any_image_msg_to_rgb",
+    "build_diagnostics",
     "camera_info_msg_to_intrinsics", "compressed_msg_to_rgb", "diagnostics_to_msg", "encoded_to_compressed_msg",
     "float64_msg_to_altitude_agl_m", "float64_msg_to_heading_rad", "fused_to_navsatfix", "fused_to_pose",
-    "gnss_to_navsatfix", "heading_to_float64_msg", "image_msg_to_frame", "image_msg_to_rgb",
+    "gnss_to_navsatfix", "gnss_to_twist_msg", "heading_to_float64_msg", "image_msg_to_frame", "image_msg_to_rgb",
     "imu_msg_to_heading_rad", "intrinsics_to_camera_info_msg", "make_header", "msg_to_diagnostics",
     "navsatfix_to_gnss", "pose_msg_to_local", "rgb_to_compressed_msg", "rgb_to_image_msg", "s_to_sec_nanosec",
-    "stamp_to_s", "visual_fix_to_navsatfix",
+    "stamp_to_s", "twist_msg_to_gnss_velocity", "visual_fix_to_navsatfix",
 ]

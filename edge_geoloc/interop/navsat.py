@@ -1,4 +1,5 @@
-"""``sensor_msgs/NavSatFix`` <-> :class:`GnssFix`, and fused / visual fixes -> NavSatFix.
+"""``sensor_msgs/NavSatFix`` <-> :class:`GnssFix`, a GNSS driver's velocity (TwistStamped), and fused / visual
+fixes -> NavSatFix.
 
 NavSatFix's ``position_covariance`` is row-major 3x3 ENU in m^2, exactly the library's
 ``position_covariance_m2``, so covariances are copied, never rotated. Status values follow ``NavSatStatus``;
@@ -8,6 +9,7 @@ Jazzy adds ``STATUS_UNKNOWN = -2``, which (like ``NO_FIX``) means "no usable fix
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,44 @@ def navsatfix_to_gnss(msg: Any, default_covariance_m2: tuple[float, ...] = DEFAU
                        fix_quality=_STATUS_TO_GGA_QUALITY[FixStatus(status)])
     except ValueError as err:
         raise ConversionError(f"NavSatFix rejected: {err}") from err
+
+
+@dataclass(frozen=True)
+class GnssVelocity:
+    """The receiver's velocity over ground (Doppler): what a ``gnss/vel`` message carries."""
+
+    stamp_s: float
+    speed_mps: float
+    course_rad: float | None  # clockwise from north; None below MIN_COURSE_SPEED_MPS (the course is noise there)
+
+
+MIN_COURSE_SPEED_MPS = 0.5
+
+
+def twist_msg_to_gnss_velocity(msg: Any) -> GnssVelocity:
+    """A GNSS driver's velocity: ``geometry_msgs/TwistStamped`` (nmea_navsat_driver's ``vel``) or
+    ``TwistWithCovarianceStamped`` (ublox_gps' ``fix_velocity``), ``linear.x`` east and ``linear.y`` north in m/s
+    (ENU, REP-103). Non-finite values raise :class:`ConversionError`."""
+    twist = msg.twist.twist if hasattr(msg.twist, "twist") else msg.twist
+    east, north = float(twist.linear.x), float(twist.linear.y)
+    if not (math.isfinite(east) and math.isfinite(north)):
+        raise ConversionError(f"GNSS velocity ({east}, {north}) m/s is not finite")
+    speed = math.hypot(east, north)
+    course = math.atan2(east, north) % (2.0 * math.pi) if speed >= MIN_COURSE_SPEED_MPS else None
+    return GnssVelocity(header_stamp_s(msg), speed, course)
+
+
+def gnss_to_twist_msg(factory: MessageFactory, fix: GnssFix, frame_id: str = "gnss_link") -> Any | None:
+    """The ``geometry_msgs/TwistStamped`` a GNSS driver publishes beside ``fix`` (nmea_navsat_driver's ``vel``:
+    ENU m/s), or None when the fix carries no velocity (used to write test and field-log bags)."""
+    if fix.speed_mps is None or fix.course_rad is None:
+        return None
+    linear = factory.new("geometry_msgs/msg/Vector3", x=fix.speed_mps * math.sin(fix.course_rad),
+                         y=fix.speed_mps * math.cos(fix.course_rad), z=0.0)
+    twist = factory.new("geometry_msgs/msg/Twist", linear=linear, angular=factory.new("geometry_msgs/msg/Vector3",
+                                                                                       x=0.0, y=0.0, z=0.0))
+    return factory.new("geometry_msgs/msg/TwistStamped", header=make_header(factory, fix.stamp_s, frame_id),
+                       twist=twist)
 
 
 def _covariance_type(value: Any) -> CovarianceType:

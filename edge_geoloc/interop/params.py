@@ -89,6 +89,12 @@ class NodeSettings:
     heading_source: str = _param("none", "optional heading input: `heading` (std_msgs/Float64, rad clockwise "
                                  "from north) or `imu` (sensor_msgs/Imu, ENU)", "", "inputs",
                                  choices=("none", "float64", "imu"))
+    gnss_velocity_source: str = _param("none", "optional GNSS velocity over ground on `gnss/vel`: `twist` "
+                                       "(geometry_msgs/TwistStamped, nmea_navsat_driver's vel) or "
+                                       "`twist_with_covariance` (TwistWithCovarianceStamped, ublox_gps' "
+                                       "fix_velocity), ENU m/s; it goes with the fix of its epoch (the filter's "
+                                       "Doppler velocity)", "", "inputs",
+                                       choices=("none", "twist", "twist_with_covariance"))
     altitude_source: str = _param("none", "optional height-above-ground input: `altitude_agl` (std_msgs/Float64, "
                                   "m); its latest value goes with each frame", "", "inputs",
                                   choices=("none", "float64"))

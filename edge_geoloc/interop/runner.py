@@ -8,12 +8,14 @@ whatever is newest when it becomes free. A frame replaced before the worker took
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from edge_geoloc.interop.factory import ConversionError
+from edge_geoloc.interop.navsat import GnssVelocity
 from edge_geoloc.types import CameraFrame, FusedState, GnssFix
 
 log = logging.getLogger(__name__)
@@ -21,8 +23,10 @@ T = TypeVar("T")
 
 COUNTER_NAMES = (
     "frames_received", "frames_throttled", "frames_dropped", "frames_stale", "frames_processed", "process_errors",
-    "gnss_received", "gnss_no_fix", "gnss_superseded", "conversion_errors",
+    "gnss_received", "gnss_no_fix", "gnss_superseded", "gnss_velocity_received", "gnss_velocity_paired",
+    "conversion_errors",
 )
+VELOCITY_PAIRING_S = 0.25  # a velocity goes with the fix of the same receiver epoch: stamps this close
 
 
 class SupportsProcess(Protocol):
@@ -87,6 +91,10 @@ class GeolocRunner:
     ``1 / max_rate_hz`` to the last accepted frame (0 = no limit); a stamp going backwards (a bag restarted)
     resets the throttle.
 
+    A GNSS velocity (``gnss/vel``, :meth:`on_gnss_velocity`) from the fix's own receiver epoch (stamps within
+    ``VELOCITY_PAIRING_S``) is attached to that fix, whichever of the two arrives first (``speed_mps`` /
+    ``course_rad``, as RMC gives them in the NMEA path), so the filter gets the Doppler velocity.
+
     It also keeps the latest heading (rad clockwise from north) and height above ground (m) received on their
     own topics, which :meth:`frame_inputs` hands to each frame; ``fixed_altitude_agl_m`` is used until a
     measured height arrives (None = unknown). A measurement given with its stamp is handed on only while it is
@@ -112,6 +120,7 @@ class GeolocRunner:
         self.counters = counters or Counters()
         self._lock = threading.Lock()
         self._pending_gnss: GnssFix | None = None
+        self._last_velocity: GnssVelocity | None = None
         self._last_accepted_s: float | None = None
 
     def on_gnss(self, fix: GnssFix | None) -> None:
@@ -123,7 +132,22 @@ class GeolocRunner:
         with self._lock:
             if self._pending_gnss is not None:
                 self.counters.add("gnss_superseded")
-            self._pending_gnss = fix
+            self._pending_gnss = self._with_velocity(fix, self._last_velocity)
+
+    def on_gnss_velocity(self, velocity: GnssVelocity) -> None:
+        """A converted ``gnss/vel`` message: attached to the waiting fix of its epoch, or kept for the next one."""
+        self.counters.add("gnss_velocity_received")
+        with self._lock:
+            self._last_velocity = velocity
+            if self._pending_gnss is not None:
+                self._pending_gnss = self._with_velocity(self._pending_gnss, velocity)
+
+    def _with_velocity(self, fix: GnssFix, velocity: GnssVelocity | None) -> GnssFix:
+        if (velocity is None or fix.speed_mps is not None
+                or abs(velocity.stamp_s - fix.stamp_s) > VELOCITY_PAIRING_S):
+            return fix
+        self.counters.add("gnss_velocity_paired")
+        return dataclasses.replace(fix, speed_mps=velocity.speed_mps, course_rad=velocity.course_rad)
 
     def on_heading(self, heading_rad: float, stamp_s: float | None = None) -> None:
         """The latest measured heading (a converted ``heading`` Float64 or ``imu`` message), measured at

@@ -8,6 +8,7 @@ camera, global search.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,6 +117,8 @@ class GlobalSearchConfig:
     model: str = ""  # matcher: path of the exported map matcher
     exclusion_m: float = 20.0  # matcher: the runner-up peak is searched outside this radius of the best
     background_frames: int = 64  # ncc/matcher: frames cut from the map to normalise its scores (0: raw scores)
+    disc_m: float = 0.0  # matcher: > 0 scores the frame's disc of this diameter (<= the nadir footprint), not the
+    #                      sidecar's square (runtime.learned_matcher.disc_mask)
     ncc: NccConfig = field(default_factory=NccConfig)
 
     def __post_init__(self) -> None:
@@ -126,6 +129,9 @@ class GlobalSearchConfig:
                              "(edge-geoloc export of a map_matcher checkpoint)")
         if not self.exclusion_m > 0:
             raise ValueError(f"global_search.exclusion_m must be > 0 metres, got {self.exclusion_m}")
+        if not (math.isfinite(self.disc_m) and self.disc_m >= 0):
+            raise ValueError(f"global_search.disc_m must be 0 (the sidecar's square) or a diameter > 0 m, got "
+                             f"{self.disc_m}")
         if self.background_frames != 0 and self.background_frames < 8:
             raise ValueError(f"global_search.background_frames must be 0 (off) or >= 8, got {self.background_frames}")
 

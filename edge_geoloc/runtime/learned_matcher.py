@@ -41,6 +41,7 @@ class LearnedMatcherConfig:
     m_per_px: float = 1.0  # the model's input resolution
     stride: int = 4  # pixels per feature cell
     exclusion_m: float = 20.0  # the runner-up peak is searched outside this radius of the best
+    disc: bool = False  # the frame's cells inside the disc of diameter ground_size_m only (module doc of disc_mask)
 
     def __post_init__(self) -> None:
         if not (self.ground_size_m > 0 and self.m_per_px > 0 and self.stride >= 1):
@@ -49,11 +50,14 @@ class LearnedMatcherConfig:
             raise ValueError(f"a {self.ground_size_m} m frame at {self.m_per_px} m/px gives under 2 feature cells")
 
     @classmethod
-    def from_sidecar(cls, sidecar: Mapping[str, Any], exclusion_m: float = 20.0) -> LearnedMatcherConfig:
-        """The geometry an exported matcher declares (its ``image`` preprocessing): resolution, stride, frame."""
+    def from_sidecar(cls, sidecar: Mapping[str, Any], exclusion_m: float = 20.0,
+                     disc_m: float = 0.0) -> LearnedMatcherConfig:
+        """The geometry an exported matcher declares (its ``image`` preprocessing): resolution, stride, frame.
+        ``disc_m > 0`` replaces the declared square frame by a disc of that diameter (:func:`disc_mask`)."""
         prep = matcher_preprocessing(sidecar)
-        return cls(ground_size_m=float(prep.ground_size_m), m_per_px=float(prep.m_per_px), stride=int(prep.stride),
-                   exclusion_m=exclusion_m)
+        ground = float(disc_m) if disc_m > 0 else float(prep.ground_size_m)
+        return cls(ground_size_m=ground, m_per_px=float(prep.m_per_px), stride=int(prep.stride),
+                   exclusion_m=exclusion_m, disc=disc_m > 0)
 
     @property
     def cell_m(self) -> float:
@@ -84,6 +88,8 @@ class LearnedMatcher:
         self.map_features = self._checked(features(resized), (h // c.stride, w // c.stride))
         self.west_m, self.north_m = float(west_m), float(north_m)
         self._energy: dict[int, np.ndarray] = {}
+        k = c.frame_px // c.stride
+        self.query_mask = disc_mask(k) if c.disc else np.ones((k, k), np.float32)
 
     @staticmethod
     def _checked(feats: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -107,14 +113,17 @@ class LearnedMatcher:
         if aligned_rgb.shape[:2] != (c.frame_px, c.frame_px):
             aligned_rgb = cv2.resize(aligned_rgb, (c.frame_px, c.frame_px), interpolation=cv2.INTER_AREA)
         k = c.frame_px // c.stride
-        feats = self._checked(self.features(aligned_rgb), (k, k))
+        feats = self._checked(self.features(aligned_rgb), (k, k)) * self.query_mask
         return feats / (np.linalg.norm(feats) + 1e-6)
 
     def score_map(self, query: np.ndarray) -> np.ndarray:
-        """(H - k + 1, W - k + 1) cosine similarity of the frame with each map window (top-left cell indexing)."""
+        """(H - k + 1, W - k + 1) cosine similarity of the frame with each map window (top-left cell indexing),
+        over the query's cells (the disc's, with ``disc``)."""
         k = query.shape[-1]
+        if self.config.disc and query.shape[-2:] != self.query_mask.shape:
+            raise ValueError(f"a disc matcher scores {self.query_mask.shape} queries (prepare), got {query.shape}")
         if k not in self._energy:
-            self._energy[k] = window_energy(self.map_features, k)
+            self._energy[k] = window_energy(self.map_features, k, self.query_mask if self.config.disc else None)
         return cosine_score_map(self.map_features, query, self._energy[k])
 
     @property
@@ -142,9 +151,24 @@ class LearnedMatcher:
         return np.maximum(np.abs(east - centre_en[0]), np.abs(north - centre_en[1])) <= radius_m
 
 
-def window_energy(map_features: np.ndarray, k: int) -> np.ndarray:
-    """(H - k + 1, W - k + 1) sum of squares of ``map_features (C, H, W)`` over each k x k window."""
+def disc_mask(k: int) -> np.ndarray:
+    """(k, k) float32: 1 for the feature cells whose centre lies inside the disc inscribed in a k x k frame.
+
+    Why a disc: a nadir frame turned north-up by any heading still covers the disc inscribed in its footprint
+    (rotation leaves it in place), while the largest north-up square it always covers is 1/sqrt(2) as wide. A
+    disc of the footprint's width gives the matcher 1.6 times the cells of that square (pi / 2): more evidence per
+    frame for the same network (``global_search.disc_m``)."""
+    centre = (k - 1) / 2
+    rows, cols = np.mgrid[0:k, 0:k]
+    return ((rows - centre) ** 2 + (cols - centre) ** 2 <= (k / 2) ** 2).astype(np.float32)
+
+
+def window_energy(map_features: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """(H - k + 1, W - k + 1) sum of squares of ``map_features (C, H, W)`` over each k x k window (over the
+    window's cells where ``mask (k, k)`` is 1, when given)."""
     squares = np.ascontiguousarray((map_features**2).sum(axis=0), dtype=np.float32)
+    if mask is not None:
+        return cv2.matchTemplate(squares, np.ascontiguousarray(mask, np.float32), cv2.TM_CCORR)
     return cv2.boxFilter(squares, -1, (k, k), anchor=(0, 0), normalize=False,
                          borderType=cv2.BORDER_CONSTANT)[: squares.shape[0] - k + 1, : squares.shape[1] - k + 1]
 
@@ -256,8 +280,10 @@ def load_matcher_features(path: str | Path, backend_kind: str = "auto", device: 
 
 
 def learned_matcher_for(path: str | Path, map_rgb: np.ndarray, west_m: float, north_m: float, map_m_per_px: float,
-                        backend_kind: str = "auto", device: str = "cpu", exclusion_m: float = 20.0) -> LearnedMatcher:
-    """A :class:`LearnedMatcher` over ``map_rgb`` with the exported matcher at ``path`` and its declared geometry."""
+                        backend_kind: str = "auto", device: str = "cpu", exclusion_m: float = 20.0,
+                        disc_m: float = 0.0) -> LearnedMatcher:
+    """A :class:`LearnedMatcher` over ``map_rgb`` with the exported matcher at ``path`` and its declared geometry
+    (a disc frame of ``disc_m`` when > 0)."""
     features = load_matcher_features(path, backend_kind, device)
-    config = LearnedMatcherConfig.from_sidecar(features.backend.sidecar, exclusion_m)
+    config = LearnedMatcherConfig.from_sidecar(features.backend.sidecar, exclusion_m, disc_m)
     return LearnedMatcher(map_rgb, west_m, north_m, map_m_per_px, features, config)

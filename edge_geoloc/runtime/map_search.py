@@ -86,7 +86,7 @@ def map_matcher_over(cfg: GlobalSearchConfig, m: MapImage, backend: BackendConfi
         return NccMatcher(m.image, m.west_m, m.north_m, m.m_per_px, cfg.ncc)
     backend = backend or BackendConfig()
     return learned_matcher_for(cfg.model, m.image, m.west_m, m.north_m, m.m_per_px, backend.kind, backend.device,
-                               cfg.exclusion_m)
+                               cfg.exclusion_m, cfg.disc_m)
 
 
 def tile_scores(matcher: MapMatcher, scores: np.ndarray, k: int, centres_en: np.ndarray, radius_m: float
@@ -105,11 +105,13 @@ def tile_scores(matcher: MapMatcher, scores: np.ndarray, k: int, centres_en: np.
     return out
 
 
-def score_background(matcher: MapMatcher, image: MapImage, count: int = 64, exclusion_m: float = 24.0,
+def score_background(matcher: MapMatcher, image: MapImage, count: int = 64, exclusion_m: float | None = None,
                      seed: int = 0) -> ScoreBackground:
     """Score ``count`` frames cut from random places of the map (north-up, the matcher's ground size) against the
     whole map; per window, the mean and standard deviation of the scores of the frames cut farther than
-    ``exclusion_m`` from it. Deterministic for a seed; ``count`` score maps, once per map."""
+    ``exclusion_m`` (default: 3/4 of the frame's ground size) from it. Deterministic for a seed; ``count`` score
+    maps, once per map."""
+    exclusion_m = 0.75 * matcher.config.ground_size_m if exclusion_m is None else exclusion_m
     if count < 8:
         raise ValueError(f"a score background needs at least 8 frames, got {count}")
     side = int(round(matcher.config.ground_size_m / image.m_per_px))

@@ -7,10 +7,12 @@ the results are converted back to messages. No math and no state machine here: s
 edge_geoloc.interop.
 
 Subscribes: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), with
-sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``heading`` (std_msgs/Float64) or ``imu``
-(sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64, m); optional ``camera_info``
-(sensor_msgs/CameraInfo: a pinhole ground camera's field of view). The runner keeps their latest
-values. ``vehicle: car`` runs a ground camera without retrieval (the patch around the prior).
+sensor-data QoS; ``gnss/fix`` (NavSatFix); optional ``gnss/vel`` (TwistStamped or
+TwistWithCovarianceStamped, ENU m/s: the receiver's Doppler velocity); optional ``heading``
+(std_msgs/Float64) or ``imu`` (sensor_msgs/Imu); optional ``altitude_agl`` (std_msgs/Float64,
+m); optional ``camera_info`` (sensor_msgs/CameraInfo: a pinhole ground camera's field of view).
+The runner keeps their latest values. ``vehicle: car`` runs a ground camera without retrieval
+(the patch around the prior).
 Publishes: ``geoloc/fix``, ``geoloc/pose``, ``geoloc/visual_fix``, ``/diagnostics``, and
 ``geoloc/map_origin`` (NavSatFix, transient local): the WGS84 origin of the ENU ``map`` frame,
 once it is known and whenever it changes (REP-105; robot_localization's ``datum`` is
@@ -35,6 +37,7 @@ from edge_geoloc.interop import (
     image_msg_to_frame,
     imu_msg_to_heading_rad,
     navsatfix_to_gnss,
+    twist_msg_to_gnss_velocity,
 )
 from edge_geoloc.interop.build import backend_description, build_pipeline
 from edge_geoloc.interop.diagnostics import DiagnosticThresholds
@@ -47,7 +50,7 @@ from edge_geoloc.interop.outputs import (
 from edge_geoloc.interop.params import ParameterError
 from edge_geoloc.interop.stamps import header_stamp_s
 from edge_geoloc.types import CovarianceType, GnssFix
-from geometry_msgs.msg import PoseWithCovarianceStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TwistStamped, TwistWithCovarianceStamped
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
@@ -150,6 +153,14 @@ class GeolocNode(Node):
         self.create_subscription(
             NavSatFix, "gnss/fix", self._on_gnss, _qos(s.gnss_qos, qos_profile_sensor_data)
         )
+        velocity_types = {
+            "twist": TwistStamped, "twist_with_covariance": TwistWithCovarianceStamped
+        }
+        if s.gnss_velocity_source in velocity_types:
+            self.create_subscription(
+                velocity_types[s.gnss_velocity_source], "gnss/vel", self._on_gnss_velocity,
+                _qos(s.gnss_qos, qos_profile_sensor_data)
+            )
         if s.heading_source == "float64":
             self.create_subscription(Float64, "heading", self._on_heading, qos_profile_sensor_data)
         elif s.heading_source == "imu":
@@ -178,6 +189,15 @@ class GeolocNode(Node):
         self.worker.runner.on_gnss(fix)
         if self.field_logger is not None:
             self.field_logger.on_gnss(fix)
+
+    def _on_gnss_velocity(self, msg) -> None:
+        try:
+            velocity = twist_msg_to_gnss_velocity(msg)
+        except ConversionError as err:
+            self.worker.counters.add("conversion_errors")
+            self.get_logger().warning(f"GNSS velocity rejected: {err}", throttle_duration_sec=5.0)
+            return
+        self.worker.runner.on_gnss_velocity(velocity)
 
     def _on_heading(self, msg) -> None:
         convert = (

@@ -20,6 +20,7 @@ REMAPPED_TOPICS = {
     "image": ("image_topic", "/camera/image_raw"),
     "image/compressed": ("compressed_image_topic", "/camera/image_raw/compressed"),
     "gnss/fix": ("gnss_topic", "/gnss/fix"),
+    "gnss/vel": ("gnss_velocity_topic", "/gnss/vel"),
     "heading": ("heading_topic", "/heading"),
     "imu": ("imu_topic", "/imu/data"),
     "altitude_agl": ("altitude_agl_topic", "/altitude_agl"),
