@@ -10,6 +10,10 @@ own simulated GNSS (the sim's receiver model, 1 Hz, with RMC speed/course and GS
 - ``urban_multipath``: the sim's urban-canyon preset for the whole flight;
 - ``normal``: open sky.
 
+By default the matcher scores the 52 m disc each frame covers (``global_search.disc_m``) and the map grid's scores
+weigh the particles (``grid_weighs_particles``): the settings chosen on the validation flights (``--validation``:
+two other areas, flight seeds from 100); ``--global-search '{}' --particle '{}'`` gives the runtime's own.
+
 Global search (``global_search.kind``, :mod:`edge_geoloc.runtime.global_search`): the learned retrieval
 (``retrieval``, the CSP-HD descriptor) and the learned map matcher (``matcher``, trained for these 45 m frames by
 ``relocalization_setup.prepare_matcher``) in every scenario; for ``denied_start``, where everything hangs on it,
@@ -80,6 +84,9 @@ MODES = ("ekf", "particle")
 DEFAULT_SEARCHES = ("retrieval", "matcher")  # global search: the learned retrieval or the learned map matcher
 SEARCHES = {"denied_start": ("retrieval", "ncc", "matcher")}  # ... and, where everything hangs on it, NCC too
 CORRECT_M, SUCCESS_FRAMES, WORSE_MARGIN_M = 10.0, 10, 1.0
+# The settings chosen on the validation flights (docs/runtime.md, "The final settings"); '{}' gives the runtime's own
+DEFAULT_MATCHER_SEARCH = {"disc_m": 52.0}
+DEFAULT_PARTICLE = {"grid_weighs_particles": True}
 VALIDATION_FIRST_SEED = 100  # flight seeds of --validation (the test flights are 0..)
 GNSS_RATE_HZ, JUMP_AT_S, JUMP_S, JUMP_M = 1.0, 10.0, 8.0, 25.0
 SIZES = {"quick": dict(flights_per_area=2, duration_s=80.0, denied_s=40.0, outage_s=40.0),
@@ -500,10 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="comma-separated search/mode rows, e.g. matcher/particle")
     parser.add_argument("--flights-per-area", type=int, default=None, help="default: 10 (full), 2 (--quick)")
     parser.add_argument("--fusion-seed", type=int, default=0, help="the particle filter's seed")
-    parser.add_argument("--particle", default="{}",
-                        help='fusion.particle overrides as JSON, e.g. \'{"map_grid": false}\'')
-    parser.add_argument("--global-search", default="{}",
-                        help='the map matcher\'s global_search overrides as JSON, e.g. \'{"disc_m": 48}\'')
+    parser.add_argument("--particle", default=json.dumps(DEFAULT_PARTICLE),
+                        help='fusion.particle overrides as JSON, e.g. \'{"map_grid": false}\' (default: '
+                             f'{json.dumps(DEFAULT_PARTICLE)}, chosen on the validation flights)')
+    parser.add_argument("--global-search", default=json.dumps(DEFAULT_MATCHER_SEARCH),
+                        help='the map matcher\'s global_search overrides as JSON, e.g. \'{"disc_m": 44}\' (default: '
+                             f'{json.dumps(DEFAULT_MATCHER_SEARCH)}: the disc a 60 deg camera covers at 45 m)')
     parser.add_argument("--validation", action="store_true",
                         help="fly the validation areas (flight seeds from 100) instead of the test areas: where "
                              "settings are chosen")

@@ -121,6 +121,23 @@ def test_a_gnss_confirmed_belief_is_not_moved_by_the_grid():
     assert float(np.hypot(*(np.array(filt.position_enu()[:2]) - truth_at(5 * DT)))) < 5.0
 
 
+@pytest.mark.parametrize("trust_s, moved", [(0.0, False), (6.0, True)])
+def test_a_belief_gnss_confirmed_at_a_jump_yields_to_the_grid_only_once_the_outage_outlasts_the_trust(trust_s, moved):
+    filt = make_filter(grid_gnss_trust_s=trust_s)
+    jump = np.array([0.0, 25.0])  # multipath: the receiver reports 25 m north of the truth, then goes silent
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        filt.update_gnss(gnss_fix(i * DT, truth_at(i * DT) + jump))
+        filt.set_heading(i * DT, math.pi / 2)
+        filt.update_map_scores(i * DT, scores_at(i * DT, rng))
+    for i in range(4, 14):  # the outage: the matcher's scores only
+        filt.set_heading(i * DT, math.pi / 2)
+        filt.update_map_scores(i * DT, scores_at(i * DT, rng))
+    error = float(np.hypot(*(np.array(filt.position_enu()[:2]) - truth_at(13 * DT))))
+    assert (filt.counters.grid_relocalizations >= 1) == moved
+    assert (error < 10.0) == moved
+
+
 @pytest.mark.parametrize("bad", [
     MapScores(np.full((10, 10), np.nan), AFFINE),
     MapScores(np.zeros((10,)), AFFINE),

@@ -117,7 +117,8 @@ def test_launch_remaps_every_input_and_restates_no_parameter():
     remapped = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                     and n.targets[0].id == "REMAPPED_TOPICS")
     subscribed = string_calls(PKG / "edge_geoloc_ros" / "node.py", "create_subscription")
-    assert subscribed == {"image", "image/compressed", "gnss/fix", "gnss/vel", "heading", "imu", "altitude_agl", "camera_info"}
+    assert subscribed == {"image", "image/compressed", "gnss/fix", "gnss/vel", "heading", "imu", "altitude_agl",
+                          "camera_info"}
     assert subscribed <= set(remapped)
     restated = [s.name for s in parameter_specs() if s.name in launch_text]
     assert restated == [], f"launch file restates parameters {restated}; they belong in params.yaml"

@@ -93,6 +93,7 @@ class ParticleFilter:
         self._heading: tuple[float, float] | None = None  # (stamp_s, heading_rad clockwise from north)
         self._heading_at_stamp: float | None = None  # the heading the last prediction ended with
         self._gnss_confirmed = True  # False while the belief rests on vision alone (a GNSS-denied start)
+        self._gnss_confirmed_s: float | None = None  # the last fix that confirmed the belief
         self._quality: tuple[float, float, float] | None = None  # (stamp_s, slow, fast)
         self._gnss_outliers: list[tuple[float, np.ndarray, np.ndarray]] = []  # (stamp, z, R) while outliers
         self._summary: BeliefSummary | None = None
@@ -237,7 +238,7 @@ class ParticleFilter:
             self._weight_velocity(stamp_s, velocity)
         if inlier_share >= 0.5:
             self._gnss_outliers.clear()
-            self._gnss_confirmed = True
+            self._gnss_confirmed, self._gnss_confirmed_s = True, stamp_s
             return self._accept(GNSS, stamp_s, "fused")
         return self._gnss_outlier(stamp_s, z, R)
 
@@ -354,13 +355,21 @@ class ParticleFilter:
         if self.particles is None:
             return self.update_map_scores(stamp_s, scores)
         far = np.hypot(*(self.summary.mean[:2] - mode.en)) > self.pc.mode_radius_m
-        if confident and not self._gnss_confirmed and far:  # only a belief vision alone built: never one GNSS confirmed
+        if confident and far and not self._gnss_trusted(stamp_s):  # a belief vision alone built (or GNSS long ago)
             self._reset(stamp_s, self._grid.sample(self.pc.num_particles, heading, self.rng))
             self.counters.grid_relocalizations += 1
             return self._grid_result(stamp_s, "relocalized")
         if self.pc.grid_weighs_particles:
             self._apply(self._grid.likelihood_at(self.particles[:, :2]))
         return UpdateResult(True, "grid_updated")  # the frame's heat maps weigh the particles (update_heatmaps)
+
+    def _gnss_trusted(self, stamp_s: float) -> bool:
+        """Whether GNSS confirmed the belief, recently enough (``grid_gnss_trust_s``) for the grid not to move it:
+        a fix that confirmed a multipath jump just before an outage must not hold the belief there for good."""
+        if not self._gnss_confirmed:
+            return False
+        trust = self.pc.grid_gnss_trust_s
+        return trust == 0 or self._gnss_confirmed_s is None or stamp_s - self._gnss_confirmed_s <= trust
 
     def _grid_result(self, stamp_s: float, reason: str) -> UpdateResult:
         """The grid started or moved the belief: the belief is current (not stale), but no visual update is
