@@ -65,6 +65,22 @@ def test_a_moving_truth_accumulates_and_beats_a_place_that_scores_high_in_every_
     assert abs(grid.speeds[int(np.argmax(speed_marginal))] - SPEED) <= 1.0
 
 
+def test_frames_closer_than_the_evidence_period_count_a_share_of_a_frame():
+    rng = np.random.default_rng(6)
+    s = scores_at(0.0, rng)
+    grid = GridRelocalizer(s, ParticleConfig(grid_evidence_period_s=2.0))
+    grid.predict_to(0.0, math.pi / 2)
+    grid.update(s)
+    full = score_log_likelihood(s.z, grid.cfg)
+    np.testing.assert_allclose(grid.last_log_likelihood, full)  # the first frame counts whole
+    grid.predict_to(0.25, math.pi / 2)  # 4 Hz: an eighth of the evidence of a frame 2 s later
+    grid.update(s)
+    np.testing.assert_allclose(grid.last_log_likelihood, full / 8, rtol=1e-6)
+    grid.predict_to(2.75, math.pi / 2)
+    grid.update(s)
+    np.testing.assert_allclose(grid.last_log_likelihood, full)
+
+
 def test_a_gnss_fix_concentrates_the_grid():
     grid = run_grid(1)
     grid.update_gaussian(truth_at(0), np.eye(2) * 4.0)

@@ -59,6 +59,8 @@ class ParticleConfig:
     grid_mode_radius_m: float = 10.0  # the grid's place: its heaviest cell and the cells within this radius ...
     grid_confident_mass: float = 0.5  # ... holding this much of the belief seed a cold start
     grid_weighs_particles: bool = False  # the frame's score likelihood also weighs the particles (beside heat maps)
+    grid_evidence_period_s: float = 0.0  # > 0: a frame's scores count fully only when frames are this far apart,
+    #                                      else the share dt / period (evidence per second); 0: every frame whole
     grid_gnss_trust_s: float = 0.0  # a GNSS-confirmed belief yields to a confident grid this long after its last
     #                                 confirming fix (inside an outage); 0: never yields while confirmed
 
@@ -77,8 +79,8 @@ class ParticleConfig:
                      "grid_uniform_floor"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"fusion.particle.{name} must be in (0, 1), got {getattr(self, name)}")
-        if not self.grid_gnss_trust_s >= 0:
-            raise ValueError(f"fusion.particle.grid_gnss_trust_s must be >= 0, got {self.grid_gnss_trust_s}")
+        if not (self.grid_gnss_trust_s >= 0 and self.grid_evidence_period_s >= 0):
+            raise ValueError("fusion.particle.grid_gnss_trust_s and grid_evidence_period_s must be >= 0 (0: off)")
         if not 0.0 <= self.grid_min_speed_mps <= self.max_grid_speed_mps or not 0.0 <= self.grid_speed_walk < 0.5:
             raise ValueError("fusion.particle: need 0 <= grid_min_speed_mps <= max_grid_speed_mps and "
                              "0 <= grid_speed_walk < 0.5")

@@ -19,7 +19,10 @@ place holds ``grid_confident_mass`` of the belief, and it is where augmented MCL
 - **Update**: the frame's z-scores as a tempered likelihood ratio against a background that knows nothing,
   mixed with it (heavy-tailed, so one bad frame cannot erase the truth)::
 
-      l(x) = pi_0 + (1 - pi_0) (n p(x))^e,   p = softmax(beta z)
+      l(x) = (pi_0 + (1 - pi_0) (n p(x))^e)^w,   p = softmax(beta z),   w = min(1, dt / grid_evidence_period_s)
+
+  ``w`` (1 when ``grid_evidence_period_s`` is 0, the default) makes it evidence per second: frames closer than the
+  period repeat most of each other's errors.
 
   and GNSS fixes as the same Gaussian + uniform mixture as the particles use.
 """
@@ -90,6 +93,7 @@ class GridRelocalizer:
         self.last_log_likelihood: np.ndarray | None = None  # (H, W) of the last frame
         self.stamp_s: float | None = None
         self.heading: float | None = None  # the heading the last prediction ended with
+        self._scored_s: float | None = None  # the last frame's stamp
 
     def matches(self, scores: MapScores) -> bool:
         """Whether ``scores`` lies on this grid (same shape and geo-reference)."""
@@ -131,10 +135,20 @@ class GridRelocalizer:
         return cv2.GaussianBlur(out, (0, 0), max(blur_m / self.cell_m, 0.3))
 
     def update(self, scores: MapScores) -> None:
-        """Weigh by one frame's scores (the first one starts the belief, uniform in speed)."""
-        log_l = score_log_likelihood(scores.z, self.cfg)
+        """Weigh by one frame's scores (the first one starts the belief, uniform in speed), tempered by
+        :meth:`_evidence_share`."""
+        log_l = self._evidence_share() * score_log_likelihood(scores.z, self.cfg)
         self.last_log_likelihood = log_l
+        self._scored_s = self.stamp_s
         self._weigh(np.exp(log_l - log_l.max()))
+
+    def _evidence_share(self) -> float:
+        """How much of a whole frame's evidence this frame adds: frames closer than ``grid_evidence_period_s``
+        see nearly the same ground, and their scores' errors repeat, so at 4 Hz each counts an eighth of a frame
+        at 0.5 Hz (the rate the likelihood's settings were chosen at); evidence per second, not per frame."""
+        if self._scored_s is None or self.stamp_s is None or self.cfg.grid_evidence_period_s == 0:
+            return 1.0
+        return float(min(1.0, max(0.0, self.stamp_s - self._scored_s) / self.cfg.grid_evidence_period_s))
 
     def likelihood_at(self, en: np.ndarray) -> np.ndarray:
         """(N,) the last frame's score likelihood at ENU positions (the background's ``pi_0`` off the grid)."""
