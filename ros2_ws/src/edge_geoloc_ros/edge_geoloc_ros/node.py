@@ -71,6 +71,8 @@ from edge_geoloc_ros.parameters import declare_settings
 from edge_geoloc_ros.ros_logging import forward_library_logs, stop_forwarding
 
 TOPIC_MAP_ORIGIN = "geoloc/map_origin"
+# A message that could not be converted (None is a valid conversion: a NavSatFix without a fix).
+_REJECTED = object()
 
 _MSG_CLASSES = {
     "sensor_msgs/msg/NavSatFix": NavSatFix,
@@ -179,25 +181,27 @@ class GeolocNode(Node):
     def _on_image(self, msg) -> None:
         self.worker.submit(msg, header_stamp_s(msg))
 
-    def _on_gnss(self, msg) -> None:
+    def _converted(self, convert, msg, what: str):
+        """Return ``convert(msg)``, or ``_REJECTED`` (counted, warned) if it fails."""
         try:
-            fix = navsatfix_to_gnss(msg)
+            return convert(msg)
         except ConversionError as err:
             self.worker.counters.add("conversion_errors")
-            self.get_logger().warning(f"NavSatFix rejected: {err}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"{what} rejected: {err}", throttle_duration_sec=5.0)
+            return _REJECTED
+
+    def _on_gnss(self, msg) -> None:
+        fix = self._converted(navsatfix_to_gnss, msg, "NavSatFix")
+        if fix is _REJECTED:
             return
         self.worker.runner.on_gnss(fix)
         if self.field_logger is not None:
             self.field_logger.on_gnss(fix)
 
     def _on_gnss_velocity(self, msg) -> None:
-        try:
-            velocity = twist_msg_to_gnss_velocity(msg)
-        except ConversionError as err:
-            self.worker.counters.add("conversion_errors")
-            self.get_logger().warning(f"GNSS velocity rejected: {err}", throttle_duration_sec=5.0)
-            return
-        self.worker.runner.on_gnss_velocity(velocity)
+        velocity = self._converted(twist_msg_to_gnss_velocity, msg, "GNSS velocity")
+        if velocity is not _REJECTED:
+            self.worker.runner.on_gnss_velocity(velocity)
 
     def _on_heading(self, msg) -> None:
         convert = (
@@ -205,31 +209,19 @@ class GeolocNode(Node):
             if self.settings.heading_source == "imu"
             else float64_msg_to_heading_rad
         )
-        try:
-            heading_rad = convert(msg)
-        except ConversionError as err:
-            self.worker.counters.add("conversion_errors")
-            self.get_logger().warning(f"heading rejected: {err}", throttle_duration_sec=5.0)
-            return
-        self.worker.runner.on_heading(heading_rad, self._now_s())
+        heading_rad = self._converted(convert, msg, "heading")
+        if heading_rad is not _REJECTED:
+            self.worker.runner.on_heading(heading_rad, self._now_s())
 
     def _on_altitude_agl(self, msg) -> None:
-        try:
-            altitude_agl_m = float64_msg_to_altitude_agl_m(msg)
-        except ConversionError as err:
-            self.worker.counters.add("conversion_errors")
-            self.get_logger().warning(f"altitude_agl rejected: {err}", throttle_duration_sec=5.0)
-            return
-        self.worker.runner.on_altitude_agl(altitude_agl_m, self._now_s())
+        altitude_agl_m = self._converted(float64_msg_to_altitude_agl_m, msg, "altitude_agl")
+        if altitude_agl_m is not _REJECTED:
+            self.worker.runner.on_altitude_agl(altitude_agl_m, self._now_s())
 
     def _on_camera_info(self, msg) -> None:
-        try:
-            intrinsics = camera_info_msg_to_intrinsics(msg)
-        except ConversionError as err:
-            self.worker.counters.add("conversion_errors")
-            self.get_logger().warning(f"camera_info rejected: {err}", throttle_duration_sec=5.0)
-            return
-        self.worker.runner.on_camera_info(intrinsics.hfov_deg)
+        intrinsics = self._converted(camera_info_msg_to_intrinsics, msg, "camera_info")
+        if intrinsics is not _REJECTED:
+            self.worker.runner.on_camera_info(intrinsics.hfov_deg)
 
     # -- worker thread --
     def _to_frame(self, msg):
