@@ -82,7 +82,8 @@ def twist_msg_to_gnss_velocity(msg: Any) -> GnssVelocity:
 
 def gnss_to_twist_msg(factory: MessageFactory, fix: GnssFix, frame_id: str = "gnss_link") -> Any | None:
     """The ``geometry_msgs/TwistStamped`` a GNSS driver publishes beside ``fix`` (nmea_navsat_driver's ``vel``:
-    ENU m/s), or None when the fix carries no velocity (used to write test and field-log bags)."""
+    ENU m/s), or None when the fix carries no velocity (what the tests feed; ``flight-to-bag`` does not write it
+    yet)."""
     if fix.speed_mps is None or fix.course_rad is None:
         return None
     linear = factory.new("geometry_msgs/msg/Vector3", x=fix.speed_mps * math.sin(fix.course_rad),
