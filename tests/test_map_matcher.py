@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edge_geoloc.geo.view_alignment import align_query_north_up
-from edge_geoloc.models.map_matcher import MapMatcher, dense_scores
+from edge_geoloc.models.map_matcher import MapMatcher, dense_scores, window_cosines
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig, disc_mask
 from edge_geoloc.runtime.map_search import tile_scores
 from edge_geoloc.sim.onboard_pairs import (
@@ -20,7 +20,14 @@ from edge_geoloc.sim.onboard_pairs import (
     tilt_rays,
     training_areas,
 )
-from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig, train_map_matcher
+from edge_geoloc.train.map_matcher import (
+    MatcherOptimConfig,
+    MatcherRunConfig,
+    MatcherTrainConfig,
+    next_batch,
+    position_labels,
+    train_map_matcher,
+)
 
 
 def texture(size: int, seed: int = 0) -> np.ndarray:
@@ -104,6 +111,30 @@ def test_dense_scores_find_each_frame_in_its_own_tile():
     assert torch.allclose(scores.diagonal(), torch.ones(3), atol=1e-4)
     assert torch.equal(scores.argmax(dim=1), torch.arange(3))
     assert dense_scores(tiles, frames, radius_cells=0).diagonal().max() < 0.9  # the window excludes the true offset
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_position_label_peaks_on_the_window_where_the_frame_was_cut(turns):
+    """Raw pixels as features (stride 1): the window that scores 1 is the one the label puts its peak on, also
+    after frame and tile turn together (the trainer turns the label grid the same way)."""
+    model = MapMatcher(stage=0, m_per_px=1.0, query_ground_size_m=12.0, tile_size_m=32.0, search_radius_m=8.0)
+    tile = torch.from_numpy(texture(32, seed=3)).permute(2, 0, 1).float()[None]
+    camera = np.array([[19.0, 11.0]])  # (row, col) in the tile: 3 px south and 5 px west of its centre
+    frame = tile[:, :, 13:25, 5:17]  # the 12 px frame centred there
+    labels = torch.rot90(position_labels(model, camera, sigma_m=1.0), turns, (1, 2))
+    windows = window_cosines(torch.rot90(tile, turns, (2, 3)), torch.rot90(frame, turns, (2, 3)), 8)[0, 0]
+    assert windows.shape == labels.shape[1:] == (17, 17)
+    assert int(windows.argmax()) == int(labels[0].argmax())
+    assert windows.max() > 0.999 and torch.isclose(labels.sum(), torch.tensor(1.0))
+
+
+def test_position_loss_needs_a_source_that_knows_positions():
+    class PlacesOnly:
+        def batch(self, size):
+            return np.zeros((size, 80, 80, 3), np.uint8), np.zeros((size, 120, 120, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="batch_with_positions"):
+        next_batch(PlacesOnly(), MapMatcher(), MatcherOptimConfig(position_weight=1.0))
 
 
 def test_tilted_camera_leans_its_rays_toward_the_given_azimuth():

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from edge_geoloc.data.ground_pairs import road_poses
 from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
 from edge_geoloc.sim.ground import render_ground_panorama
-from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, training_areas
+from edge_geoloc.sim.onboard_pairs import AreaPair, OnboardPairConfig, training_areas
 from edge_geoloc.sim.photometric import random_photometric
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class GroundBevPairConfig:
     m_per_px: float = 0.5  # BEV and tile resolution (the maps are rendered at it)
     tile_size_m: float = 64.0
     offset_m: float = 16.0  # tile centre within this of the camera, each axis
+    wedge_deg: float = 0.0  # > 0: each drawn BEV keeps a wedge of this angle (random direction): a front pinhole
     heading_sigma_deg: float = 2.0
     seed: int = 0  # poses and heading errors
 
@@ -69,8 +71,9 @@ class GroundBevPairConfig:
                                  query_ground_size_m=self.bev_size_m)
 
     def key(self) -> str:
-        """Cache key: the fields that change the rendered views (not ``offset_m``, which acts at batch time)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "offset_m"}
+        """Cache key: the fields that change the rendered views (not ``offset_m`` or ``wedge_deg``, which act at
+        batch time)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("offset_m", "wedge_deg")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -85,11 +88,13 @@ class GroundBevViews:
     maps: tuple[np.ndarray, ...]
 
 
-def render_views(cfg: GroundBevPairConfig) -> GroundBevViews:
+def render_views(cfg: GroundBevPairConfig, areas: Sequence[AreaPair] | None = None) -> GroundBevViews:
+    """``cfg.views_per_area`` views on the roads of each area (default: the config's random training areas)."""
     rng = np.random.default_rng([cfg.seed, 4049])
     bev_cfg, margin = cfg.bev(), cfg.tile_size_m / 2 + cfg.offset_m + 2.0
     bevs, area_ids, points, maps = [], [], [], []
-    for i, pair in enumerate(training_areas(cfg.areas())):
+    areas = training_areas(cfg.areas()) if areas is None else areas
+    for i, pair in enumerate(areas):
         pts, headings = road_poses(pair.map, cfg.views_per_area, rng, margin)
         for (east, north), heading in zip(pts, headings, strict=True):
             pano = render_ground_panorama(pair.flight, float(east), float(north), float(heading),
@@ -99,8 +104,29 @@ def render_views(cfg: GroundBevPairConfig) -> GroundBevViews:
         area_ids += [i] * len(pts)
         points.append(pts)
         maps.append(pair.map.ortho)
-        log.info("ground BEV pairs: area %d/%d rendered", i + 1, cfg.n_areas)
+        log.info("ground BEV pairs: area %d/%d rendered", i + 1, len(areas))
     return GroundBevViews(np.stack(bevs), np.asarray(area_ids), np.concatenate(points), tuple(maps))
+
+
+@dataclass(frozen=True)
+class CoarsePairs:
+    """Logged (BEV, map tile around a coarse fix) pairs: ``tiles (N, t, t, 3)``, ``truth (N, 2)`` the camera's
+    (row, col) in its tile (continuous pixels; for scoring only, never read by adaptation), ``area (N,)``."""
+
+    bevs: np.ndarray
+    tiles: np.ndarray
+    truth: np.ndarray
+    area: np.ndarray
+
+    def subset(self, index: np.ndarray) -> CoarsePairs:
+        return CoarsePairs(self.bevs[index], self.tiles[index], self.truth[index], self.area[index])
+
+
+def coarse_pairs(views: GroundBevViews, cfg: GroundBevPairConfig, seed: int) -> CoarsePairs:
+    """Each view once, its tile cut around a coarse fix ``offset_m`` off (uniform per axis), as a log holds them."""
+    source = GroundBevPairSource(views, cfg, seed=seed)
+    tiles, truth = zip(*(source.cut_tile(i) for i in range(len(views.bevs))), strict=True)
+    return CoarsePairs(views.bevs, np.stack(tiles), np.stack(truth), views.area)
 
 
 def load_or_render_views(cfg: GroundBevPairConfig, cache_dir: str | Path) -> GroundBevViews:
@@ -134,9 +160,18 @@ class GroundBevPairSource:
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, s, s, 3) BEVs and (size, t, t, 3) tiles; row i of each is a pair."""
+        bevs, tiles, _ = self.batch_with_positions(size)
+        return bevs, tiles
+
+    def batch_with_positions(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`batch`, plus ``(size, 2)`` (row, col) of each camera in its tile's continuous pixels."""
         picks = self._picks(size)
         bevs = [random_photometric(self.views.bevs[i], self.rng) for i in picks]
-        return np.stack(bevs), np.stack([self.tile(int(i)) for i in picks])
+        if self.cfg.wedge_deg > 0:
+            bevs = [bev * wedge_mask(bev.shape[0], self.cfg.wedge_deg, self.rng.uniform(0, 360))[..., None]
+                    for bev in bevs]
+        tiles, cameras = zip(*(self.cut_tile(int(i)) for i in picks), strict=True)
+        return np.stack(bevs), np.stack(tiles), np.stack(cameras)
 
     def _picks(self, size: int) -> list[int]:
         chosen: list[int] = []
@@ -149,11 +184,46 @@ class GroundBevPairSource:
                     return chosen
         raise ValueError(f"only {len(chosen)} views are far enough apart for a batch of {size}")
 
-    def tile(self, index: int) -> np.ndarray:
-        """The map tile around view ``index``'s camera plus a uniform offset (whole pixels)."""
+    def cut_tile(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(map tile around view ``index``'s camera plus a uniform offset (whole pixels), the camera's (row, col)
+        in the tile's continuous pixels: the tile's centre is ``(t / 2, t / 2)``)."""
         ortho = self.views.maps[int(self.views.area[index])]
-        east, north = self.views.east_north[index] + self.rng.uniform(-self.cfg.offset_m, self.cfg.offset_m, 2)
+        camera = self.views.east_north[index]
+        east, north = camera + self.rng.uniform(-self.cfg.offset_m, self.cfg.offset_m, 2)
         m = self.cfg.m_per_px
         col = int(round(ortho.shape[1] / 2 + east / m)) - self.tile_px // 2
         row = int(round(ortho.shape[0] / 2 - north / m)) - self.tile_px // 2
-        return np.ascontiguousarray(ortho[row:row + self.tile_px, col:col + self.tile_px])
+        at = np.array([ortho.shape[0] / 2 - camera[1] / m - row, ortho.shape[1] / 2 + camera[0] / m - col])
+        return np.ascontiguousarray(ortho[row:row + self.tile_px, col:col + self.tile_px]), at
+
+
+class FixedPairSource:
+    """Batches over fixed (BEV, tile) pairs with a given position per pair (a pseudo label from a teacher, or the
+    truth for a ceiling): the map matcher trainer's position-only source for adaptation. The BEVs get the
+    photometric changes of :class:`GroundBevPairSource`; deterministic for a seed."""
+
+    def __init__(self, pairs: CoarsePairs, positions: np.ndarray, seed: int = 0) -> None:
+        if len(pairs.bevs) == 0 or len(positions) != len(pairs.bevs):
+            raise ValueError(f"FixedPairSource needs one position per pair, got {len(positions)} for "
+                             f"{len(pairs.bevs)} pairs")
+        self.pairs, self.positions = pairs, np.asarray(positions, np.float64)
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        bevs, tiles, _ = self.batch_with_positions(size)
+        return bevs, tiles
+
+    def batch_with_positions(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        picks = self.rng.choice(len(self.positions), size=size, replace=size > len(self.positions))
+        bevs = np.stack([random_photometric(self.pairs.bevs[i], self.rng) for i in picks])
+        return bevs, self.pairs.tiles[picks], self.positions[picks]
+
+
+def wedge_mask(side: int, wedge_deg: float, direction_deg: float) -> np.ndarray:
+    """(side, side) uint8 mask of a north-up BEV: 1 where the bearing from the centre (clockwise from north) lies
+    within ``wedge_deg / 2`` of ``direction_deg`` (the ground a front camera looking that way sees)."""
+    centre = side / 2
+    rows, cols = np.mgrid[0:side, 0:side] + 0.5
+    bearing = np.degrees(np.arctan2(cols - centre, centre - rows))
+    off = (bearing - direction_deg + 180.0) % 360.0 - 180.0
+    return (np.abs(off) <= wedge_deg / 2).astype(np.uint8)

@@ -30,13 +30,18 @@ from edge_geoloc.models.backbone import load_pretrained_into
 from edge_geoloc.models.localizer_xcorr import SiameseFeatures
 from edge_geoloc.models.registry import register_model
 
+QUERY_CAMERAS = ("nadir", "panorama")  # panorama: its queries are BEVs of north-up ground panoramas (cars)
+
 
 class MapMatcher(nn.Module):
     """Shared-weight dense features for north-up frames and map imagery; see the module docstring."""
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 64), stage: int = 2, m_per_px: float = 1.0,
-                 query_ground_size_m: float = 80.0, tile_size_m: float = 120.0, search_radius_m: float = 30.0) -> None:
+                 query_ground_size_m: float = 80.0, tile_size_m: float = 120.0, search_radius_m: float = 30.0,
+                 query_camera: str = "nadir") -> None:
         super().__init__()
+        if query_camera not in QUERY_CAMERAS:
+            raise ValueError(f"query_camera must be one of {QUERY_CAMERAS}, got {query_camera!r}")
         if not 0 <= stage < len(channels):
             raise ValueError(f"stage must index one of the {len(channels)} feature stages, got {stage}")
         if not (m_per_px > 0 and query_ground_size_m > 0 and tile_size_m >= query_ground_size_m):
@@ -47,6 +52,7 @@ class MapMatcher(nn.Module):
         self.stage, self.stride = int(stage), 2 ** int(stage)
         self.m_per_px, self.query_ground_size_m = float(m_per_px), float(query_ground_size_m)
         self.tile_size_m, self.search_radius_m = float(tile_size_m), float(search_radius_m)
+        self.query_camera = query_camera
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.logit_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # InfoNCE temperature (training only)
 
@@ -67,7 +73,7 @@ class MapMatcher(nn.Module):
     def preprocessing(self) -> dict[str, Any]:
         """Checkpoint/export block: one input ``image``, north-up at ``m_per_px``, any size (multiple of stride)."""
         return {"image": {"mean": list(self.mean), "std": list(self.std), "color_order": "RGB",
-                          "interpolation": "area", "alignment": "north_up", "camera": "nadir",
+                          "interpolation": "area", "alignment": "north_up", "camera": self.query_camera,
                           "m_per_px": self.m_per_px, "stride": self.stride,
                           "query_ground_size_m": self.query_ground_size_m, "tile_size_m": self.tile_size_m,
                           "search_radius_m": self.search_radius_m}}
@@ -136,6 +142,12 @@ def dense_scores(tile_features: torch.Tensor, query_features: torch.Tensor, radi
 
     ``tile_features (T, C, n, n)``, ``query_features (Q, C, k, k)``; one grouped convolution for all pairs.
     """
+    return window_cosines(tile_features, query_features, radius_cells).amax((2, 3)).T
+
+
+def window_cosines(tile_features: torch.Tensor, query_features: torch.Tensor, radius_cells: int) -> torch.Tensor:
+    """(T, Q, 2r + 1, 2r + 1) cosine of each query's feature map with each tile's window; index ``(r, r)`` is the
+    window centred on the tile centre and one index is one feature cell (``stride`` pixels) of displacement."""
     k, n = query_features.shape[-1], tile_features.shape[-1]
     q = query_features / (query_features.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-6)
     pad = max(0, (k + 2 * radius_cells - n + 1) // 2 + 1)
@@ -145,8 +157,7 @@ def dense_scores(tile_features: torch.Tensor, query_features: torch.Tensor, radi
     energy = F.conv2d((tiles * tiles).sum(1, keepdim=True), ones)
     cos = dot / torch.sqrt(energy + 1e-6)
     c = cos.shape[-1] // 2
-    window = cos[:, :, c - radius_cells:c + radius_cells + 1, c - radius_cells:c + radius_cells + 1]
-    return window.amax((2, 3)).T
+    return cos[:, :, c - radius_cells:c + radius_cells + 1, c - radius_cells:c + radius_cells + 1]
 
 
 def radius_cells(model: MapMatcher) -> int:

@@ -5,6 +5,9 @@ many synthetic areas under random map and flight conditions (:mod:`edge_geoloc.s
 a (frame, tile) pair is the matcher's dense score (best cosine of the frame's feature map inside the tile's
 search window, :func:`~edge_geoloc.models.map_matcher.dense_scores`) times a learned scale, and the loss is the
 symmetric InfoNCE over the batch. Frame and tile turn together by a multiple of 90 deg (north-up stays consistent).
+The place loss never says *where* in the window the frame lies; a source that knows it (ground BEV pairs) can add
+the position loss (``optim.position_weight``): each frame's scores over its own tile's windows against a Gaussian
+label around the true offset, what a heat-map localizer needs.
 
 Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.csv`` (loss, lr, optional validation), ``final.safetensors``
 (kind ``matcher``, with the preprocessing block the runtime follows). An optional ``validate(model) -> dict`` is
@@ -14,6 +17,7 @@ held-out queries.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +31,7 @@ import torch.nn.functional as F
 
 from edge_geoloc.config import save_config
 from edge_geoloc.models.checkpoint import save_model
-from edge_geoloc.models.map_matcher import MapMatcher, dense_scores, radius_cells
+from edge_geoloc.models.map_matcher import MapMatcher, radius_cells, window_cosines
 from edge_geoloc.models.registry import create_model
 from edge_geoloc.runtime.learned_matcher import LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.sim.onboard_pairs import OnboardPairConfig, OnboardPairSampler, training_areas
@@ -46,6 +50,11 @@ class MatcherOptimConfig:
     steps: int = 600
     warmup_steps: int = 50
     max_logit_scale: float = 100.0
+    # > 0: add the position loss (cross-entropy of each pair's window scores against a Gaussian around the true
+    # offset, sigma in metres); the pair source must give positions (``batch_with_positions``)
+    position_weight: float = 0.0
+    position_sigma_m: float = 1.0
+    place_weight: float = 1.0  # 0: position loss only (adapting inside known patches: no across-place negatives)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,15 @@ class PairSource(Protocol):
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, q, q, 3) north-up frames and (size, t, t, 3) tiles, uint8; row i of each is a pair."""
+        ...
+
+
+class PositionedPairSource(PairSource, Protocol):
+    """A pair source that also knows where each frame's centre lies in its tile (for the position loss)."""
+
+    def batch_with_positions(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As ``batch``, plus ``(size, 2)`` float (row, col) of each frame's centre in its tile's pixels
+        (continuous: the tile's centre is ``(t / 2, t / 2)``)."""
         ...
 
 
@@ -115,12 +133,44 @@ def runtime_matcher(model: MapMatcher, map_rgb: np.ndarray, west_m: float, north
     return LearnedMatcher(map_rgb, west_m, north_m, m_per_px, feature_fn(model), cfg)
 
 
-def contrastive_loss(model: MapMatcher, frames: torch.Tensor, tiles: torch.Tensor, max_scale: float
-                     ) -> torch.Tensor:
-    scores = dense_scores(model(tiles), model(frames), radius_cells(model))
-    logits = scores * model.logit_scale.exp().clamp(max=max_scale)
+def matcher_losses(model: MapMatcher, frames: torch.Tensor, tiles: torch.Tensor, max_scale: float,
+                   position_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(place loss, position loss or None). Place: symmetric InfoNCE over the batch on each pair's best window
+    score. Position: cross-entropy of pair i's window scores ``(2r + 1)^2`` against ``position_labels[i]``."""
+    windows = window_cosines(model(tiles), model(frames), radius_cells(model))  # (T, Q, m, m)
+    scale = model.logit_scale.exp().clamp(max=max_scale)
+    logits = windows.amax((2, 3)).T * scale
     target = torch.arange(len(logits))
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    place = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if position_labels is None:
+        return place, None
+    own = windows[target, target].flatten(1) * scale  # (B, m * m): each frame over its own tile's windows
+    return place, -(position_labels.flatten(1) * F.log_softmax(own, dim=1)).sum(1).mean()
+
+
+def position_labels(model: MapMatcher, positions: np.ndarray, sigma_m: float) -> torch.Tensor:
+    """(B, m, m) Gaussian labels over the window grid of :func:`window_cosines` around each frame's true centre,
+    given as (row, col) tile pixels; sums to 1 per frame."""
+    r, cells = radius_cells(model), model.stride
+    offset = (torch.as_tensor(positions, dtype=torch.float32) - model.tile_px / 2) / cells  # cells from the centre
+    grid = torch.arange(-r, r + 1, dtype=torch.float32)
+    sigma = sigma_m / (model.m_per_px * cells)
+    rows = torch.exp(-0.5 * ((grid[None] - offset[:, :1]) / sigma) ** 2)
+    cols = torch.exp(-0.5 * ((grid[None] - offset[:, 1:]) / sigma) ** 2)
+    labels = rows[:, :, None] * cols[:, None, :]
+    return labels / labels.sum((1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def next_batch(sampler: PairSource | PositionedPairSource, model: MapMatcher, o: MatcherOptimConfig
+               ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """(frames, tiles, position labels or None) for one step."""
+    if o.position_weight <= 0:
+        return *sampler.batch(o.batch_size), None
+    if not hasattr(sampler, "batch_with_positions"):
+        raise ValueError(f"position_weight > 0 needs a pair source with batch_with_positions; "
+                         f"{type(sampler).__name__} has none")
+    frames, tiles, positions = sampler.batch_with_positions(o.batch_size)
+    return frames, tiles, position_labels(model, positions, o.position_sigma_m)
 
 
 def onboard_sampler(model: MapMatcher, cfg: MatcherTrainConfig) -> OnboardPairSampler:
@@ -141,16 +191,17 @@ def validation(model: MapMatcher, validate: Callable[[MapMatcher], dict[str, flo
 
 
 def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], dict[str, float]] | None = None,
-                      pairs: PairSource | None = None) -> MapMatcher:
+                      pairs: PairSource | None = None, init: MapMatcher | None = None) -> MapMatcher:
     """Train and save ``final.safetensors``; returns the model in eval mode. ``pairs`` replaces the on-board
-    sampler of ``cfg.pairs`` (its batches are checked against the model's declared geometry)."""
+    sampler of ``cfg.pairs`` (its batches are checked against the model's declared geometry); ``init`` starts
+    from a trained matcher's weights (fine-tuning, adaptation) instead of a fresh initialisation."""
     seed_everything(cfg.run.seed)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    model = create_model(cfg.model, **cfg.model_kwargs)
+    model = copy.deepcopy(init) if init is not None else create_model(cfg.model, **cfg.model_kwargs)
     started = time.perf_counter()
     sampler = pairs or onboard_sampler(model, cfg)
     o = cfg.optim
@@ -158,24 +209,29 @@ def train_map_matcher(cfg: MatcherTrainConfig, validate: Callable[[MapMatcher], 
     logger = MetricsLogger(out, tensorboard=False, enabled=True)
     rng = np.random.default_rng(cfg.run.seed)
     if validate is not None:  # step 0: the untrained model (and metrics.csv's columns include validation)
-        logger.log(0, {"loss": float("nan"), "lr": 0.0, "seconds": 0.0, **validation(model, validate)})
+        extra = {"position_loss": float("nan")} if o.position_weight > 0 else {}
+        logger.log(0, {"loss": float("nan"), "lr": 0.0, "seconds": 0.0, **extra, **validation(model, validate)})
     model.train()
     for step in range(o.steps):
         lr = o.lr * cosine_with_warmup(step, o.steps, min(o.warmup_steps, o.steps // 2))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        frames, tiles = sampler.batch(o.batch_size)
+        frames, tiles, labels = next_batch(sampler, model, o)
         if step == 0:
             check_batch(model, frames, tiles)
         turns = int(rng.integers(4))
         frames_t = torch.rot90(to_tensor(frames, model), turns, (2, 3))
         tiles_t = torch.rot90(to_tensor(tiles, model), turns, (2, 3))
-        loss = contrastive_loss(model, frames_t, tiles_t, o.max_logit_scale)
+        labels = None if labels is None else torch.rot90(labels, turns, (1, 2))  # the window grid turns with them
+        place, position = matcher_losses(model, frames_t, tiles_t, o.max_logit_scale, labels)
+        loss = place if position is None else o.place_weight * place + o.position_weight * position
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         done = step + 1
         row = {"loss": loss.item(), "lr": lr, "seconds": time.perf_counter() - started}
+        if position is not None:
+            row["position_loss"] = position.item()
         validating = validate is not None and (done == o.steps or (cfg.run.validate_every > 0
                                                                    and done % cfg.run.validate_every == 0))
         if validating:
