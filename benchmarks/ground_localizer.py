@@ -42,7 +42,7 @@ from edge_geoloc.artifacts import atomic_write_json
 from edge_geoloc.data.ground_bev_pairs import GroundBevPairConfig, GroundBevPairSource, load_or_render_views
 from edge_geoloc.data.ground_pairs import GroundPairConfig, write_synthetic_ground_pairs
 from edge_geoloc.data.pairs import read_pairs
-from edge_geoloc.evaluate.car_metrics import centre_errors
+from edge_geoloc.evaluate.car_metrics import centre_errors, mode_errors
 from edge_geoloc.evaluate.car_metrics import heatmap_errors as bev_errors
 from edge_geoloc.evaluate.car_metrics import pair_error_stats as stats
 from edge_geoloc.runtime.learned_ground import LearnedBevConfig, LearnedBevLocalizer
@@ -173,11 +173,14 @@ def print_rows(result: dict) -> None:
         print(f"  {capture:<14} {cells}")
 
 
-BEV_MATCHER = {  # training budget and seeds of the learned BEV matcher
-    "quick": dict(steps=100, batch=16, lr=2e-3, warmup=10, validate_every=25, seeds=(1,)),
-    "full": dict(steps=300, batch=16, lr=1e-3, warmup=50, validate_every=50, seeds=(1, 2, 3)),
+BEV_MATCHER = {  # training budget and seeds of the learned BEV matcher (position loss: where in the tile)
+    "quick": dict(steps=300, batch=16, lr=2e-3, warmup=10, validate_every=50, seeds=(1,), position_weight=1.0),
+    "full": dict(steps=600, batch=16, lr=2e-3, warmup=30, validate_every=100, seeds=(1, 2, 3), position_weight=1.0),
 }
-BEV_PAIRS = GroundBevPairConfig()  # 4 source-style areas (seeds 3000..), 48 views each, 32 m BEV in 64 m tiles
+BEV_PAIRS = {  # source-style areas (seeds 3000..), 48 views each, 32 m BEV in 64 m tiles
+    "quick": GroundBevPairConfig(n_areas=4),
+    "full": GroundBevPairConfig(n_areas=8),
+}
 
 
 def bev_matcher_config(out: Path, seed: int, budget: dict, pairs: GroundBevPairConfig = BEV_PAIRS):
@@ -185,34 +188,62 @@ def bev_matcher_config(out: Path, seed: int, budget: dict, pairs: GroundBevPairC
 
     p = pairs
     kwargs = {"m_per_px": p.m_per_px, "query_ground_size_m": p.bev_size_m, "tile_size_m": p.tile_size_m,
-              "search_radius_m": p.offset_m}
+              "search_radius_m": p.offset_m, "query_camera": "panorama"}
     optim = MatcherOptimConfig(batch_size=budget["batch"], steps=budget["steps"], lr=budget["lr"],
-                               warmup_steps=budget["warmup"])
+                               warmup_steps=budget["warmup"], position_weight=budget.get("position_weight", 0.0))
     run = MatcherRunConfig(out_dir=str(out), seed=seed, validate_every=budget["validate_every"])
     return MatcherTrainConfig(model_kwargs=kwargs, optim=optim, run=run)
 
 
-def learned_bev_factory(model):
+HEADING_BINS = 36  # unknown heading: the learned BEV matcher searches 10 deg steps
+
+
+def learned_bev_factory(model, heading_bins: int = 0):
     from edge_geoloc.train.map_matcher import feature_fn
 
     features, image = feature_fn(model), model.preprocessing()["image"]
-    return lambda size_m: LearnedBevLocalizer(features, LearnedBevConfig.from_preprocessing(image,
-                                                                                            aerial_size_m=size_m))
+    return lambda size_m: LearnedBevLocalizer(features, LearnedBevConfig.from_preprocessing(
+        image, aerial_size_m=size_m, heading_bins=heading_bins))
 
 
-def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path, pairs: GroundBevPairConfig = BEV_PAIRS):
+def unknown_heading_row(root: Path, model) -> dict:
+    """Position and heading errors of the learned BEV matcher on the panoramas as captured (no heading given)."""
+    found = mode_errors(root, learned_bev_factory(model, HEADING_BINS), heading_known=False)
+    return {"position": stats(found.distance_m), "heading_median_deg": float(np.median(found.heading_deg)),
+            "heading_mean_deg": float(np.mean(found.heading_deg)),
+            "heading_within_10deg": float(np.mean(found.heading_deg < 10))}
+
+
+def pinhole_row(root: Path, model) -> dict:
+    """The learned BEV matcher on front pinhole views (known heading): the camera's wedge of the panorama; KITTI's
+    lateral / longitudinal split."""
+    found = mode_errors(root, learned_bev_factory(model))
+    return {"position": stats(found.distance_m), "lateral": stats(found.lateral_m),
+            "longitudinal": stats(found.longitudinal_m)}
+
+
+def same_config(path: Path, cfg) -> bool:
+    """The saved config is ``cfg`` (fields added since with their defaults do not invalidate a cache)."""
+    from edge_geoloc.config import from_dict, read_yaml_mapping, to_dict
+
+    return to_dict(from_dict(type(cfg), read_yaml_mapping(path))) == to_dict(cfg)
+
+
+def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path, pairs: GroundBevPairConfig):
     """Train (or reuse, when the saved config matches) one seed; returns the model and its learning curve."""
     import csv
 
-    from edge_geoloc.config import read_yaml_mapping, save_config, to_dict
+    from edge_geoloc.config import save_config
     from edge_geoloc.models.checkpoint import load_model
     from edge_geoloc.train.map_matcher import train_map_matcher
 
-    out = work / f"bev_matcher_s{seed}"
+    weight = budget.get("position_weight", 0.0)
+    wedge = f"_wedge{pairs.wedge_deg:g}" if pairs.wedge_deg else ""
+    out = work / (f"bev_matcher{wedge}_s{seed}" if not weight else f"bev_matcher_pos{weight:g}{wedge}_s{seed}")
     cfg = bev_matcher_config(out, seed, budget, pairs)
-    if ((out / "final.safetensors").is_file() and read_yaml_mapping(out / "config.yaml") == to_dict(cfg)
+    if ((out / "final.safetensors").is_file() and same_config(out / "config.yaml", cfg)
             and (out / "ground_bev_pairs.yaml").is_file()
-            and read_yaml_mapping(out / "ground_bev_pairs.yaml") == to_dict(pairs)):
+            and same_config(out / "ground_bev_pairs.yaml", pairs)):
         model, _ = load_model(out / "final.safetensors", expected_kind="matcher")
     else:
         views = load_or_render_views(pairs, Path("runs/ground_bev_pairs"))
@@ -226,25 +257,33 @@ def train_bev_matcher(work: Path, seed: int, budget: dict, heldout: Path, pairs:
     return model, {"train_s": curve[-1]["seconds"], "learning_curve": curve}  # loss per row, held-out where run
 
 
-def run_bev_matcher(work: Path, setting: str, test_count: int, pairs: GroundBevPairConfig = BEV_PAIRS,
-                    steps: int | None = None) -> dict:
+def run_bev_matcher(work: Path, setting: str, test_count: int, pairs: GroundBevPairConfig,
+                    overrides: dict | None = None) -> dict:
     """Per matcher seed, per test condition and style: the learned BEV matcher beside BEV + NCC and the centre."""
-    budget = BEV_MATCHER[setting] | ({"steps": steps} if steps else {})
+    budget = BEV_MATCHER[setting] | (overrides or {})
     tests = test_pairs(work, 0, "ground_pano", test_count)  # {capture: [source root, target root]}
+    pinhole_tests = test_pairs(work, 0, "ground_pinhole", test_count)
     baselines = {c: {s: {"classical_bev_ncc": stats(bev_errors(r)), "patch_centre": stats(centre_errors(r))}
                      for s, r in zip(STYLES, roots, strict=True)} for c, roots in tests.items()}
+    pinhole_centre = {c: {s: stats(centre_errors(r)) for s, r in zip(STYLES, roots, strict=True)}
+                      for c, roots in pinhole_tests.items()}
     per_seed = {}
     for seed in budget["seeds"]:
         model, info = train_bev_matcher(work, seed, budget, tests[GAP_CONDITION][0], pairs)
         rows = {c: {s: stats(bev_errors(r, learned_bev_factory(model))) for s, r in zip(STYLES, roots, strict=True)}
                 for c, roots in tests.items()}
-        per_seed[str(seed)] = {**info, "rows": rows}
+        unknown = {c: {s: unknown_heading_row(r, model) for s, r in zip(STYLES, roots, strict=True)}
+                   for c, roots in tests.items()}
+        pinhole = {c: {s: pinhole_row(r, model) for s, r in zip(STYLES, roots, strict=True)}
+                   for c, roots in pinhole_tests.items()}
+        per_seed[str(seed)] = {**info, "rows": rows, "unknown_heading": unknown, "pinhole": pinhole}
     summary = {c: {s: {"median_m_mean": float(np.mean([r["rows"][c][s]["median_m"] for r in per_seed.values()])),
                        "median_m_std": float(np.std([r["rows"][c][s]["median_m"] for r in per_seed.values()])),
                        "mean_m_mean": float(np.mean([r["rows"][c][s]["mean_m"] for r in per_seed.values()]))}
                    for s in STYLES} for c in tests}
     return {"budget": budget, "pairs": pairs.__dict__ | {"styles": list(pairs.styles)},
-            "train_styles": list(pairs.styles), "test_seed": 0, "baselines": baselines, "per_seed": per_seed,
+            "train_styles": list(pairs.styles), "test_seed": 0, "baselines": baselines,
+            "pinhole_patch_centre": pinhole_centre, "heading_bins": HEADING_BINS, "per_seed": per_seed,
             "summary": summary}
 
 
@@ -258,6 +297,20 @@ def print_bev_matcher(block: dict) -> None:
             print(f"  {capture:<14} {style:<7} learned {learned}   BEV+NCC {base['classical_bev_ncc']['mean_m']:.2f} / "
                   f"{base['classical_bev_ncc']['median_m']:.2f}   centre {base['patch_centre']['mean_m']:.2f} / "
                   f"{base['patch_centre']['median_m']:.2f}")
+    for capture, styles in block["baselines"].items():
+        for style in styles:
+            cells = "  ".join(f"s{k} {u['position']['mean_m']:.2f} / {u['position']['median_m']:.2f} m, heading "
+                              f"median {u['heading_median_deg']:.1f} deg" for k, r in block["per_seed"].items()
+                              if (u := r.get("unknown_heading", {}).get(capture, {}).get(style)))
+            print(f"  {capture:<14} {style:<7} unknown heading {cells}")
+    for capture, styles in block.get("pinhole_patch_centre", {}).items():
+        for style, centre in styles.items():
+            cells = "  ".join(f"s{k} {u['position']['mean_m']:.2f} / {u['position']['median_m']:.2f} m (lateral "
+                              f"{u['lateral']['median_m']:.2f}, longitudinal {u['longitudinal']['median_m']:.2f})"
+                              for k, r in block["per_seed"].items()
+                              if (u := r.get("pinhole", {}).get(capture, {}).get(style)))
+            print(f"  {capture:<14} {style:<7} pinhole {cells}   centre {centre['mean_m']:.2f} / "
+                  f"{centre['median_m']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="parts not run keep their block from the previous JSON at --out")
     parser.add_argument("--out", default="benchmarks/results/ground_localizer.json")
     parser.add_argument("--work", default="runs/bench_ground")
-    parser.add_argument("--bev-areas", type=int, default=None, help="learned BEV matcher: training areas (default 4)")
+    parser.add_argument("--bev-areas", type=int, default=None, help="learned BEV matcher: training areas (profile's)")
     parser.add_argument("--bev-views", type=int, default=None, help="learned BEV matcher: panoramas per area (48)")
     parser.add_argument("--bev-steps", type=int, default=None, help="learned BEV matcher: steps (profile's)")
+    parser.add_argument("--bev-wedge", type=float, default=None,
+                        help="learned BEV matcher: train on wedges of this angle (a front pinhole camera's ground)")
+    parser.add_argument("--bev-seeds", nargs="+", type=int, default=None, help="learned BEV matcher: seeds (profile's)")
+    parser.add_argument("--bev-position-weight", type=float, default=None,
+                        help="learned BEV matcher: weight of the position loss (profile's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     import cv2
@@ -294,9 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                 print_rows(results[-1])
     bev_block = previous.get("bev_matcher")
     if "bev_matcher" in args.parts:
-        pairs = replace(BEV_PAIRS, **{k: v for k, v in (("n_areas", args.bev_areas),
-                                                         ("views_per_area", args.bev_views)) if v})
-        bev_block = run_bev_matcher(work, "quick" if args.quick else "full", sizes["test"], pairs, args.bev_steps)
+        setting = "quick" if args.quick else "full"
+        pairs = replace(BEV_PAIRS[setting], **{k: v for k, v in (("n_areas", args.bev_areas),
+                                                         ("views_per_area", args.bev_views),
+                                                         ("wedge_deg", args.bev_wedge)) if v})
+        overrides = {k: v for k, v in (("steps", args.bev_steps), ("position_weight", args.bev_position_weight),
+                                       ("seeds", tuple(args.bev_seeds) if args.bev_seeds else None))
+                     if v is not None}
+        bev_block = run_bev_matcher(work, setting, sizes["test"], pairs, overrides)
         bev_block["quick"], bev_block["wall_s"] = args.quick, time.perf_counter() - started
         print_bev_matcher(bev_block)
     report = {**previous, "benchmark": "ground_localizer", "results": results, "bev_matcher": bev_block,

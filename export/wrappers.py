@@ -105,7 +105,8 @@ def _matcher_prep(model: nn.Module, overrides: dict[str, Any]) -> InputPreproces
         raise ValueError(f"the matcher's frame of {frame_px} px ({model.query_ground_size_m} m at {model.m_per_px} "
                          f"m/px) is not a multiple of its stride {stride}")
     known = {k: v for k, v in overrides.items() if k in ("color_order", "interpolation", "alignment", "camera")}
-    known = {"interpolation": "area", "alignment": "north_up", "camera": "nadir", **known}
+    known = {"interpolation": "area", "alignment": "north_up", "camera": getattr(model, "query_camera", "nadir"),
+             **known}
     return InputPreprocessing(size_hw=(frame_px, frame_px), mean=tuple(float(v) for v in model.mean),
                               std=tuple(float(v) for v in model.std), ground_size_m=float(model.query_ground_size_m),
                               m_per_px=float(model.m_per_px), stride=stride, tile_size_m=float(model.tile_size_m),

@@ -64,7 +64,9 @@ def fake_views(points: list[tuple[float, float]], area: list[int]) -> GroundBevV
 def test_tiles_are_cut_around_the_camera_and_close_views_never_share_a_batch():
     views = fake_views([(10.0, -20.0)], [0])
     source = GroundBevPairSource(views, GroundBevPairConfig(offset_m=0.0))
-    assert np.array_equal(source.tile(0), views.maps[0][240 - 64:240 + 64, 220 - 64:220 + 64])
+    tile, camera = source.cut_tile(0)
+    assert np.array_equal(tile, views.maps[0][240 - 64:240 + 64, 220 - 64:220 + 64])
+    assert np.allclose(camera, [64.0, 64.0])  # no offset: the camera at the tile's centre
     close = fake_views([(10.0, -20.0), (20.0, -20.0), (-60.0, 50.0)], [0, 0, 0])
     cfg = GroundBevPairConfig(offset_m=8.0)
     bevs, tiles = GroundBevPairSource(close, cfg, seed=1).batch(2)
@@ -114,3 +116,50 @@ def test_the_trainer_learns_from_a_given_pair_source(tmp_path):
 def test_a_pair_source_cut_otherwise_than_the_model_stops_at_the_first_batch(tmp_path):
     with pytest.raises(ValueError, match="pair source gives"):
         train_map_matcher(bev_matcher_cfg(tmp_path, steps=5), pairs=CutOutPairs(40, 64))
+
+
+def test_heading_search_finds_a_panorama_taken_without_heading():
+    """A panorama as captured (forward at its centre) of a rendered street: searching 36 headings recovers the
+    vehicle's heading at the heat-map mode and the position, with raw pooled pixels as features."""
+    from edge_geoloc.data.ground_pairs import road_poses
+    from edge_geoloc.sim.ground import render_ground_panorama
+
+    area = generate_area("source", 7, 200.0, 0.5)
+    (east, north), heading = (v[0] for v in road_poses(area, 1, np.random.default_rng(3), 60.0))  # 119 deg
+    pano = render_ground_panorama(area, float(east), float(north), float(heading), 1.7, 256, 128)
+    centre = np.array([area.ortho.shape[0] / 2 - north / 0.5, area.ortho.shape[1] / 2 + east / 0.5])
+    top, left = (centre + [10.0, -16.0]).round().astype(int) - 96  # a 96 m patch, the camera off its centre
+    aerial = area.ortho[top:top + 192, left:left + 192]
+    localizer = LearnedBevLocalizer(pooled_pixels, LearnedBevConfig(heading_bins=36))
+    heat = localizer.locate(pano, aerial)
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    assert not localizer.alignment.north_up
+    assert math.hypot(row + 0.5 - (centre[0] - top), col + 0.5 - (centre[1] - left)) * 0.5 < 3.0
+    found = localizer.orientation_at(row, col)
+    assert abs((found - heading + math.pi) % (2 * math.pi) - math.pi) < math.radians(15)
+
+
+def test_a_pinhole_view_resampled_into_its_panorama_matches_the_rendered_panorama():
+    from edge_geoloc.geo.view_alignment import pinhole_to_panorama
+    from edge_geoloc.sim.camera import PinholeCamera
+    from edge_geoloc.sim.ground import render_ground_panorama, render_ground_pinhole
+
+    area = generate_area("source", 7, 200.0, 0.5)
+    pano = render_ground_panorama(area, 3.0, -11.7, 1.0, 1.7, 512, 256).astype(float)
+    pinhole = render_ground_pinhole(area, 3.0, -11.7, 1.0, PinholeCamera(512, 256, 90.0))
+    inside = pinhole_to_panorama(pinhole, 90.0, (512, 256)).astype(float)
+    seen = inside.sum(axis=2) > 0
+    assert 0.06 < seen.mean() < 0.08  # 90 deg of 360 by the 53 deg vertical field of view of 180
+    assert np.abs(inside[seen] - pano[seen]).mean() < 5.0  # same scene pixels (JPEG-free, bilinear)
+    assert np.abs(inside[seen] - np.roll(pano, 20, axis=1)[seen]).mean() > 15.0  # a 14 deg turn does not match
+    with pytest.raises(ValueError, match="hfov_deg"):
+        pinhole_to_panorama(pinhole.astype(np.uint8), 180.0, (512, 256))
+
+
+def test_wedge_mask_keeps_the_ground_ahead_of_a_front_camera():
+    from edge_geoloc.data.ground_bev_pairs import wedge_mask
+
+    east = wedge_mask(64, 90.0, 90.0)  # looking east: the right half's middle
+    assert east[32, 60] == 1 and east[32, 4] == 0 and east[4, 32] == 0 and east[60, 32] == 0
+    assert abs(east.mean() - 0.25) < 0.02  # a quarter of the square
+    assert wedge_mask(64, 360.0, 0.0).all()

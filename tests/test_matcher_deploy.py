@@ -238,3 +238,25 @@ def test_cli_exports_a_trained_style_checkpoint_and_plans_its_engine(matcher, tm
     assert engine_cli.main([str(out), "--dry-run", "--max-hw", "2048,1536"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["profiles"]["image"] == [[1, 3, 32, 32], [1, 3, 80, 80], [1, 3, 2048, 1536]]
+
+
+def test_an_exported_panorama_matcher_is_a_cars_localizer_and_a_nadir_one_is_refused(matcher_onnx, tmp_path):
+    from edge_geoloc.runtime.config import PipelineConfig
+    from edge_geoloc.runtime.learned_ground import LearnedBevLocalizer
+    from edge_geoloc.runtime.pipeline import localizer_for
+
+    torch.manual_seed(0)
+    bev_matcher = create_model("map_matcher_micro", channels=CHANNELS, m_per_px=0.5, query_ground_size_m=32.0,
+                               tile_size_m=64.0, search_radius_m=16.0, query_camera="panorama").eval()
+    path = export_model(bev_matcher, tmp_path / "bev.onnx", GATE).onnx_path
+    backend = load_backend(path, kind="onnxruntime")
+    assert backend.sidecar["preprocessing"]["image"]["camera"] == "panorama"
+    localizer = localizer_for(backend, PipelineConfig(aerial_size_m=48.0, ground_heading_bins=8))
+    assert isinstance(localizer, LearnedBevLocalizer) and not localizer.alignment.north_up
+    pano = np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    heat = localizer.locate(pano, np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    assert heat.shape == (96, 96) and heat.sum() == pytest.approx(1.0)
+    assert localizer.orientation_at(48.0, 48.0) in localizer.headings
+    assert localizer_for(backend, PipelineConfig()).alignment.north_up  # 0 bins: the vehicle's heading is needed
+    with pytest.raises(ValueError, match="panorama BEVs"):
+        localizer_for(load_backend(matcher_onnx.onnx_path, kind="onnxruntime"), PipelineConfig())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from edge_geoloc.data.images import read_image_rgb
 from edge_geoloc.data.pairs import read_pairs
-from edge_geoloc.geo.view_alignment import align_query_north_up
+from edge_geoloc.geo.view_alignment import align_query_north_up, pinhole_to_panorama
 from edge_geoloc.runtime.classical_ground import BevNccConfig, BevNccLocalizer
 
 LocalizerFactory = Callable[[float], Any]  # aerial ground size (m) -> an object with locate(query, aerial)
@@ -41,17 +42,46 @@ def heatmap_errors(root: Path, make_localizer: LocalizerFactory | None = None, l
                    ) -> np.ndarray:
     """Heat-map mode error (m) of a north-up panorama localizer inside each pair's aerial patch (the panorama
     rolled north-up by the pair's heading); ``make_localizer(aerial_size_m)`` defaults to BEV + NCC."""
-    make_localizer = make_localizer or classical_factory
+    return mode_errors(root, make_localizer or classical_factory, limit, heading_known=True).distance_m
+
+
+@dataclass(frozen=True)
+class ModeErrors:
+    """Per pair at the heat-map mode: distance, lateral / longitudinal parts along the true heading (m), heading
+    error (deg; NaN when the heading was given)."""
+
+    distance_m: np.ndarray
+    lateral_m: np.ndarray
+    longitudinal_m: np.ndarray
+    heading_deg: np.ndarray
+
+
+def mode_errors(root: Path, make_localizer: LocalizerFactory, limit: int | None = None, heading_known: bool = True,
+                pano_wh: tuple[int, int] = (256, 128)) -> ModeErrors:
+    """Errors at each pair's heat-map mode (:class:`ModeErrors`). ``heading_known``: the panorama is
+    rolled north-up by the pair's heading (heading errors NaN); else it goes in as captured and the localizer's
+    ``orientation_at(row, col)`` is compared with the true heading. A pinhole query (its record has ``hfov_deg``)
+    is first resampled into its part of a ``pano_wh`` panorama (:func:`pinhole_to_panorama`)."""
     _, records = read_pairs(root, read_ground_truth=True)
-    errors = []
+    errors_en, headings, heading_errors = [], [], []
     for rec in records[:limit]:
         m = rec.aerial_georef.m_per_px
         localizer = make_localizer(rec.aerial_georef.height_px * m)
-        query = align_query_north_up(read_image_rgb(root / rec.query), rec.heading_rad, "ground_pano")
+        query = read_image_rgb(root / rec.query)
+        if rec.hfov_deg is not None:
+            query = pinhole_to_panorama(query, rec.hfov_deg, pano_wh)
+        if heading_known:
+            query = align_query_north_up(query, rec.heading_rad, "ground_pano")
         heat = localizer.locate(query, read_image_rgb(root / rec.aerial))
         row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        errors.append(math.hypot(row + 0.5 - rec.gt_row, col + 0.5 - rec.gt_col) * m)
-    return np.asarray(errors)
+        errors_en.append(((col + 0.5 - rec.gt_col) * m, -(row + 0.5 - rec.gt_row) * m))
+        headings.append(rec.heading_rad)
+        found = None if heading_known else localizer.orientation_at(float(row), float(col))
+        heading_errors.append(float("nan") if found is None else
+                              abs(math.degrees((found - rec.heading_rad + math.pi) % (2 * math.pi) - math.pi)))
+    en = np.asarray(errors_en).reshape(-1, 2)
+    lateral, longitudinal = along_across(en, np.asarray(headings, float))
+    return ModeErrors(np.hypot(*en.T), lateral, longitudinal, np.asarray(heading_errors))
 
 
 def pair_error_stats(errors: np.ndarray) -> dict[str, float]:

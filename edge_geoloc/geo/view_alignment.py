@@ -53,3 +53,23 @@ def align_query_scale(image: np.ndarray, altitude_agl_m: float, hfov_deg: float,
     if scale < 0.75:  # strong reduction: low-pass first (warpAffine has no area filter)
         image = cv2.GaussianBlur(image, (0, 0), 0.5 / scale)
     return cv2.warpAffine(image, matrix, (out_px, out_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def pinhole_to_panorama(image: np.ndarray, hfov_deg: float, pano_wh: tuple[int, int]) -> np.ndarray:
+    """A level front pinhole view (principal point at the centre, square pixels) resampled into the equirectangular
+    panorama it is part of (``pano_wh`` = (width, height), 360 x 180 deg, its centre column along the camera's
+    axis, as a captured panorama is along the heading); black outside the camera's field of view. A panorama
+    localizer (a BEV matcher) can then read a pinhole camera's wedge of ground."""
+    if not 1.0 <= hfov_deg <= 170.0:
+        raise ValueError(f"hfov_deg must be in [1, 170], got {hfov_deg}")
+    h, w = image.shape[:2]
+    pw, ph = pano_wh
+    f = (w / 2) / math.tan(math.radians(hfov_deg) / 2)
+    azimuth = ((np.arange(pw) + 0.5) / pw - 0.5) * 2 * math.pi
+    elevation = (0.5 - (np.arange(ph) + 0.5) / ph) * math.pi
+    x = np.tan(np.clip(azimuth, -1.5, 1.5))[None, :]  # columns beyond +-86 deg are outside any hfov <= 170 deg
+    y = -np.tan(np.clip(elevation, -1.5, 1.5))[:, None] * np.sqrt(1 + x**2)
+    map_x = np.broadcast_to(x * f + w / 2 - 0.5, (ph, pw)).astype(np.float32)
+    map_y = (y * f + h / 2 - 0.5).astype(np.float32)
+    map_x = np.where(np.abs(azimuth)[None, :] < math.radians(hfov_deg) / 2, map_x, -10.0).astype(np.float32)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -68,6 +68,10 @@ class PipelineConfig:
     prior_patch_max_sigma_m: float = 12.0  # a prior this tight (1-sigma) is localized around first; 0 = never
     use_gnss_prior: bool = True  # before the filter starts, a raw GNSS fix bounds the search ...
     gnss_prior_max_age_s: float = 10.0  # ... if it is at most this old
+    # a car's learned BEV matcher (a localizer file whose sidecar is a panorama matcher): > 0 searches that many
+    # headings in every frame (a vehicle without heading; the model's heading feeds the filter); 0 needs a heading
+    ground_heading_bins: int = 0
+    ground_camera_height_m: float = 1.7  # the panorama camera's height above the road (its BEV projection)
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or not 1 <= self.localize_top <= self.top_k:

@@ -7,8 +7,14 @@ matcher's network (:mod:`edge_geoloc.models.map_matcher`, trained on ground pair
 :mod:`edge_geoloc.data.ground_bev_pairs`), and the cosine score of every position
 (:meth:`~edge_geoloc.runtime.learned_matcher.LearnedMatcher.score_map`) becomes a heat map over the patch, a
 softmax at ``temperature`` (zero where the BEV does not fit). It fits the pipeline's ``Localizer`` protocol.
+
+Unknown heading (``heading_bins > 0``; the vehicle gives no heading): the panorama as captured is rolled to each of
+``heading_bins`` candidate headings, each BEV is scored over the patch, and every position keeps its best heading;
+the heat map is the softmax over positions of those best scores, and :meth:`LearnedBevLocalizer.orientation_at`
+gives the heading at the mode (the pipeline hands it to the filter, as CCVPE's orientation output).
 numpy and OpenCV only: the network is a features callable (the exported graph on the vehicle, the PyTorch model
-in a benchmark).
+in a benchmark). An exported matcher serves as a car's localizer only when its sidecar declares panorama queries
+(``preprocessing.image.camera: panorama``, :func:`learned_bev_localizer`); a drone's (nadir) matcher is refused.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
-from edge_geoloc.runtime.learned_matcher import FeatureFn, LearnedMatcher, LearnedMatcherConfig
+from edge_geoloc.runtime.learned_matcher import BackendFeatures, FeatureFn, LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.runtime.query_alignment import QueryAlignment
 
 
@@ -34,18 +41,22 @@ class LearnedBevConfig:
     min_distance_m: float = 2.0
     aerial_size_m: float = 96.0  # ground side of the aerial patch the pipeline cuts around the prior
     temperature: float = 0.03  # softmax temperature on cosine scores
+    heading_bins: int = 0  # > 0: heading unknown, search that many headings (orientation output); 0: north-up input
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.stride < 1:
-            raise ValueError(f"temperature must be > 0 and stride >= 1, got {self.temperature}, {self.stride}")
+        if self.temperature <= 0 or self.stride < 1 or self.heading_bins < 0:
+            raise ValueError(f"temperature must be > 0, stride >= 1 and heading_bins >= 0, got {self.temperature}, "
+                             f"{self.stride}, {self.heading_bins}")
         if round(self.bev_size_m / self.m_per_px) % self.stride:
             raise ValueError(f"the BEV ({self.bev_size_m} m at {self.m_per_px} m/px) must be a multiple of the "
                              f"stride {self.stride} pixels")
 
     @classmethod
     def from_preprocessing(cls, image: Mapping[str, Any], **overrides: Any) -> LearnedBevConfig:
-        """Geometry from the matcher checkpoint's ``preprocessing["image"]`` block; the rest from ``overrides``."""
-        return cls(bev_size_m=float(image["query_ground_size_m"]), m_per_px=float(image["m_per_px"]),
+        """Geometry from the matcher's ``preprocessing["image"]`` block (a checkpoint's ``query_ground_size_m`` or an
+        exported sidecar's ``ground_size_m``); the rest from ``overrides``."""
+        size = image["query_ground_size_m"] if "query_ground_size_m" in image else image["ground_size_m"]
+        return cls(bev_size_m=float(size), m_per_px=float(image["m_per_px"]),
                    stride=int(image["stride"]), **overrides)
 
     def bev(self) -> BevNccConfig:
@@ -57,9 +68,8 @@ class LearnedBevConfig:
 
 
 class LearnedBevLocalizer:
-    """Heat-map localizer (pipeline ``Localizer``) for north-aligned panoramas by a learned BEV matcher."""
-
-    alignment = QueryAlignment(north_up=True, query_kind="ground_pano")
+    """Heat-map localizer (pipeline ``Localizer``) for panoramas by a learned BEV matcher: north-aligned input, or
+    as captured with a heading search (``heading_bins``)."""
 
     def __init__(self, features: FeatureFn, cfg: LearnedBevConfig | None = None) -> None:
         self.cfg = cfg or LearnedBevConfig()
@@ -67,19 +77,47 @@ class LearnedBevLocalizer:
         self.features = features
         self.aerial_size_m = self.cfg.aerial_size_m
         self.aerial_px = int(round(self.cfg.aerial_size_m / self.cfg.m_per_px))
+        self.alignment = QueryAlignment(north_up=self.cfg.heading_bins == 0, query_kind="ground_pano")
+        self.headings = 2 * np.pi * np.arange(self.cfg.heading_bins) / max(self.cfg.heading_bins, 1)
+        self._best_heading: np.ndarray | None = None  # (m, m) heading (rad) per window of the last search
+        self._last_hw = (self.aerial_px, self.aerial_px)
 
     def locate(self, query_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
         """Heat map ``(Ha, Wa)`` (sums to 1) of the camera's position over the aerial patch."""
-        return self.locate_bev(masked_bev_rgb(query_rgb, self.bev_cfg), aerial_rgb)
+        if not self.cfg.heading_bins:
+            return self.locate_bev(masked_bev_rgb(query_rgb, self.bev_cfg), aerial_rgb)
+        matcher = self._matcher(aerial_rgb)
+        bevs = [masked_bev_rgb(align_query_north_up(query_rgb, float(h), "ground_pano"), self.bev_cfg)
+                for h in self.headings]
+        queries = [matcher.prepare_aligned(bev) for bev in bevs]
+        scores = np.stack([matcher.score_map(q) for q in queries])  # (bins, m, m)
+        self._best_heading, self._last_hw = self.headings[scores.argmax(0)], aerial_rgb.shape[:2]
+        return self._heatmap(scores.max(0), queries[0].shape[-1], aerial_rgb.shape[:2])
 
     def locate_bev(self, bev_rgb: np.ndarray, aerial_rgb: np.ndarray) -> np.ndarray:
         """As :meth:`locate`, for a BEV already projected (north-up, ``m_per_px``, the camera at its centre)."""
+        matcher = self._matcher(aerial_rgb)
+        query = matcher.prepare_aligned(bev_rgb)
+        return self._heatmap(matcher.score_map(query), query.shape[-1], aerial_rgb.shape[:2])
+
+    def orientation_at(self, row: float, col: float) -> float | None:
+        """Heading (rad, clockwise from north) the last heading search found best at a heat-map pixel; None when
+        the heading is known (north-up input)."""
+        if self._best_heading is None:
+            return None
+        m, s = self._best_heading.shape[0], self.cfg.stride
+        k = int(round(self.cfg.bev_size_m / self.cfg.m_per_px)) // s
+        top = s * (k - 1) // 2
+        scale = self.aerial_px / self._last_hw[0], self.aerial_px / self._last_hw[1]
+        r = int(np.clip((row * scale[0] - top) // s, 0, m - 1))
+        c = int(np.clip((col * scale[1] - top) // s, 0, m - 1))
+        return float(self._best_heading[r, c])
+
+    def _matcher(self, aerial_rgb: np.ndarray) -> LearnedMatcher:
         aerial = aerial_rgb
         if aerial.shape[:2] != (self.aerial_px, self.aerial_px):
             aerial = cv2.resize(aerial, (self.aerial_px, self.aerial_px), interpolation=cv2.INTER_AREA)
-        matcher = LearnedMatcher(aerial, 0.0, 0.0, self.cfg.m_per_px, self.features, self.cfg.matcher())
-        query = matcher.prepare_aligned(bev_rgb)
-        return self._heatmap(matcher.score_map(query), query.shape[-1], aerial_rgb.shape[:2])
+        return LearnedMatcher(aerial, 0.0, 0.0, self.cfg.m_per_px, self.features, self.cfg.matcher())
 
     def _heatmap(self, scores: np.ndarray, k: int, out_hw: tuple[int, int]) -> np.ndarray:
         """Scores ``(m, m)`` of windows by top-left cell -> heat map over the patch's pixels: the window whose
@@ -94,3 +132,14 @@ class LearnedBevLocalizer:
         if heat.shape != tuple(out_hw):
             heat = cv2.resize(heat, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
         return heat / heat.sum()
+
+
+def learned_bev_localizer(backend, **overrides: Any) -> LearnedBevLocalizer:
+    """The localizer of an exported BEV matcher (any backend: ONNX Runtime, TensorRT, torch); its geometry from the
+    sidecar, the rest (``aerial_size_m``, ``heading_bins``, ``camera_height_m``...) from ``overrides``."""
+    image = backend.sidecar.get("preprocessing", {}).get("image", {})
+    if backend.sidecar.get("kind") != "matcher" or image.get("camera") != "panorama":
+        raise ValueError(f"{getattr(backend, 'path', 'model')}: a car's learned BEV localizer needs a matcher "
+                         f"trained on panorama BEVs (sidecar kind 'matcher', preprocessing.image.camera "
+                         f"'panorama'); got kind {backend.sidecar.get('kind')!r}, camera {image.get('camera')!r}")
+    return LearnedBevLocalizer(BackendFeatures(backend), LearnedBevConfig.from_preprocessing(image, **overrides))

@@ -48,9 +48,10 @@ import numpy as np
 from edge_geoloc.fusion import HeatmapMeasurement, MapScores, ParticleFilter, make_fusion
 from edge_geoloc.geo import EnuFrame, Patch
 from edge_geoloc.geo.heatmap import HeatmapEstimate, estimate_from_heatmap
-from edge_geoloc.runtime.config import RuntimeConfig
+from edge_geoloc.runtime.config import PipelineConfig, RuntimeConfig
 from edge_geoloc.runtime.global_search import GlobalSearch, MapSearch, make_global_search
 from edge_geoloc.runtime.heatmap_measurement import enu_to_pixel_affine, heatmap_measurement
+from edge_geoloc.runtime.learned_ground import learned_bev_localizer
 from edge_geoloc.runtime.query_alignment import FrameRejectedError, QueryAlignment, align_query
 from edge_geoloc.runtime.tile_index import Encoder, SearchResult, TileIndex
 from edge_geoloc.types import (
@@ -118,6 +119,16 @@ class BackendLocalizer:
         return orientation_at(self._orientation, row, col)
 
 
+def localizer_for(backend, cfg: PipelineConfig) -> Localizer:
+    """The localizer a loaded artifact is: a heat-map localizer, or a car's learned BEV matcher (kind ``matcher``,
+    panorama queries; :func:`~edge_geoloc.runtime.learned_ground.learned_bev_localizer`)."""
+    if backend.sidecar.get("kind") != "matcher":
+        return BackendLocalizer(backend)
+    size = {"aerial_size_m": cfg.aerial_size_m} if cfg.aerial_size_m > 0 else {}
+    return learned_bev_localizer(backend, heading_bins=cfg.ground_heading_bins,
+                                 camera_height_m=cfg.ground_camera_height_m, **size)
+
+
 def orientation_at(field: np.ndarray | None, row: float, col: float) -> float | None:
     """Heading in [0, 2 pi) of a ``(2, H, W)`` (cos, sin) field at the pixel nearest ``(row, col)``."""
     if field is None:
@@ -174,7 +185,7 @@ class Pipeline:
         if retrieval_model is not None:
             _check_index_model(index, backends[1])
             encoder = BackendEncoder(backends[1])
-        return cls(encoder, BackendLocalizer(backends[0]), index, cfg)
+        return cls(encoder, localizer_for(backends[0], cfg.pipeline), index, cfg)
 
     def set_camera_hfov(self, hfov_deg: float) -> None:
         """The camera's calibrated horizontal field of view (e.g. from a ``CameraInfo``), replacing the config's."""
