@@ -56,6 +56,7 @@ MAP_CONDITION, GAP_CONDITION = "summer_map", "autumn_flight"
 STYLES = ("source", "target")
 AREA_M, GSD_M, SPEED_MPS, FRAME_HZ, PANO_PX = 400.0, 0.5, 8.0, 1.0, (256, 128)
 HEADING_SIGMA_DEG = 2.0
+TEST_SEEDS, VALIDATION_SEEDS = (2000, 0), (2100, 1000)  # (first area seed, first drive seed)
 LEARNED_AERIAL_M = 64.0  # the ground localizer benchmark's patch size (its sidecar declares no ground size)
 
 
@@ -180,17 +181,21 @@ def localizers(learned: str | None, bev_matchers: tuple[str, ...] = (), temperat
 
 def run(drives_per_area: int, duration_s: float, learned: str | None, work: Path, captures: tuple[str, ...],
         overrides: tuple[str, ...] = (), bev_matchers: tuple[str, ...] = (), temperature: float = 0.03,
-        classical: bool = True, gnss_velocity: bool = True) -> dict:
+        classical: bool = True, gnss_velocity: bool = True, validation: bool = False) -> dict:
+    """``validation``: other areas and drive seeds (``VALIDATION_SEEDS``), to choose settings without the test
+    drives."""
     report: dict = {}
     prepared = []
+    area_seed, drive_seed = VALIDATION_SEEDS if validation else TEST_SEEDS
     for k, style in enumerate(STYLES):
-        area = generate_area(style, 2000 + k, AREA_M, GSD_M, condition=MAP_CONDITION)
+        area = generate_area(style, area_seed + k, AREA_M, GSD_M, condition=MAP_CONDITION)
         area_dir = work / f"area_{style}"
         if not (area_dir / "ortho.tif").is_file():
             area.save(area_dir)
         index = build_tile_index([area_dir / "ortho.tif"], MapPatchesOnly(), TileIndexConfig(tile_size_m=120.0,
                                                                                            stride_m=60.0))
-        drives = [make_drive(area, style, 100 * k + j, duration_s, gnss_velocity) for j in range(drives_per_area)]
+        drives = [make_drive(area, style, drive_seed + 100 * k + j, duration_s, gnss_velocity)
+                  for j in range(drives_per_area)]
         prepared.append((area, index, drives))
     for capture in captures:
         made = localizers(learned, bev_matchers, temperature, classical)
@@ -233,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fixes without the receiver's Doppler speed / course (the JSONs before 2026-12-02 10:00)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="runtime config override key=value (repeatable), e.g. fusion.min_gnss_sigma_m=5")
-    parser.add_argument("--out", default="benchmarks/results/car.json")
-    parser.add_argument("--work", default="runs/bench_car")
+    parser.add_argument("--validation", action="store_true",
+                        help="drive other areas and seeds (choose settings here, never on the test drives)")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/car[_validation].json")
+    parser.add_argument("--work", default=None, help="default runs/bench_car[_validation]")
     args = parser.parse_args(argv)
     import cv2
 
@@ -248,12 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     duration = 40.0 if args.quick else 90.0
     captures = (GAP_CONDITION,) if args.no_easy_row else (GAP_CONDITION, MAP_CONDITION)
     started = time.perf_counter()
-    work = Path(args.work)
+    suffix = "_validation" if args.validation else ""
+    work = Path(args.work or f"runs/bench_car{suffix}")
+    args.out = args.out or f"benchmarks/results/car{suffix}.json"
     work.mkdir(parents=True, exist_ok=True)
     report = run(5, duration, args.learned, work, captures, tuple(args.overrides), tuple(args.bev_matcher),
-                 args.bev_temperature, not args.no_classical, not args.no_gnss_velocity)
+                 args.bev_temperature, not args.no_classical, not args.no_gnss_velocity, args.validation)
     print_report(report)
-    out = {"benchmark": "car", "quick": args.quick, "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
+    out = {"benchmark": "car", "validation": args.validation, "quick": args.quick,
+           "drives": 2 * 5, "drive_s": duration, "speed_mps": SPEED_MPS,
            "frame_hz": FRAME_HZ, "panorama_px": list(PANO_PX), "gnss": "urban_multipath",
            "gnss_velocity": not args.no_gnss_velocity,
            "conditions": {"map": MAP_CONDITION, "drive": list(captures)}, "learned": args.learned,
