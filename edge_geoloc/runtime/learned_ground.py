@@ -53,10 +53,8 @@ class LearnedBevConfig:
 
     @classmethod
     def from_preprocessing(cls, image: Mapping[str, Any], **overrides: Any) -> LearnedBevConfig:
-        """Geometry from the matcher's ``preprocessing["image"]`` block (a checkpoint's ``query_ground_size_m`` or an
-        exported sidecar's ``ground_size_m``); the rest from ``overrides``."""
-        size = image["query_ground_size_m"] if "query_ground_size_m" in image else image["ground_size_m"]
-        return cls(bev_size_m=float(size), m_per_px=float(image["m_per_px"]),
+        """Geometry from the matcher checkpoint's ``preprocessing["image"]`` block; the rest from ``overrides``."""
+        return cls(bev_size_m=float(image["query_ground_size_m"]), m_per_px=float(image["m_per_px"]),
                    stride=int(image["stride"]), **overrides)
 
     def bev(self) -> BevNccConfig:
@@ -106,8 +104,7 @@ class LearnedBevLocalizer:
         if self._best_heading is None:
             return None
         m, s = self._best_heading.shape[0], self.cfg.stride
-        k = int(round(self.cfg.bev_size_m / self.cfg.m_per_px)) // s
-        top = s * (k - 1) // 2
+        top = self._window_top(int(round(self.cfg.bev_size_m / self.cfg.m_per_px)) // s)
         scale = self.aerial_px / self._last_hw[0], self.aerial_px / self._last_hw[1]
         r = int(np.clip((row * scale[0] - top) // s, 0, m - 1))
         c = int(np.clip((col * scale[1] - top) // s, 0, m - 1))
@@ -119,6 +116,10 @@ class LearnedBevLocalizer:
             aerial = cv2.resize(aerial, (self.aerial_px, self.aerial_px), interpolation=cv2.INTER_AREA)
         return LearnedMatcher(aerial, 0.0, 0.0, self.cfg.m_per_px, self.features, self.cfg.matcher())
 
+    def _window_top(self, k: int) -> int:
+        """Patch pixel where the heat-map block of window 0 starts, for a ``k``-cell query."""
+        return self.cfg.stride * (k - 1) // 2
+
     def _heatmap(self, scores: np.ndarray, k: int, out_hw: tuple[int, int]) -> np.ndarray:
         """Scores ``(m, m)`` of windows by top-left cell -> heat map over the patch's pixels: the window whose
         top-left cell is ``r`` has its centre at pixel ``(r + k / 2) * stride``, spread over one cell around it."""
@@ -126,7 +127,7 @@ class LearnedBevLocalizer:
         probs = np.exp((scores.astype(np.float64) - scores.max()) / self.cfg.temperature)
         block = np.kron(probs, np.ones((s, s)))
         heat = np.zeros((self.aerial_px, self.aerial_px), dtype=np.float64)
-        top = s * (k - 1) // 2
+        top = self._window_top(k)
         rows, cols = min(block.shape[0], self.aerial_px - top), min(block.shape[1], self.aerial_px - top)
         heat[top:top + rows, top:top + cols] = block[:rows, :cols]
         if heat.shape != tuple(out_hw):
@@ -137,9 +138,11 @@ class LearnedBevLocalizer:
 def learned_bev_localizer(backend, **overrides: Any) -> LearnedBevLocalizer:
     """The localizer of an exported BEV matcher (any backend: ONNX Runtime, TensorRT, torch); its geometry from the
     sidecar, the rest (``aerial_size_m``, ``heading_bins``, ``camera_height_m``...) from ``overrides``."""
-    image = backend.sidecar.get("preprocessing", {}).get("image", {})
-    if backend.sidecar.get("kind") != "matcher" or image.get("camera") != "panorama":
+    features = BackendFeatures(backend)  # parses and checks the matcher's sidecar (matcher_preprocessing)
+    prep = features.prep
+    if prep.camera != "panorama":
         raise ValueError(f"{getattr(backend, 'path', 'model')}: a car's learned BEV localizer needs a matcher "
-                         f"trained on panorama BEVs (sidecar kind 'matcher', preprocessing.image.camera "
-                         f"'panorama'); got kind {backend.sidecar.get('kind')!r}, camera {image.get('camera')!r}")
-    return LearnedBevLocalizer(BackendFeatures(backend), LearnedBevConfig.from_preprocessing(image, **overrides))
+                         f"trained on panorama BEVs (preprocessing.image.camera 'panorama'), got {prep.camera!r}")
+    cfg = LearnedBevConfig(bev_size_m=float(prep.ground_size_m), m_per_px=float(prep.m_per_px),
+                           stride=int(prep.stride), **overrides)
+    return LearnedBevLocalizer(features, cfg)

@@ -98,8 +98,9 @@ def window_modes(model: MapMatcher, bevs: np.ndarray, tiles: np.ndarray, tempera
     with torch.no_grad():
         for start in range(0, len(bevs), batch):
             b, t = bevs[start:start + batch], tiles[start:start + batch]
-            windows = window_cosines(model(to_tensor(t, model)), model(to_tensor(b, model)), r)
-            own = windows[torch.arange(len(b)), torch.arange(len(b))].flatten(1).double()  # (B, m * m)
+            tile_f, bev_f = model(to_tensor(t, model)), model(to_tensor(b, model))
+            own = torch.stack([window_cosines(tile_f[i:i + 1], bev_f[i:i + 1], r)[0, 0].flatten()
+                               for i in range(len(b))]).double()  # (B, m * m): each BEV in its own tile only
             best = own.argmax(1).numpy()
             rows, cols = np.divmod(best, 2 * r + 1)
             probs = torch.softmax(own / temperature, dim=1).numpy().reshape(len(b), 2 * r + 1, 2 * r + 1)
