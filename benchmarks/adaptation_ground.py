@@ -49,7 +49,7 @@ from edge_geoloc.train.matcher_adaptation import (  # noqa: E402
     adapt_matcher,
     ceiling,
     fine_tune,
-    window_modes,
+    mode_errors_m,
 )
 
 TARGETS = {"winter": ("source", "winter_flight"), "hard": ("target", "autumn_flight")}
@@ -94,8 +94,7 @@ def source_pairs(views: int) -> CoarsePairs:
 
 def errors(model, pairs: CoarsePairs) -> tuple[np.ndarray, np.ndarray]:
     """(metres from the truth, confidence) of the best window per pair."""
-    modes, confidence = window_modes(model, pairs.bevs, pairs.tiles, ADAPT.temperature, ADAPT.confidence_radius_m)
-    return np.hypot(*(modes - pairs.truth).T) * model.m_per_px, confidence
+    return mode_errors_m(model, pairs, ADAPT.temperature, ADAPT.confidence_radius_m)
 
 
 def run_seed(work: Path, teacher_model, target: str, seed: int, size: dict, source: CoarsePairs) -> dict:

@@ -25,8 +25,9 @@ from pathlib import Path
 BUDGET_S = {"quick": 120.0, "full": 600.0}
 
 
-def run_profile(quick: bool, seed: int, vehicle: str = "drone") -> tuple[dict, float]:
-    """Run the demo once; return its run record and the command's total wall time (imports included)."""
+def run_profile(quick: bool, seed: int, vehicle: str = "drone") -> tuple[dict, float, dict]:
+    """Run the demo once; return its run record, the command's total wall time (imports included) and the
+    report's measured summary."""
     from edge_geoloc.demo.cli import main
     from edge_geoloc.demo.runfolder import list_runs
 
@@ -38,7 +39,9 @@ def run_profile(quick: bool, seed: int, vehicle: str = "drone") -> tuple[dict, f
         if code != 0:
             raise SystemExit(f"the demo failed (exit {code}); see the log above")
         (run,) = list_runs(f"{tmp}/runs")
-        return json.loads((run / "run.json").read_text(encoding="utf-8")), total_s
+        summary = json.loads((run / "06_report" / "summary.json").read_text(encoding="utf-8"))
+        summary.pop("steps", None)  # the run record has them
+        return json.loads((run / "run.json").read_text(encoding="utf-8")), total_s, summary
 
 
 def format_table(record: dict, total_s: float, budget_s: float) -> str:
@@ -60,15 +63,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     profile = "quick" if args.quick else "full"
-    record, total_s = run_profile(args.quick, args.seed, args.vehicle)
+    record, total_s, summary = run_profile(args.quick, args.seed, args.vehicle)
     print(format_table(record, total_s, BUDGET_S[profile]))
     result = {"benchmark": "demo", "profile": profile, "vehicle": args.vehicle,
               "date": dt.datetime.now(dt.timezone.utc).isoformat(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_1m": os.getloadavg()[0]},
-              "budget_s": BUDGET_S[profile], "total_wall_s": total_s, "steps": record["steps"]}
+              "seed": args.seed, "budget_s": BUDGET_S[profile], "total_wall_s": total_s, "steps": record["steps"],
+              "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"demo_{'car_' if args.vehicle == 'car' else ''}{profile}.json"
+    seed = f"_seed{args.seed}" if args.seed else ""
+    path = args.out / f"demo_{'car_' if args.vehicle == 'car' else ''}{profile}{seed}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 

@@ -186,9 +186,7 @@ BEV_PAIRS = {  # source-style areas (seeds 3000..), 48 views each, 32 m BEV in 6
 def bev_matcher_config(out: Path, seed: int, budget: dict, pairs: GroundBevPairConfig = BEV_PAIRS):
     from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherRunConfig, MatcherTrainConfig
 
-    p = pairs
-    kwargs = {"m_per_px": p.m_per_px, "query_ground_size_m": p.bev_size_m, "tile_size_m": p.tile_size_m,
-              "search_radius_m": p.offset_m, "query_camera": "panorama"}
+    kwargs = pairs.matcher_kwargs()
     optim = MatcherOptimConfig(batch_size=budget["batch"], steps=budget["steps"], lr=budget["lr"],
                                warmup_steps=budget["warmup"], position_weight=budget.get("position_weight", 0.0))
     run = MatcherRunConfig(out_dir=str(out), seed=seed, validate_every=budget["validate_every"])

@@ -21,12 +21,16 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 
 from edge_geoloc.data.ground_pairs import road_poses
+from edge_geoloc.data.images import read_image_rgb
+from edge_geoloc.data.pairs import PairDatasetError, read_pairs
 from edge_geoloc.geo.view_alignment import align_query_north_up
 from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
 from edge_geoloc.sim.ground import render_ground_panorama
@@ -64,6 +68,15 @@ class GroundBevPairConfig:
     def bev(self) -> BevNccConfig:
         return BevNccConfig(bev_size_m=self.bev_size_m, m_per_px=self.m_per_px, camera_height_m=self.camera_height_m,
                             aerial_size_m=self.tile_size_m)
+
+    def matcher_kwargs(self) -> dict[str, Any]:
+        """The map matcher's geometry for these pairs (``MapMatcher`` keyword arguments): panorama BEVs."""
+        return {"m_per_px": self.m_per_px, "query_ground_size_m": self.bev_size_m, "tile_size_m": self.tile_size_m,
+                "search_radius_m": self.offset_m, "query_camera": "panorama"}
+
+    @property
+    def tile_px(self) -> int:
+        return int(round(self.tile_size_m / self.m_per_px))
 
     def areas(self) -> OnboardPairConfig:
         return OnboardPairConfig(styles=self.styles, n_areas=self.n_areas, area_size_m=self.area_size_m,
@@ -129,6 +142,69 @@ def coarse_pairs(views: GroundBevViews, cfg: GroundBevPairConfig, seed: int) -> 
     return CoarsePairs(views.bevs, np.stack(tiles), np.stack(truth), views.area)
 
 
+@dataclass
+class DatasetPairsReport:
+    """What :func:`coarse_pairs_from_dataset` made of a pair dataset's samples."""
+
+    samples: int = 0  # (BEV, tile) pairs made
+    no_heading: int = 0  # no heading logged: the panorama cannot be turned north-up
+    rejected: list[str] = field(default_factory=list)  # "id: why" (unreadable image, not 2:1, patch too small)
+
+
+def coarse_pairs_from_dataset(root: str | Path, cfg: GroundBevPairConfig, read_ground_truth: bool = False
+                              ) -> tuple[CoarsePairs, DatasetPairsReport]:
+    """The (BEV, tile) pairs of an ``edge_geoloc.pairs`` dataset of ground panoramas, e.g. a drive's field log
+    (:func:`edge_geoloc.fieldlog.dataset.build_pairs_from_logs`): each panorama rolled north-up by its logged
+    heading and projected to ``cfg``'s BEV; each aerial patch (centred on the coarse fix) cropped to
+    ``cfg.tile_size_m`` around its centre and resampled to the tile's pixels. ``truth`` is NaN unless
+    ``read_ground_truth`` (labelled sets, for scoring). Samples without a heading and unusable samples are
+    counted and logged, not fatal; a dataset of another query kind, or with no usable sample, is an error."""
+    root = Path(root)
+    info, records = read_pairs(root, read_ground_truth)
+    if info.query_kind != "ground_pano":
+        raise PairDatasetError(f"{root}: {info.query_kind} queries; BEV pairs are made from ground panoramas")
+    report, bevs, tiles, truth = DatasetPairsReport(), [], [], []
+    for rec in records:
+        if rec.heading_rad is None:
+            report.no_heading += 1
+            continue
+        try:
+            bev = _north_up_bev(read_image_rgb(root / rec.query), rec.heading_rad, cfg)
+            tile, to_tile = _centre_tile(read_image_rgb(root / rec.aerial), rec.aerial_georef.m_per_px, cfg)
+        except (OSError, ValueError) as err:
+            report.rejected.append(f"{rec.id}: {err}")
+            log.warning("%s: sample %s left out: %s", root, rec.id, err)
+            continue
+        bevs.append(bev)
+        tiles.append(tile)
+        truth.append(to_tile(rec.gt_row, rec.gt_col) if rec.gt_row is not None else (np.nan, np.nan))
+    report.samples = len(bevs)
+    if not bevs:
+        first = f"; first: {report.rejected[0]}" if report.rejected else ""
+        raise PairDatasetError(f"{root}: no usable ground pair ({report.no_heading} without heading, "
+                               f"{len(report.rejected)} rejected{first})")
+    return CoarsePairs(np.stack(bevs), np.stack(tiles), np.asarray(truth, np.float64), np.zeros(len(bevs), int)), report
+
+
+def _north_up_bev(panorama: np.ndarray, heading_rad: float, cfg: GroundBevPairConfig) -> np.ndarray:
+    if panorama.shape[1] != 2 * panorama.shape[0]:
+        raise ValueError(f"a panorama is 2:1 (360 x 180 deg), got {panorama.shape[1]}x{panorama.shape[0]} px")
+    return masked_bev_rgb(align_query_north_up(panorama, heading_rad, "ground_pano"), cfg.bev())
+
+
+def _centre_tile(patch: np.ndarray, m_per_px: float, cfg: GroundBevPairConfig) -> tuple[np.ndarray, Any]:
+    """(the tile of ``cfg`` cut from the centre of a north-up patch of ``m_per_px``, (row, col) -> tile pixels)."""
+    crop = int(round(cfg.tile_size_m / m_per_px))
+    if crop > min(patch.shape[:2]):
+        raise ValueError(f"the aerial patch ({patch.shape[0] * m_per_px:.1f} m) is smaller than the "
+                         f"{cfg.tile_size_m} m tile")
+    top, left = (patch.shape[0] - crop) // 2, (patch.shape[1] - crop) // 2
+    scale = cfg.tile_px / crop
+    tile = cv2.resize(patch[top:top + crop, left:left + crop], (cfg.tile_px, cfg.tile_px),
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return tile, lambda row, col: ((row - top) * scale, (col - left) * scale)
+
+
 def load_or_render_views(cfg: GroundBevPairConfig, cache_dir: str | Path) -> GroundBevViews:
     """The views of ``cfg``, rendered once and cached as ``cache_dir/ground_bev_<key>.npz``."""
     path = Path(cache_dir) / f"ground_bev_{cfg.key()}.npz"
@@ -156,7 +232,7 @@ class GroundBevPairSource:
             raise ValueError("GroundBevPairSource needs at least one view")
         self.views, self.cfg = views, cfg
         self.rng = np.random.default_rng(seed)
-        self.tile_px = int(round(cfg.tile_size_m / cfg.m_per_px))
+        self.tile_px = cfg.tile_px
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, s, s, 3) BEVs and (size, t, t, 3) tiles; row i of each is a pair."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_geoloc.config import ConfigError
+from edge_geoloc.data.ground_bev_pairs import GroundBevPairConfig
 from edge_geoloc.data.ground_pairs import GroundPairConfig
 from edge_geoloc.data.pairs import DronePairConfig
 from edge_geoloc.export.config import ExportConfig
@@ -28,7 +29,8 @@ from edge_geoloc.sim.datasets import write_university_tree
 from edge_geoloc.sim.flight import FlightConfig
 from edge_geoloc.train.adaptation import AdaptConfig
 from edge_geoloc.train.localizer_trainer import LocalizerTrainConfig
-from edge_geoloc.train.map_matcher import MatcherTrainConfig
+from edge_geoloc.train.map_matcher import MatcherOptimConfig, MatcherTrainConfig
+from edge_geoloc.train.matcher_adaptation import MatcherAdaptConfig
 from edge_geoloc.train.retrieval_trainer import RetrievalTrainConfig
 
 PROFILES = ("full", "quick")
@@ -75,6 +77,19 @@ class MatcherEvalSpec:
 
 
 @dataclass(frozen=True)
+class GroundMatcherSpec:
+    """The car's learned BEV matcher (``train.map_matcher`` on ``data.ground_bev_pairs``): rendered views of
+    areas of the training styles (never the target area), whose config also fixes the model's geometry (BEV,
+    tile, resolution, search radius: ``GroundBevPairConfig.matcher_kwargs``), and the optimiser."""
+
+    pairs: GroundBevPairConfig = GroundBevPairConfig()
+    optim: MatcherOptimConfig = MatcherOptimConfig(lr=2e-3, batch_size=16, steps=300, warmup_steps=10,
+                                                   position_weight=1.0)
+    model: str = "map_matcher_micro"
+    validate_every: int = 50  # the learning curve's error on the labelled target pairs (reported, never chosen on)
+
+
+@dataclass(frozen=True)
 class ReportSpec:
     """What the report shows."""
 
@@ -107,7 +122,9 @@ class DemoConfig:
     dataset: dict[str, Any] = field(default_factory=dict)  # build_pairs_from_logs keyword arguments
     adaptation: AdaptConfig = field(default_factory=AdaptConfig)
     report: ReportSpec = ReportSpec()
-    ground_localizer: BevNccConfig = field(default_factory=BevNccConfig)  # the car's localizer (BEV + NCC)
+    ground_localizer: BevNccConfig = field(default_factory=BevNccConfig)  # the car's classical baseline (BEV + NCC)
+    ground_matcher: GroundMatcherSpec = GroundMatcherSpec()  # the car's learned localizer
+    ground_adaptation: MatcherAdaptConfig = field(default_factory=MatcherAdaptConfig)  # adapting it from the logs
     ground_eval: GroundPairConfig = field(default_factory=GroundPairConfig)  # the car's labelled target pairs
 
     def __post_init__(self) -> None:

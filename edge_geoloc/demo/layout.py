@@ -8,6 +8,10 @@
 ``05_adapt/``    ``adapt_dataset/``, ``adaptation/student.safetensors``, ``localizer_adapted.onnx``,
                  ``replay_adapted/``, ``heatmaps_adapted.npz``
 ``06_report/``   ``summary.json``, ``summary.txt``, PNGs, ``report.html``
+
+A car's run (``steps_car``) uses the same names: its localizer is the BEV matcher (``02_train/matcher/``,
+``03_export/matcher.onnx``), adapted into ``05_adapt/adaptation/student/`` and re-exported as
+``localizer_adapted.onnx``; it has no source area, retrieval model or heat-map samples.
 """
 
 from __future__ import annotations

@@ -82,11 +82,10 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(what, mean, p95, max) rows of the headline table, in metres."""
-    car = summary.get("vehicle") == "car"
     labels = [("gnss_only", "GNSS only (last fix held)"),
-              ("fused_teacher", "Fused (ground panorama, BEV + NCC)" if car else "Fused, before adaptation"),
+              ("fused_teacher", "Fused, before adaptation"),
               ("fused_adapted", "Fused, after adaptation"),
-              ("visual_teacher", "Visual fixes (any confidence)" + ("" if car else ", before adaptation")),
+              ("visual_teacher", "Visual fixes (any confidence), before adaptation"),
               ("visual_adapted", "Visual fixes (any confidence), after adaptation")]
     rows = []
     for scope, suffix in (("all", ""), ("outage", " [GNSS outage]")):
@@ -121,10 +120,9 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("Adaptation (from the field logs, no ground truth)",
                      f"kept {adaptation.get('kept', '?')} of {adaptation['samples']} samples, "
                      f"teacher->student median shift {_fmt(shift)} m"))
-    models = {"teacher": "BEV + NCC"} if summary.get("vehicle") == "car" else {}
     for flight, counters in summary.get("counters", {}).items():
         if counters:
-            rows.append((f"Visual fixes fused ({models.get(flight, flight)} models)",
+            rows.append((f"Visual fixes fused ({flight} models)",
                          f"{counters.get('visual_fixes', 0)} of {counters.get('frames', 0)} frames "
                          f"({counters.get('low_confidence', 0)} low confidence, "
                          f"{counters.get('visual_rejected', 0)} gated out)"))
@@ -135,38 +133,44 @@ def other_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{_fmt(reloc['correct_m'], 0)} m within {reloc['success_frames']} frames), first correct fix "
                      f"after {_fmt(reloc['ttff_s'])} s, outage p95 {_fmt(reloc['outage_p95_m'])} m"))
     rows += car_rows(summary.get("car") or {})
-    backend = "numpy/OpenCV CPU" if summary.get("vehicle") == "car" else "ONNX Runtime CPU"
     for flight, rate in summary["flight"].get("runtime", {}).items():
-        rows.append((f"Runtime ({models.get(flight, flight)} models, {backend})",
+        rows.append((f"Runtime ({flight} models, ONNX Runtime CPU)",
                      f"{_fmt(rate['rate_hz'])} Hz ({_fmt(rate['mean_ms'])} ms/frame mean)"))
     return rows
 
 
 def car_rows(car: dict[str, Any]) -> list[tuple[str, str]]:
-    """(what, value) rows of a car's drive: lateral / longitudinal, frames fused worse, the goal, the ground
-    localizer on labelled pairs beside the patch centre, and what adaptation did."""
+    """(what, value) rows of a car's drive, before and after adaptation: lateral / longitudinal, frames fused
+    worse, the goal; the ground localizers on labelled pairs beside the patch centre; the log dataset."""
     if not car:
         return []
-    g, f = car["gnss_only"], car["fused"]
-    rows = [("Lateral / longitudinal mean error, fused (GNSS only)",
-             f"{_fmt(f['lateral_mean_m'])} / {_fmt(f['longitudinal_mean_m'])} m ({_fmt(g['lateral_mean_m'])} / "
-             f"{_fmt(g['longitudinal_mean_m'])} m)"),
-            ("Frames where fused is worse than GNSS only", f"{_fmt(100 * car['share_fused_worse'], 0)} %"),
-            ("Goal: fused p95 at most half of GNSS only's",
-             f"{'met' if car['goal_p95_half'] else 'not met'} ({_fmt(f['p95_m'])} vs {_fmt(g['p95_m'])} m)")]
+    rows = []
+    for flight, drive in (("before", car), ("after", car.get("adapted"))):
+        if drive:
+            rows += _drive_rows(drive, f"{flight} adaptation")
     for condition, pairs in (car.get("ground_localizer") or {}).items():
-        loc, centre = pairs["classical_bev_ncc"], pairs["patch_centre"]
-        rows.append((f"Ground localizer, labelled target pairs seen {condition}: mean / median",
-                     f"BEV + NCC {_fmt(loc['mean_m'])} / {_fmt(loc['median_m'])} m, patch centre "
-                     f"{_fmt(centre['mean_m'])} / {_fmt(centre['median_m'])} m (n={loc['n']})"))
+        rows.append((f"Ground localizers, labelled target pairs seen {condition}: mean / median",
+                     ", ".join(f"{label} {_fmt(pairs[key]['mean_m'])} / {_fmt(pairs[key]['median_m'])} m"
+                               for key, label in _GROUND_ROWS if key in pairs) + f" (n={pairs['patch_centre']['n']})"))
     dataset = car.get("dataset") or {}
     if dataset:
         rows.append(("Adaptation dataset from the drive's logs",
                      f"{dataset.get('samples', 0)} pairs of {dataset.get('frames', 0)} logged frames"))
-    adaptation = car.get("adaptation") or {}
-    if adaptation:
-        rows.append(("Adaptation", "ran" if adaptation.get("ran") else adaptation.get("why", "not run")))
     return rows
+
+
+_GROUND_ROWS = (("teacher", "BEV matcher"), ("adapted", "adapted"), ("classical_bev_ncc", "BEV + NCC"),
+                ("patch_centre", "patch centre"))
+
+
+def _drive_rows(drive: dict[str, Any], when: str) -> list[tuple[str, str]]:
+    g, f = drive["gnss_only"], drive["fused"]
+    return [(f"Lateral / longitudinal mean error, fused {when} (GNSS only)",
+             f"{_fmt(f['lateral_mean_m'])} / {_fmt(f['longitudinal_mean_m'])} m ({_fmt(g['lateral_mean_m'])} / "
+             f"{_fmt(g['longitudinal_mean_m'])} m)"),
+            (f"Frames where fused {when} is worse than GNSS only", f"{_fmt(100 * drive['share_fused_worse'], 0)} %"),
+            (f"Goal: fused p95 {when} at most half of GNSS only's",
+             f"{'met' if drive['goal_p95_half'] else 'not met'} ({_fmt(f['p95_m'])} vs {_fmt(g['p95_m'])} m)")]
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from edge_geoloc.demo.cache import cache_key, cached_build, link_entry, source_f
 from edge_geoloc.demo.config import AreaSpec
 from edge_geoloc.demo.layout import AREA_ROLES, STEP_NAMES, RunLayout
 from edge_geoloc.demo.runner import Step, StepContext
-from edge_geoloc.demo.steps_car import step_car_adapt, step_car_index, step_car_localizer, step_car_report, step_drive
+from edge_geoloc.demo.steps_car import step_car_adapt, step_car_export, step_car_report, step_car_train, step_drive
 from edge_geoloc.demo.steps_fly import step_adapt, step_fly
 from edge_geoloc.demo.steps_report import step_report
 from edge_geoloc.demo.steps_train import step_export, step_train
@@ -48,10 +48,10 @@ def demo_steps(vehicle: str = "drone") -> list[Step]:
     }
     car = {
         1: ("generate the target area (cached by seed)", step_areas),
-        2: ("ground localizer: classical BEV + NCC, nothing to train", step_car_localizer),
-        3: ("nothing to export; the target map as the patch source", step_car_index),
+        2: ("train the learned BEV matcher on rendered ground views (not the target area)", step_car_train),
+        3: ("export the matcher to ONNX (parity gate); the target map as the patch source", step_car_export),
         4: ("drive the target area with urban-multipath GNSS through the runtime, logging", step_drive),
-        5: ("dataset from the logs; localizer on labelled pairs; nothing to adapt", step_car_adapt),
+        5: ("adapt the matcher from the logs, re-export, drive again", step_car_adapt),
         6: ("write the report (PNGs, HTML, summary)", step_car_report),
     }
     table = {"drone": drone, "car": car}[vehicle]

@@ -112,6 +112,15 @@ def window_modes(model: MapMatcher, bevs: np.ndarray, tiles: np.ndarray, tempera
     return offset + model.tile_px / 2, np.asarray(confidence)
 
 
+def mode_errors_m(model: MapMatcher, pairs: CoarsePairs, temperature: float = 0.03, radius_m: float = 5.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) metres from each labelled pair's true position to the best window, (N,) confidence): scoring only."""
+    if not np.isfinite(pairs.truth).all():
+        raise ValueError("these pairs have no true positions (a log's pairs): they can be adapted on, not scored")
+    modes, confidence = window_modes(model, pairs.bevs, pairs.tiles, temperature, radius_m)
+    return np.hypot(*(modes - pairs.truth).T) * model.m_per_px, confidence
+
+
 def fine_tune(model: MapMatcher, pairs: CoarsePairs, positions: np.ndarray, sigma_m: float,
               cfg: MatcherAdaptConfig, out_dir: Path,
               validate: Callable[[MapMatcher], float] | None = None) -> tuple[MapMatcher, MapMatcher | None]:
