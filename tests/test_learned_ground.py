@@ -163,3 +163,49 @@ def test_wedge_mask_keeps_the_ground_ahead_of_a_front_camera():
     assert east[32, 60] == 1 and east[32, 4] == 0 and east[4, 32] == 0 and east[60, 32] == 0
     assert abs(east.mean() - 0.25) < 0.02  # a quarter of the square
     assert wedge_mask(64, 360.0, 0.0).all()
+
+
+def test_a_pinhole_frame_reaches_the_bev_matcher_as_its_wedge_of_a_north_up_panorama():
+    from edge_geoloc.runtime.query_alignment import MissingSensorError, align_query
+    from edge_geoloc.types import CameraFrame
+
+    alignment = LearnedBevLocalizer(pooled_pixels, LearnedBevConfig(camera="pinhole")).alignment
+    east = CameraFrame(0.0, np.full((96, 160, 3), 200, np.uint8), heading_rad=math.radians(90.0))  # looks east
+    with pytest.raises(MissingSensorError) as no_info:
+        align_query(east, alignment, 0.0)  # no camera_info: no field of view
+    assert no_info.value.counter == "missing_camera_info"
+    pano = align_query(east, alignment, 90.0)
+    seen = np.flatnonzero(pano.sum(axis=(0, 2)) > 0)
+    azimuth = (seen + 0.5) / 256 * 360.0 - 180.0  # north is the centre column, east to the right
+    assert pano.shape == (128, 256, 3) and abs(azimuth.min() - 45.0) < 2.0 and abs(azimuth.max() - 135.0) < 2.0
+    with pytest.raises(ValueError, match="camera must be one of"):
+        LearnedBevConfig(camera="fisheye")
+
+
+def test_a_rendered_front_pinhole_view_becomes_the_ground_ahead_in_the_matchers_bev():
+    """The runtime's pinhole path on a rendered street: align_query puts the 90 deg view into its wedge and rolls
+    it north-up by the heading; the BEV the matcher sees is then the panorama's BEV over that wedge (what the
+    matcher was trained on), and it matches the map at the camera only when turned the right way."""
+    from edge_geoloc.data.ground_pairs import road_poses
+    from edge_geoloc.geo.view_alignment import align_query_north_up
+    from edge_geoloc.runtime.query_alignment import align_query
+    from edge_geoloc.sim.camera import PinholeCamera
+    from edge_geoloc.sim.ground import render_ground_panorama, render_ground_pinhole
+    from edge_geoloc.types import CameraFrame
+
+    area = generate_area("source", 7, 200.0, 0.5)
+    points, headings = road_poses(area, 1, np.random.default_rng(3), 60.0)
+    (east, north), heading = points[0].tolist(), float(headings[0])  # 119 deg
+    view = render_ground_pinhole(area, east, north, heading, PinholeCamera(256, 128, 90.0))
+    pano = render_ground_panorama(area, east, north, heading, 1.7, 256, 128)
+    cfg = LearnedBevConfig(camera="pinhole")
+    query = align_query(CameraFrame(0.0, view, heading_rad=heading), LearnedBevLocalizer(pooled_pixels, cfg).alignment,
+                        90.0)
+    bev = masked_bev_rgb(query, cfg.bev()).astype(float)
+    wedge = bev.sum(axis=2) > 0
+    pano_bev = masked_bev_rgb(align_query_north_up(pano, heading, "ground_pano"), cfg.bev()).astype(float)
+    assert 0.2 < wedge.mean() < 0.3 and np.abs(bev[wedge] - pano_bev[wedge]).mean() < 5.0
+    row, col = (int(round(v)) for v in (area.ortho.shape[0] / 2 - north / 0.5, area.ortho.shape[1] / 2 + east / 0.5))
+    ground = area.ortho[row - 32:row + 32, col - 32:col + 32].astype(float)
+    misfit = [np.abs(np.rot90(bev, k)[np.rot90(wedge, k)] - ground[np.rot90(wedge, k)]).mean() for k in range(4)]
+    assert np.argmin(misfit) == 0 and misfit[0] < 0.75 * min(misfit[1:])

@@ -258,5 +258,7 @@ def test_an_exported_panorama_matcher_is_a_cars_localizer_and_a_nadir_one_is_ref
     assert heat.shape == (96, 96) and heat.sum() == pytest.approx(1.0)
     assert localizer.orientation_at(48.0, 48.0) in localizer.headings
     assert localizer_for(backend, PipelineConfig()).alignment.north_up  # 0 bins: the vehicle's heading is needed
+    front = localizer_for(backend, PipelineConfig(ground_camera="pinhole")).alignment  # a front camera's frames
+    assert front.query_kind == "ground_pinhole" and front.pinhole_pano_wh == (256, 128) and front.north_up
     with pytest.raises(ValueError, match="panorama BEVs"):
         localizer_for(load_backend(matcher_onnx.onnx_path, kind="onnxruntime"), PipelineConfig())

@@ -72,6 +72,7 @@ class PipelineConfig:
     # headings in every frame (a vehicle without heading; the model's heading feeds the filter); 0 needs a heading
     ground_heading_bins: int = 0
     ground_camera_height_m: float = 1.7  # the panorama camera's height above the road (its BEV projection)
+    ground_camera: Literal["panorama", "pinhole"] = "panorama"  # the vehicle's camera; pinhole: a front camera
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or not 1 <= self.localize_top <= self.top_k:

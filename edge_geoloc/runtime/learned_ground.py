@@ -12,6 +12,11 @@ Unknown heading (``heading_bins > 0``; the vehicle gives no heading): the panora
 ``heading_bins`` candidate headings, each BEV is scored over the patch, and every position keeps its best heading;
 the heat map is the softmax over positions of those best scores, and :meth:`LearnedBevLocalizer.orientation_at`
 gives the heading at the mode (the pipeline hands it to the filter, as CCVPE's orientation output).
+
+A front pinhole camera (``camera: pinhole``): the runtime puts each frame into its wedge of a panorama
+(:func:`~edge_geoloc.geo.view_alignment.pinhole_to_panorama`, from the camera_info's field of view; a frame
+without it is skipped and counted ``missing_camera_info``), which then goes the panorama's way; the BEV holds only
+the ground ahead (``benchmarks/ground_localizer.py``'s pinhole rows measure this path).
 numpy and OpenCV only: the network is a features callable (the exported graph on the vehicle, the PyTorch model
 in a benchmark). An exported matcher serves as a car's localizer only when its sidecar declares panorama queries
 (``preprocessing.image.camera: panorama``, :func:`learned_bev_localizer`); a drone's (nadir) matcher is refused.
@@ -31,6 +36,8 @@ from edge_geoloc.runtime.classical_ground import BevNccConfig, masked_bev_rgb
 from edge_geoloc.runtime.learned_matcher import BackendFeatures, FeatureFn, LearnedMatcher, LearnedMatcherConfig
 from edge_geoloc.runtime.query_alignment import QueryAlignment
 
+GROUND_CAMERAS = ("panorama", "pinhole")  # the vehicle's camera a BEV matcher (trained on panoramas) can read
+
 
 @dataclass(frozen=True)
 class LearnedBevConfig:
@@ -42,11 +49,15 @@ class LearnedBevConfig:
     aerial_size_m: float = 96.0  # ground side of the aerial patch the pipeline cuts around the prior
     temperature: float = 0.03  # softmax temperature on cosine scores
     heading_bins: int = 0  # > 0: heading unknown, search that many headings (orientation output); 0: north-up input
+    camera: str = "panorama"  # "pinhole": a front camera, its frames put into their wedge of a panorama of pano_wh
+    pano_wh: tuple[int, int] = (256, 128)  # (width, height) of that panorama (the training panoramas' size)
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.stride < 1 or self.heading_bins < 0:
             raise ValueError(f"temperature must be > 0, stride >= 1 and heading_bins >= 0, got {self.temperature}, "
                              f"{self.stride}, {self.heading_bins}")
+        if self.camera not in GROUND_CAMERAS:
+            raise ValueError(f"camera must be one of {GROUND_CAMERAS}, got {self.camera!r}")
         if round(self.bev_size_m / self.m_per_px) % self.stride:
             raise ValueError(f"the BEV ({self.bev_size_m} m at {self.m_per_px} m/px) must be a multiple of the "
                              f"stride {self.stride} pixels")
@@ -75,7 +86,10 @@ class LearnedBevLocalizer:
         self.features = features
         self.aerial_size_m = self.cfg.aerial_size_m
         self.aerial_px = int(round(self.cfg.aerial_size_m / self.cfg.m_per_px))
-        self.alignment = QueryAlignment(north_up=self.cfg.heading_bins == 0, query_kind="ground_pano")
+        pinhole = self.cfg.camera == "pinhole"
+        self.alignment = QueryAlignment(north_up=self.cfg.heading_bins == 0,
+                                        query_kind="ground_pinhole" if pinhole else "ground_pano",
+                                        pinhole_pano_wh=tuple(self.cfg.pano_wh) if pinhole else None)
         self.headings = 2 * np.pi * np.arange(self.cfg.heading_bins) / max(self.cfg.heading_bins, 1)
         self._best_heading: np.ndarray | None = None  # (m, m) heading (rad) per window of the last search
         self._last_hw = (self.aerial_px, self.aerial_px)

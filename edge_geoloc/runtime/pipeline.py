@@ -126,7 +126,7 @@ def localizer_for(backend, cfg: PipelineConfig) -> Localizer:
         return BackendLocalizer(backend)
     size = {"aerial_size_m": cfg.aerial_size_m} if cfg.aerial_size_m > 0 else {}
     return learned_bev_localizer(backend, heading_bins=cfg.ground_heading_bins,
-                                 camera_height_m=cfg.ground_camera_height_m, **size)
+                                 camera_height_m=cfg.ground_camera_height_m, camera=cfg.ground_camera, **size)
 
 
 def orientation_at(field: np.ndarray | None, row: float, col: float) -> float | None:

@@ -12,7 +12,9 @@ Ground cameras (cars): the model's ``query_kind`` says which camera it was train
 equirectangular (width = 2 x height, ``PANORAMA_ASPECT_TOLERANCE``), else the frame is skipped
 (``bad_panorama_aspect``); a pinhole frame needs its intrinsics (the camera_info's horizontal field of view,
 ``camera.hfov_deg``), else it is skipped (``missing_camera_info``). A pinhole image cannot be rotated
-north-up, so an artifact declaring a north-up pinhole query is refused at load time.
+north-up, so an artifact declaring a north-up pinhole query is refused at load time; a panorama model (the
+car's learned BEV matcher) reads a pinhole frame through its wedge of a panorama (``pinhole_pano_wh``), which
+can be rolled north-up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale
+from edge_geoloc.geo.view_alignment import align_query_north_up, align_query_scale, pinhole_to_panorama
 from edge_geoloc.types import CameraFrame
 
 CAMERA_KINDS = {"nadir": "drone", "panorama": "ground_pano", "pinhole": "ground_pinhole"}  # sidecar -> model
@@ -50,6 +52,13 @@ class QueryAlignment:
     ground_size_m: float | None = None  # scale alignment: metres of ground the query covers
     out_px: int = 0  # side of the scale-aligned query (the model's query height)
     query_kind: str = "drone"
+    # a panorama model reading a front pinhole camera: each frame is resampled into its wedge of an equirectangular
+    # panorama of this (width, height) (``pinhole_to_panorama``), then handled as a panorama (north-up roll)
+    pinhole_pano_wh: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pinhole_pano_wh is not None and self.query_kind != "ground_pinhole":
+            raise ValueError(f"pinhole_pano_wh is for pinhole frames, got query_kind {self.query_kind!r}")
 
     @property
     def needs_heading(self) -> bool:
@@ -78,17 +87,20 @@ class QueryAlignment:
 
 
 def align_query(frame: CameraFrame, alignment: QueryAlignment, hfov_deg: float) -> np.ndarray:
-    """The frame's image as the localizer was trained to see it: rotated north-up by ``frame.heading_rad``,
-    then cut to ``ground_size_m`` around the nadir point from ``frame.altitude_agl_m`` and ``hfov_deg``.
+    """The frame's image as the localizer was trained to see it: a pinhole frame put into its wedge of a panorama
+    (``pinhole_pano_wh``), rotated north-up by ``frame.heading_rad``, then cut to ``ground_size_m`` around the
+    nadir point from ``frame.altitude_agl_m`` and ``hfov_deg``.
 
     Raises :class:`MissingSensorError` when a needed measurement is missing (``None``/NaN/not positive)."""
-    image = frame.image_rgb
-    check_ground_frame(image, alignment.query_kind, hfov_deg)
+    image, kind = frame.image_rgb, alignment.query_kind
+    check_ground_frame(image, kind, hfov_deg)
+    if alignment.pinhole_pano_wh is not None:
+        image, kind = pinhole_to_panorama(image, hfov_deg, alignment.pinhole_pano_wh), "ground_pano"
     if alignment.needs_heading:
         if not _finite(frame.heading_rad):
             raise MissingSensorError("missing_heading", "the localizer expects north-up queries but the frame has "
                                      "no heading_rad (fill CameraFrame.heading_rad from the compass/IMU)")
-        image = align_query_north_up(image, float(frame.heading_rad), alignment.query_kind)
+        image = align_query_north_up(image, float(frame.heading_rad), kind)
     if alignment.needs_altitude:
         if not (_finite(frame.altitude_agl_m) and frame.altitude_agl_m > 0):
             raise MissingSensorError("missing_altitude", "the localizer expects scale-aligned queries but the "
