@@ -32,11 +32,14 @@ def test_the_car_launch_example_is_a_valid_parameter_file():
     settings = settings_from_parameters(load_node_params_file(CAR_PARAMS))
     assert settings.vehicle == "car" and settings.camera_info_source == "camera_info"
     assert settings.heading_source == "imu" and settings.startup_problems() == []
+    from edge_geoloc.config import load_config
+    from edge_geoloc.demo.config import DemoConfig
     from edge_geoloc.interop.build import runtime_config
 
-    fusion = runtime_config(settings).fusion  # the car benchmark's fusion: particle filter, trusted heat maps
-    assert fusion.mode == "particle" and fusion.particle.heatmap_exponent == 1.0
-    assert fusion.particle.heatmap_inlier_probability == 0.8
+    fusion = runtime_config(settings).fusion  # the car benchmark's fusion: particle filter, trusted heat maps,
+    assert fusion.mode == "particle" and fusion.min_gnss_sigma_m == 16.0  # GNSS sigmas floored (validation)
+    demo = load_config(DemoConfig, CAR_PARAMS.parents[4] / "configs" / "demo_car.yaml").runtime.fusion
+    assert fusion == demo  # the ROS example drives with the car demo's fusion
 
 
 def test_camera_info_reaches_the_pipeline_and_unblocks_pinhole_frames(world):  # noqa: F811
